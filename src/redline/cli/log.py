@@ -1,0 +1,181 @@
+"""``redline log``: run a transparency log on the embedded SQLite store.
+
+A log directory holds ``log.db`` (the store) and, unless another key file is
+named, ``log.key`` (the log's private key, mode 0600) and ``log.key.pub``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from redline.crypto.encoding import b64encode
+from redline.crypto.keys import SigningKey, load_signing_key, load_verifier_key, save_signing_key
+from redline.errors import LogNotFound, MalformedInput
+from redline.log import merkle
+from redline.log.checkpoint import Checkpoint, open_checkpoint
+from redline.log.receipt import Receipt, verify_receipt
+from redline.log.service import Log
+from redline.log.sqlite import SqliteStore
+
+_dir_arg = click.argument("logdir", type=click.Path(file_okay=False, path_type=Path))
+_key_opt = click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="The log's private key file (default: LOGDIR/log.key).")
+
+
+def _paths(logdir: Path, key_path: Path | None) -> tuple[Path, Path]:
+    return logdir / "log.db", key_path or logdir / "log.key"
+
+
+def _open(logdir: Path, key_path: Path | None = None, *, signing: bool = False, verify: bool = False) -> Log:
+    db, kp = _paths(logdir, key_path)
+    if not db.exists():
+        raise LogNotFound(f"no log in {logdir} (run 'redline log init {logdir}' first)")
+    key = load_signing_key(kp) if signing else None
+    return Log.open(SqliteStore(db), key=key, verify=verify)
+
+
+@click.group()
+def log() -> None:
+    """Create, append to, prove and verify a transparency log."""
+
+
+@log.command("init")
+@_dir_arg
+@click.option("--origin", required=True, help="The log's origin, e.g. redline.example/log (also its key name).")
+@_key_opt
+def log_init(logdir: Path, origin: str, key_path: Path | None) -> None:
+    """Create an empty log in LOGDIR and sign its size-0 checkpoint.
+
+    Generates the log key at LOGDIR/log.key unless --key names an existing key
+    whose name is the origin.
+    """
+    db, kp = _paths(logdir, key_path)
+    if key_path is not None:
+        key = load_signing_key(kp)
+        if key.name != origin:
+            raise MalformedInput(f"key {kp} is named {key.name!r}, not the origin {origin!r}")
+    else:
+        key = SigningKey.generate(origin)
+        save_signing_key(key, kp)
+    Log.create(SqliteStore(db, create=True), key)
+    click.echo(key.verifier().to_string())
+    click.echo(f"created log {origin} in {logdir}", err=True)
+
+
+@log.command("append")
+@_dir_arg
+@click.argument("files", nargs=-1, type=click.File("rb"))
+@_key_opt
+@click.option("--receipts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write a .tlog-proof receipt for each entry into this directory.")
+def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path | None) -> None:
+    """Append each FILE (or standard input, with '-') as one entry, all in one batch.
+
+    Prints the index of each entry, then the new signed checkpoint. The batch is
+    durable when this command returns.
+    """
+    if not files:
+        raise click.UsageError("name at least one FILE (or '-' for standard input)")
+    entries = [f.read() for f in files]
+    lg = _open(logdir, key_path, signing=True)
+    done = lg.append(entries)
+    for f, idx in zip(files, done.indexes):
+        click.echo(f"{idx}\t{f.name}", err=True)
+        if receipts is not None:
+            receipts.mkdir(parents=True, exist_ok=True)
+            (receipts / f"{idx}.tlog-proof").write_bytes(lg.receipt(idx).encode())
+    sys.stdout.buffer.write(done.checkpoint)
+
+
+@log.command("checkpoint")
+@_dir_arg
+@click.option("--size", type=int, default=None, help="The checkpoint signed at this size (default: latest).")
+def log_checkpoint(logdir: Path, size: int | None) -> None:
+    """Print the log's signed checkpoint (C2SP tlog-checkpoint)."""
+    sys.stdout.buffer.write(_open(logdir).checkpoint(size))
+
+
+@log.command("prove")
+@_dir_arg
+@click.option("--index", type=int, default=None, help="Prove inclusion of the entry at this index.")
+@click.option("--consistency", "old_size", type=int, default=None, help="Prove consistency from this older size.")
+@click.option("--size", type=int, default=None, help="Tree size to prove against (default: the log's size).")
+def log_prove(logdir: Path, index: int | None, old_size: int | None, size: int | None) -> None:
+    """Print an inclusion or consistency proof, one base64 hash per line.
+
+    Exactly one of --index and --consistency.
+    """
+    if (index is None) == (old_size is None):
+        raise click.UsageError("give exactly one of --index and --consistency")
+    lg = _open(logdir)
+    proof = lg.prove_inclusion(index, size) if index is not None else lg.prove_consistency(old_size, size)
+    for h in proof:
+        click.echo(b64encode(h))
+
+
+@log.command("receipt")
+@_dir_arg
+@click.argument("index", type=int)
+@click.option("--size", type=int, default=None, help="Prove against the checkpoint at this size (default: latest).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the receipt here instead of standard output.")
+def log_receipt(logdir: Path, index: int, size: int | None, out: Path | None) -> None:
+    """Write an offline receipt (C2SP tlog-proof) for the entry at INDEX."""
+    data = _open(logdir).receipt(index, size).encode()
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+
+
+@log.command("verify")
+@click.argument("logdir", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--receipt", "receipt_file", type=click.File("rb"), default=None,
+              help="Verify this receipt offline instead of a log directory.")
+@click.option("--entry", "entry_file", type=click.File("rb"), default=None, help="The entry the receipt is for.")
+@click.option("--log-key", default=None, help="The log's verifier key (string or file) to trust.")
+@click.option("--checkpoint", "checkpoint_file", type=click.File("rb"), default=None,
+              help="With LOGDIR: also check that this earlier checkpoint is consistent with the log.")
+def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | None, checkpoint_file) -> None:
+    """Verify a whole log directory, or a receipt offline.
+
+    With LOGDIR: re-derive every hash from the stored entries and check every
+    signed checkpoint (and, with --checkpoint, that a checkpoint you hold is
+    consistent with the log). With --receipt, --entry and --log-key: check that
+    the entry is in the log, with no log at hand.
+    """
+    if receipt_file is not None:
+        if logdir is not None or entry_file is None or log_key is None:
+            raise click.UsageError("--receipt needs --entry and --log-key, and no LOGDIR")
+        cp, t = verify_receipt(Receipt.parse(receipt_file.read()), entry_file.read(), load_verifier_key(log_key))
+        click.echo(f"OK: entry is in log {cp.origin} at size {cp.size}, integrated at {t} ms")
+        return
+    if logdir is None:
+        raise click.UsageError("give LOGDIR, or --receipt with --entry and --log-key")
+    db, _ = _paths(logdir, None)
+    if not db.exists():
+        raise LogNotFound(f"no log in {logdir}")
+    store = SqliteStore(db)
+    trusted = load_verifier_key(log_key) if log_key else None
+    with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("verify", total=store.size())
+        lg = Log.open(store, trusted=trusted, progress=lambda n, total: bar.update(task, completed=n))
+    if checkpoint_file is not None:
+        cp, _ = open_checkpoint(checkpoint_file.read(), lg.verifier)
+        _check_consistent(lg, cp)
+    click.echo(f"OK: log {lg.origin} holds {lg.size} entries; every hash and "
+               f"{len(lg.checkpoint_sizes())} checkpoints verify")
+
+
+def _check_consistent(lg: Log, cp: Checkpoint) -> None:
+    if cp.size > lg.size:
+        raise MalformedInput(f"checkpoint size {cp.size} is beyond the log's size {lg.size}")
+    if cp.size:
+        merkle.verify_consistency(cp.size, lg.size, cp.root, lg.root(), lg.prove_consistency(cp.size))
+    elif cp.root != merkle.EMPTY_ROOT:
+        raise MalformedInput("size-0 checkpoint with a non-empty root")

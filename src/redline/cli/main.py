@@ -1,0 +1,61 @@
+"""The ``redline`` command: one group per concern, errors turned into messages and exit codes.
+
+Exit codes: 0 success; 1 other redline error; 2 usage error; 3 bad signature;
+4 log error; 5 invalid proof; 6 inconsistent log; 7 not authorized;
+65 malformed input; 66 key problem; 73 refusing to overwrite.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from redline import __version__
+from redline.errors import RedlineError
+
+
+class RedlineGroup(click.Group):
+    """A click group that reports ``RedlineError`` as one line on stderr with the error's exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except RedlineError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except OSError as exc:
+            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            ctx.exit(74)  # EX_IOERR
+
+
+@click.group(cls=RedlineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="redline")
+def cli() -> None:
+    """redline: a verifiable, coordinated pause of frontier AI development.
+
+    Every fact is a signed statement on a witnessed transparency log; the state
+    of the world is replayed from the log.
+    """
+
+
+def _register() -> None:
+    from redline.cli.demo import demo
+    from redline.cli.keys import key
+    from redline.cli.log import log
+
+    cli.add_command(key)
+    cli.add_command(log)
+    cli.add_command(demo)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="redline")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

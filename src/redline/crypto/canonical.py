@@ -1,0 +1,61 @@
+"""RFC 8785 JSON Canonicalization Scheme (JCS) for everything redline hashes or signs.
+
+The serialisation itself is the ``rfc8785`` package's; this module adds the
+strict parsing side (duplicate keys, non-finite numbers and oversized input are
+refused) and the SHA-256 digest of a value's canonical form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import rfc8785
+
+from redline.errors import InputTooLarge, MalformedInput, NonCanonicalJSON
+
+#: Upper bound on JSON documents redline parses from untrusted sources.
+MAX_JSON_BYTES = 1 << 20
+
+
+def canonical_json(value: Any) -> bytes:
+    """The RFC 8785 canonical UTF-8 bytes of a JSON-compatible value."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise NonCanonicalJSON(f"value cannot be canonicalised: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise NonCanonicalJSON(f"value is not JSON-compatible: {exc}") from exc
+
+
+def canonical_digest(value: Any) -> str:
+    """Lower-case hex SHA-256 of the value's canonical JSON."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, val in pairs:
+        if key in out:
+            raise MalformedInput(f"duplicate JSON object key {key!r}")
+        out[key] = val
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedInput(f"non-finite JSON number {name} is not allowed")
+
+
+def parse_json(data: bytes | str, *, what: str = "JSON document", limit: int = MAX_JSON_BYTES) -> Any:
+    """Parse untrusted JSON strictly: bounded size, no duplicate keys, no NaN/Infinity."""
+    size = len(data.encode() if isinstance(data, str) else data)
+    if size > limit:
+        raise InputTooLarge(f"{what} is {size} bytes, over the limit of {limit}")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise MalformedInput(f"{what} is not valid UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise MalformedInput(f"{what} is not valid JSON: {exc}") from exc

@@ -1,0 +1,182 @@
+"""DSSE envelopes (github.com/secure-systems-lab/dsse v1) carrying in-toto Statement v1.
+
+The signature covers the pre-authentication encoding
+``"DSSEv1" SP len(type) SP type SP len(body) SP body``. Statements are serialised
+with RFC 8785 canonical JSON, so one statement has one payload and one digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redline.crypto.canonical import canonical_json, parse_json
+from redline.crypto.encoding import b64decode, b64encode, hexdecode
+from redline.crypto.keys import SigningKey, VerifierKey
+from redline.errors import BadSignature, InputTooLarge, MalformedInput, UnknownKey
+
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+#: Largest envelope accepted; log entries are bounded below this anyway.
+MAX_ENVELOPE_BYTES = 64 * 1024
+MAX_SIGNATURES = 16
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding."""
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+@dataclass(frozen=True)
+class EnvelopeSignature:
+    """One DSSE signature: the signer's key ID and the raw signature."""
+
+    keyid: str
+    sig: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A DSSE envelope: payload bytes, payload type and signatures."""
+
+    payload: bytes
+    payload_type: str
+    signatures: tuple[EnvelopeSignature, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope's JSON object."""
+        return {
+            "payload": b64encode(self.payload),
+            "payloadType": self.payload_type,
+            "signatures": [{"keyid": s.keyid, "sig": b64encode(s.sig)} for s in self.signatures],
+        }
+
+    def to_json(self) -> bytes:
+        """Canonical JSON bytes of the envelope: what goes into the log."""
+        return canonical_json(self.to_dict())
+
+    @property
+    def digest(self) -> str:
+        """Hex SHA-256 of the canonical envelope bytes."""
+        return hashlib.sha256(self.to_json()).hexdigest()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Envelope:
+        """Parse envelope JSON strictly (exact fields, canonical base64, bounded size)."""
+        if len(data) > MAX_ENVELOPE_BYTES:
+            raise InputTooLarge(f"envelope is {len(data)} bytes, over the limit of {MAX_ENVELOPE_BYTES}")
+        obj = parse_json(data, what="DSSE envelope")
+        return cls.from_dict(obj)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Envelope:
+        """Build an envelope from its parsed JSON object, strictly."""
+        if not isinstance(obj, dict):
+            raise MalformedInput("DSSE envelope must be a JSON object")
+        extra = set(obj) - {"payload", "payloadType", "signatures"}
+        if extra:
+            raise MalformedInput(f"DSSE envelope has unknown field(s): {', '.join(sorted(extra))}")
+        for name, typ in (("payload", str), ("payloadType", str), ("signatures", list)):
+            if not isinstance(obj.get(name), typ):
+                raise MalformedInput(f"DSSE envelope field '{name}' is missing or not a {typ.__name__}")
+        payload = b64decode(obj["payload"], what="DSSE envelope field 'payload'")
+        sigs_in = obj["signatures"]
+        if not sigs_in:
+            raise MalformedInput("DSSE envelope has no signatures")
+        if len(sigs_in) > MAX_SIGNATURES:
+            raise InputTooLarge(f"DSSE envelope has {len(sigs_in)} signatures, over {MAX_SIGNATURES}")
+        sigs = []
+        for i, s in enumerate(sigs_in):
+            if not isinstance(s, dict) or set(s) != {"keyid", "sig"}:
+                raise MalformedInput(f"DSSE signature {i} must have exactly the fields 'keyid' and 'sig'")
+            if not isinstance(s["keyid"], str) or not isinstance(s["sig"], str):
+                raise MalformedInput(f"DSSE signature {i} fields must be strings")
+            sigs.append(EnvelopeSignature(s["keyid"], b64decode(s["sig"], what=f"DSSE signature {i} 'sig'")))
+        return cls(payload, obj["payloadType"], tuple(sigs))
+
+    def verify(self, keys: Iterable[VerifierKey]) -> VerifierKey:
+        """Return the first known key whose signature verifies; a bad known signature is an error."""
+        by_id = {k.fingerprint: k for k in keys}
+        message = pae(self.payload_type, self.payload)
+        for i, s in enumerate(self.signatures):
+            key = by_id.get(s.keyid)
+            if key is None:
+                continue
+            try:
+                key.verify(message, s.sig)
+            except BadSignature as exc:
+                raise BadSignature(f"DSSE signature {i} by key {key.name!r} does not verify") from exc
+            return key
+        raise UnknownKey("DSSE envelope has no signature from a known key "
+                         f"(key IDs: {', '.join(s.keyid[:16] for s in self.signatures)})")
+
+
+def sign_envelope(payload: bytes, key: SigningKey, payload_type: str = IN_TOTO_PAYLOAD_TYPE) -> Envelope:
+    """Sign ``payload`` in a DSSE envelope with ``key``."""
+    sig = key.sign(pae(payload_type, payload))
+    return Envelope(payload, payload_type, (EnvelopeSignature(key.verifier().fingerprint, sig),))
+
+
+def make_statement(subjects: Iterable[tuple[str, Mapping[str, str]]], predicate_type: str,
+                   predicate: Mapping[str, Any]) -> dict[str, Any]:
+    """An in-toto Statement v1 as a plain JSON object."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": dict(digest)} for name, digest in subjects],
+        "predicateType": predicate_type,
+        "predicate": dict(predicate),
+    }
+
+
+def sign_statement(statement: Mapping[str, Any], key: SigningKey) -> Envelope:
+    """Validate an in-toto statement, canonicalise it and sign it in an envelope."""
+    validate_statement(statement)
+    return sign_envelope(canonical_json(statement), key)
+
+
+_DIGEST_LENGTHS = {"sha256": 32, "sha512": 64, "blake3": 32}
+
+
+def validate_statement(obj: Any) -> dict[str, Any]:
+    """Check the in-toto Statement v1 shape; return the object."""
+    if not isinstance(obj, dict):
+        raise MalformedInput("in-toto statement must be a JSON object")
+    extra = set(obj) - {"_type", "subject", "predicateType", "predicate"}
+    if extra:
+        raise MalformedInput(f"in-toto statement has unknown field(s): {', '.join(sorted(extra))}")
+    if obj.get("_type") != STATEMENT_TYPE:
+        raise MalformedInput(f"in-toto statement field '_type' must be {STATEMENT_TYPE!r}")
+    if not isinstance(obj.get("predicateType"), str) or not obj["predicateType"]:
+        raise MalformedInput("in-toto statement field 'predicateType' must be a non-empty string")
+    if not isinstance(obj.get("predicate"), dict):
+        raise MalformedInput("in-toto statement field 'predicate' must be an object")
+    subjects = obj.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        raise MalformedInput("in-toto statement field 'subject' must be a non-empty list")
+    for i, s in enumerate(subjects):
+        if not isinstance(s, dict) or set(s) - {"name", "digest"} or not isinstance(s.get("digest"), dict):
+            raise MalformedInput(f"in-toto statement subject {i} must have 'name' and 'digest'")
+        if not isinstance(s.get("name", ""), str):
+            raise MalformedInput(f"in-toto statement subject {i} 'name' must be a string")
+        if not s["digest"]:
+            raise MalformedInput(f"in-toto statement subject {i} has an empty digest")
+        for alg, val in s["digest"].items():
+            if alg in _DIGEST_LENGTHS:
+                if not isinstance(val, str):
+                    raise MalformedInput(f"in-toto statement subject {i} digest {alg} must be a string")
+                hexdecode(val, what=f"in-toto statement subject {i} digest {alg}", length=_DIGEST_LENGTHS[alg])
+    return obj
+
+
+def open_statement(envelope: Envelope, keys: Iterable[VerifierKey]) -> tuple[dict[str, Any], VerifierKey]:
+    """Verify an envelope and parse its in-toto statement; return it and the signer."""
+    signer = envelope.verify(keys)
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise MalformedInput(f"DSSE payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}")
+    statement = validate_statement(parse_json(envelope.payload, what="in-toto statement"))
+    if canonical_json(statement) != envelope.payload:
+        raise MalformedInput("in-toto statement payload is not in RFC 8785 canonical form")
+    return statement, signer

@@ -1,0 +1,118 @@
+"""The one error hierarchy of redline.
+
+Every error names what is wrong: the field, the entry index, the key or the file.
+Faces turn these into messages and exit codes; nothing else in redline raises
+bare ``ValueError`` across a module boundary.
+"""
+
+from __future__ import annotations
+
+
+class RedlineError(Exception):
+    """Base of every error redline raises on purpose."""
+
+    exit_code = 1
+
+
+# --- encoding and parsing -------------------------------------------------
+
+
+class MalformedInput(RedlineError):
+    """Bytes that do not parse as the format they claim to be."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class InputTooLarge(MalformedInput):
+    """An input over its documented size bound."""
+
+
+class NonCanonicalJSON(MalformedInput):
+    """JSON that cannot be put in RFC 8785 canonical form (e.g. NaN, lone surrogates)."""
+
+
+# --- keys and signatures --------------------------------------------------
+
+
+class KeyMaterialError(RedlineError):
+    """A key that is malformed, missing or unusable."""
+
+    exit_code = 66
+
+
+class MalformedKey(KeyMaterialError, MalformedInput):
+    """A key string or file that does not parse."""
+
+
+class KeyExists(KeyMaterialError):
+    """Refusing to overwrite an existing key file."""
+
+    exit_code = 73  # EX_CANTCREAT
+
+
+class InsecureKeyFile(KeyMaterialError):
+    """A private key file readable by others than its owner."""
+
+
+class BadSignature(RedlineError):
+    """A signature that does not verify, or no signature from a trusted key."""
+
+    exit_code = 3
+
+
+class UnknownKey(BadSignature):
+    """Signed only by keys the verifier does not know."""
+
+
+# --- the log --------------------------------------------------------------
+
+
+class LogError(RedlineError):
+    """A problem with the transparency log."""
+
+    exit_code = 4
+
+
+class EntryTooLarge(LogError, InputTooLarge):
+    """An entry over the log's entry size bound."""
+
+
+class InvalidProof(LogError):
+    """An inclusion or consistency proof that does not verify."""
+
+    exit_code = 5
+
+
+class InconsistentLog(LogError):
+    """A log whose stored tree disagrees with itself, its checkpoint or an earlier checkpoint."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class LogNotFound(LogError):
+    """No log at the given path."""
+
+
+class LogExists(LogError):
+    """A log already exists where a new one was asked for."""
+
+
+class IndexOutOfRange(LogError):
+    """An entry index or tree size beyond the log."""
+
+
+# --- statements and submission (later issues build on these) -------------
+
+
+class InvalidStatement(MalformedInput):
+    """A statement that fails validation; the message names the field."""
+
+
+class NotAuthorized(RedlineError):
+    """A party acting outside its role."""
+
+    exit_code = 7

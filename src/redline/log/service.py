@@ -1,0 +1,275 @@
+"""The redline transparency log: batched, durable appends, signed checkpoints, proofs and receipts.
+
+``Log`` ties the pure pieces together over a ``LogStore``: each batch of entries
+gets one integration time per entry (the log's clock, never going backwards),
+its leaves and stored hashes are computed here, one checkpoint is signed for the
+whole batch, and the store commits all of it at once. Opening a log re-derives
+every stored hash from the stored leaves and checks the result against the
+signed checkpoints, so a store altered on disk is refused, naming the first bad
+entry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from redline.crypto.keys import SigningKey, VerifierKey
+from redline.errors import (
+    BadSignature,
+    EntryTooLarge,
+    InconsistentLog,
+    IndexOutOfRange,
+    MalformedInput,
+)
+from redline.log import merkle
+from redline.log.checkpoint import Checkpoint, open_checkpoint
+from redline.log.leaf import MAX_ENTRY_BYTES, decode_leaf, encode_leaf
+from redline.log.receipt import Receipt
+from redline.log.store import LogStore
+
+Clock = Callable[[], int]
+
+#: Most entries integrated in one batch (one transaction, one checkpoint).
+MAX_BATCH = 100_000
+
+
+def system_clock_ms() -> int:
+    """Milliseconds since the Unix epoch from the system clock."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What an acknowledged batch returns: its first index, integration times and the checkpoint."""
+
+    first_index: int
+    times_ms: tuple[int, ...]
+    checkpoint: bytes
+
+    @property
+    def indexes(self) -> range:
+        """The indexes the batch's entries got."""
+        return range(self.first_index, self.first_index + len(self.times_ms))
+
+
+class Log:
+    """One transparency log over a store; appends need the log's signing key."""
+
+    def __init__(self, store: LogStore, verifier: VerifierKey, signer: SigningKey | None, clock: Clock) -> None:
+        self.store = store
+        self.verifier = verifier
+        self.signer = signer
+        self.clock = clock
+        self._size = store.size()
+        self._frontier = store.read_hashes(merkle.frontier_indexes(self._size))
+        last = store.read_leaves(self._size - 1, 1)[0] if self._size else None
+        self._last_time = decode_leaf(last)[0] if last is not None else 0
+
+    # --- creation and opening -------------------------------------------
+
+    @classmethod
+    def create(cls, store: LogStore, key: SigningKey, *, clock: Clock = system_clock_ms) -> Log:
+        """Start an empty log signed by ``key``, whose name is the log's origin."""
+        empty = Checkpoint(key.name, 0, merkle.EMPTY_ROOT).sign(key)
+        store.init({"origin": key.name.encode(), "public_key": key.public, "format": b"redline-log/v1"}, empty)
+        return cls(store, key.verifier(), key, clock)
+
+    @classmethod
+    def open(cls, store: LogStore, *, key: SigningKey | None = None, trusted: VerifierKey | None = None,
+             verify: bool = True, clock: Clock = system_clock_ms, progress: Callable[[int, int], None] | None = None
+             ) -> Log:
+        """Open an existing log, checking the stored tree against its checkpoints unless ``verify`` is False.
+
+        ``trusted`` is the log key the caller expects (defaults to the key the store
+        names); a signing ``key`` must match it.
+        """
+        origin = store.get_meta("origin")
+        public = store.get_meta("public_key")
+        if origin is None or public is None:
+            raise InconsistentLog("store has no log metadata (origin, public_key)")
+        stored_key = VerifierKey(origin.decode(), public)
+        if trusted is not None and trusted != stored_key:
+            raise BadSignature(f"log is signed by {stored_key.to_string()}, not the trusted key {trusted.to_string()}")
+        if key is not None and key.verifier() != stored_key:
+            raise BadSignature(f"signing key {key.name!r} is not this log's key")
+        if verify:
+            verify_store(store, stored_key, progress)
+        return cls(store, stored_key, key, clock)
+
+    # --- reading ----------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """The log's origin (its key name)."""
+        return self.verifier.name
+
+    @property
+    def size(self) -> int:
+        """Number of entries."""
+        return self._size
+
+    def root(self, size: int | None = None) -> bytes:
+        """Root hash of the tree of ``size`` entries (the whole log when None)."""
+        size = self._size if size is None else self._check_size(size)
+        if size == self._size:
+            return merkle.root_from_frontier(self._frontier)
+        return merkle.tree_hash(size, self.store)
+
+    def checkpoint(self, size: int | None = None) -> bytes:
+        """The signed checkpoint for ``size`` (the latest when None)."""
+        cp = self.store.checkpoint(size)
+        if cp is None:
+            raise IndexOutOfRange(f"the log signed no checkpoint at size {size}")
+        return cp
+
+    def checkpoint_sizes(self) -> list[int]:
+        """Sizes at which the log has signed checkpoints."""
+        return self.store.checkpoint_sizes()
+
+    def leaf(self, index: int) -> bytes:
+        """Leaf bytes (time and entry) at ``index``."""
+        self._check_index(index)
+        return self.store.read_leaves(index, 1)[0]
+
+    def entry(self, index: int) -> tuple[int, bytes]:
+        """(integration time in ms, entry bytes) at ``index``."""
+        return decode_leaf(self.leaf(index))
+
+    def entries(self, start: int = 0) -> Iterator[tuple[int, int, bytes]]:
+        """Every (index, time in ms, entry) from ``start``."""
+        for idx, leaf in self.store.iter_leaves(start):
+            if idx >= self._size:
+                return
+            t, e = decode_leaf(leaf)
+            yield idx, t, e
+
+    def prove_inclusion(self, index: int, size: int | None = None) -> list[bytes]:
+        """Audit path for entry ``index`` in the tree of ``size`` entries."""
+        size = self._size if size is None else self._check_size(size)
+        return merkle.prove_inclusion(index, size, self.store)
+
+    def prove_consistency(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """Consistency proof between two sizes of this log."""
+        new_size = self._size if new_size is None else self._check_size(new_size)
+        return merkle.prove_consistency(old_size, new_size, self.store)
+
+    def receipt(self, index: int, size: int | None = None) -> Receipt:
+        """An offline tlog-proof receipt for entry ``index`` against the checkpoint of ``size``."""
+        size = self._size if size is None else size
+        self._check_index(index, size)
+        cp = self.checkpoint(size)
+        time_ms, _ = self.entry(index)
+        return Receipt(index, tuple(self.prove_inclusion(index, size)), cp, time_ms.to_bytes(8, "big"))
+
+    # --- writing ----------------------------------------------------------
+
+    def append(self, entries: Sequence[bytes]) -> Appended:
+        """Integrate a batch of entries durably in one transaction with one new checkpoint."""
+        if self.signer is None:
+            raise BadSignature("the log was opened without its signing key; it cannot append")
+        if not entries:
+            raise MalformedInput("an append batch must hold at least one entry")
+        if len(entries) > MAX_BATCH:
+            raise MalformedInput(f"batch of {len(entries)} entries is over the limit of {MAX_BATCH}")
+        for i, e in enumerate(entries):
+            if not isinstance(e, (bytes, bytearray)):
+                raise MalformedInput(f"entry {i} of the batch is not bytes")
+            if len(e) > MAX_ENTRY_BYTES:
+                raise EntryTooLarge(f"entry {i} of the batch is {len(e)} bytes, over the limit of {MAX_ENTRY_BYTES}")
+        now = max(self.clock(), self._last_time)
+        size = self._size
+        frontier = list(self._frontier)
+        leaves, hashes = [], []
+        for e in entries:
+            leaf = encode_leaf(now, bytes(e))
+            leaves.append(leaf)
+            hashes.extend(merkle.hashes_for_append(merkle.leaf_hash(leaf), size, frontier))
+            size += 1
+        cp = Checkpoint(self.origin, size, merkle.root_from_frontier(frontier)).sign(self.signer)
+        self.store.append(self._size, leaves, hashes, cp, size)
+        first = self._size
+        self._size, self._frontier, self._last_time = size, frontier, now
+        return Appended(first, (now,) * len(entries), cp)
+
+    # --- checks -------------------------------------------------------------
+
+    def _check_size(self, size: int) -> int:
+        if not 0 <= size <= self._size:
+            raise IndexOutOfRange(f"tree size {size} is beyond the log's size {self._size}")
+        return size
+
+    def _check_index(self, index: int, size: int | None = None) -> None:
+        size = self._size if size is None else self._check_size(size)
+        if not 0 <= index < size:
+            raise IndexOutOfRange(f"entry index {index} is not in a log of size {size}")
+
+
+
+def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int, int], None] | None = None) -> None:
+    """Re-derive every stored hash from the stored leaves and check every signed checkpoint.
+
+    Raises ``InconsistentLog`` naming the first entry that disagrees.
+    """
+    sizes = store.checkpoint_sizes()
+    if not sizes:
+        raise InconsistentLog("the log has no checkpoint")
+    latest = store.checkpoint(sizes[-1])
+    assert latest is not None
+    try:
+        cp, _ = open_checkpoint(latest, verifier)
+    except (BadSignature, MalformedInput) as exc:
+        raise InconsistentLog(f"the latest checkpoint does not verify: {exc}") from exc
+    size = store.size()
+    if cp.size != size:
+        raise InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {cp.size}",
+                              index=min(size, cp.size))
+    roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
+    wanted = set(sizes)
+    frontier: list[bytes] = []
+    hashes = store.iter_hashes()
+    last_time = 0
+    n = 0
+    for idx, leaf in store.iter_leaves():
+        if idx != n:
+            raise InconsistentLog(f"entry {n} is missing from the store", index=n)
+        try:
+            t, _ = decode_leaf(leaf)
+        except (MalformedInput, EntryTooLarge) as exc:
+            raise InconsistentLog(f"entry {n} is malformed: {exc}", index=n) from exc
+        if t < last_time:
+            raise InconsistentLog(f"entry {n} has an integration time earlier than entry {n - 1}", index=n)
+        last_time = t
+        for expected in merkle.hashes_for_append(merkle.leaf_hash(leaf), n, frontier):
+            got = next(hashes, None)
+            if got is None or got[1] != expected:
+                raise InconsistentLog(f"entry {n}: stored hash {got[0] if got else '(missing)'} does not match "
+                                      "the entry bytes (the store was altered)", index=n)
+        n += 1
+        if n in wanted:
+            roots[n] = merkle.root_from_frontier(frontier)
+        if progress is not None and n % 65536 == 0:
+            progress(n, size)
+    extra = next(hashes, None)
+    if extra is not None:
+        raise InconsistentLog(f"stored hash {extra[0]} is beyond the last entry", index=n)
+    for s in sizes:
+        note = store.checkpoint(s)
+        assert note is not None
+        try:
+            c, _ = open_checkpoint(note, verifier)
+        except (BadSignature, MalformedInput) as exc:
+            raise InconsistentLog(f"checkpoint at size {s} does not verify: {exc}", index=s) from exc
+        if c.size != s or roots.get(s) != c.root:
+            first_bad = s - 1 if s else 0
+            raise InconsistentLog(f"checkpoint at size {s} does not match the stored entries", index=first_bad)
+    if progress is not None:
+        progress(size, size)
+
+
+def open_log_dir(path: str | Path) -> tuple[Path, Path]:
+    """The database and key file paths of a log directory."""
+    path = Path(path)
+    return path / "log.db", path / "log.key"
