@@ -112,7 +112,23 @@ class InvalidStatement(MalformedInput):
     """A statement that fails validation; the message names the field."""
 
 
+class InvalidPolicy(MalformedInput):
+    """A danger-line policy that fails validation (unknown metric, bad comparator, ...)."""
+
+
+class SequenceError(InvalidStatement):
+    """A statement whose sequence number replays or skips the party's last one."""
+
+
 class NotAuthorized(RedlineError):
     """A party acting outside its role."""
 
     exit_code = 7
+
+
+class UnknownParty(NotAuthorized):
+    """A statement signed by a key that no admitted party holds."""
+
+
+class RevokedKey(NotAuthorized):
+    """A statement signed by a key that has been revoked or rotated away."""

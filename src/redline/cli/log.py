@@ -179,3 +179,22 @@ def _check_consistent(lg: Log, cp: Checkpoint) -> None:
         merkle.verify_consistency(cp.size, lg.size, cp.root, lg.root(), lg.prove_consistency(cp.size))
     elif cp.root != merkle.EMPTY_ROOT:
         raise MalformedInput("size-0 checkpoint with a non-empty root")
+
+
+@log.command("tiles")
+@_dir_arg
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+def log_tiles(logdir: Path, outdir: Path) -> None:
+    """Write the log as C2SP tlog-tiles into OUTDIR, for any static file server.
+
+    Writes OUTDIR/checkpoint, OUTDIR/tile/<L>/<N>[.p/<W>] and
+    OUTDIR/tile/entries/<N>[.p/<W>] (entry bundles hold the leaves: the 8-byte
+    integration time and the entry). Full tiles already there must be identical:
+    a different one means the log rewrote its history, and is an error.
+    """
+    from redline.log.tiles import write_static
+
+    lg = _open(logdir, verify=True)
+    written = write_static(outdir, size=lg.size, reader=lg.store, entries=lg.store.read_leaves,
+                           checkpoint=lg.checkpoint())
+    click.echo(f"wrote {len(written)} files for {lg.size} entries to {outdir}")

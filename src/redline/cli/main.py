@@ -43,10 +43,10 @@ def _register() -> None:
     from redline.cli.demo import demo
     from redline.cli.keys import key
     from redline.cli.log import log
+    from redline.cli.registry import party, policy, state, submit
 
-    cli.add_command(key)
-    cli.add_command(log)
-    cli.add_command(demo)
+    for command in (key, log, party, policy, submit, state, demo):
+        cli.add_command(command)
 
 
 _register()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import rfc8785
@@ -17,6 +18,8 @@ from redline.errors import InputTooLarge, MalformedInput, NonCanonicalJSON
 
 #: Upper bound on JSON documents redline parses from untrusted sources.
 MAX_JSON_BYTES = 1 << 20
+#: Largest integer magnitude an IEEE 754 double holds exactly (RFC 8785 numbers are doubles).
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def canonical_json(value: Any) -> bytes:
@@ -47,15 +50,39 @@ def _reject_constant(name: str) -> Any:
     raise MalformedInput(f"non-finite JSON number {name} is not allowed")
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MalformedInput(f"JSON number {text[:40]} overflows a double")
+    return value
+
+
+def _parse_int(text: str) -> int | float:
+    # Beyond 2^53 an integer is read as the double it denotes, as RFC 8785 reads every number:
+    # the canonical form of the double 1e20 is "100000000000000000000", which must parse back.
+    if len(text) <= 17:
+        value = int(text)
+        if abs(value) <= MAX_SAFE_INTEGER:
+            return value
+    return _parse_float(text)
+
+
 def parse_json(data: bytes | str, *, what: str = "JSON document", limit: int = MAX_JSON_BYTES) -> Any:
-    """Parse untrusted JSON strictly: bounded size, no duplicate keys, no NaN/Infinity."""
-    size = len(data.encode() if isinstance(data, str) else data)
+    """Parse untrusted JSON strictly: bounded size, no duplicate keys, no NaN/Infinity.
+
+    Integers beyond ±(2^53 − 1) come back as floats (the doubles RFC 8785 reads them as),
+    so whatever parses can be put back in canonical form.
+    """
+    size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     if size > limit:
         raise InputTooLarge(f"{what} is {size} bytes, over the limit of {limit}")
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant,
+                          parse_float=_parse_float, parse_int=_parse_int)
     except UnicodeDecodeError as exc:
         raise MalformedInput(f"{what} is not valid UTF-8: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise MalformedInput(f"{what} is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # e.g. integers over Python's digit limit, deep nesting
+        raise MalformedInput(f"{what} cannot be parsed: {exc}") from exc

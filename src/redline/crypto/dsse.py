@@ -164,9 +164,9 @@ def validate_statement(obj: Any) -> dict[str, Any]:
         if not s["digest"]:
             raise MalformedInput(f"in-toto statement subject {i} has an empty digest")
         for alg, val in s["digest"].items():
+            if not isinstance(val, str):
+                raise MalformedInput(f"in-toto statement subject {i} digest {alg} must be a string")
             if alg in _DIGEST_LENGTHS:
-                if not isinstance(val, str):
-                    raise MalformedInput(f"in-toto statement subject {i} digest {alg} must be a string")
                 hexdecode(val, what=f"in-toto statement subject {i} digest {alg}", length=_DIGEST_LENGTHS[alg])
     return obj
 

@@ -232,11 +232,23 @@ def load_signing_key(path: Path) -> SigningKey:
 def load_verifier_key(text_or_path: str | Path) -> VerifierKey:
     """A verifier key from its string or from a file holding it."""
     candidate = Path(text_or_path)
-    if isinstance(text_or_path, Path) or (candidate.exists() and candidate.is_file()):
-        if candidate.stat().st_size > 4096:
-            raise MalformedKey(f"{candidate} is too large to be a key file")
+    try:
+        is_file = isinstance(text_or_path, Path) or candidate.is_file()
+    except OSError:  # e.g. a long key string is not a valid file name
+        is_file = False
+    if is_file:
         try:
-            return VerifierKey.from_string(candidate.read_text("utf-8"))
+            if candidate.stat().st_size > 4096:
+                raise MalformedKey(f"{candidate} is too large to be a key file")
+            text = candidate.read_text("utf-8")
+        except FileNotFoundError as exc:
+            raise KeyMaterialError(f"no key file at {candidate}") from exc
+        except UnicodeDecodeError as exc:
+            raise MalformedKey(f"{candidate}: not UTF-8 text") from exc
+        except OSError as exc:
+            raise KeyMaterialError(f"cannot read key file {candidate}: {exc.strerror or exc}") from exc
+        try:
+            return VerifierKey.from_string(text)
         except MalformedKey as exc:
             raise MalformedKey(f"{candidate}: {exc}") from exc
     return VerifierKey.from_string(str(text_or_path))

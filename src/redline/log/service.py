@@ -221,7 +221,7 @@ def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int
     try:
         cp, _ = open_checkpoint(latest, verifier)
     except (BadSignature, MalformedInput) as exc:
-        raise InconsistentLog(f"the latest checkpoint does not verify: {exc}") from exc
+        raise _bad_checkpoint(sizes[-1], f"is the latest and does not verify: {exc}") from exc
     size = store.size()
     if cp.size != size:
         raise InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {cp.size}",
@@ -254,19 +254,26 @@ def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int
             progress(n, size)
     extra = next(hashes, None)
     if extra is not None:
-        raise InconsistentLog(f"stored hash {extra[0]} is beyond the last entry", index=n)
+        raise InconsistentLog(f"stored hash {extra[0]} is beyond the last entry: it would belong to entry {n} "
+                              "or later", index=n)
     for s in sizes:
         note = store.checkpoint(s)
         assert note is not None
         try:
             c, _ = open_checkpoint(note, verifier)
         except (BadSignature, MalformedInput) as exc:
-            raise InconsistentLog(f"checkpoint at size {s} does not verify: {exc}", index=s) from exc
+            raise _bad_checkpoint(s, f"does not verify: {exc}") from exc
         if c.size != s or roots.get(s) != c.root:
-            first_bad = s - 1 if s else 0
-            raise InconsistentLog(f"checkpoint at size {s} does not match the stored entries", index=first_bad)
+            raise _bad_checkpoint(s, "does not match the stored entries")
     if progress is not None:
         progress(size, size)
+
+
+def _bad_checkpoint(size: int, problem: str) -> InconsistentLog:
+    """The error for a stored checkpoint that fails, naming the last entry it covers (the batch that signed it)."""
+    last = size - 1 if size else 0
+    covers = f"entries 0..{last}" if size else "the empty tree"
+    return InconsistentLog(f"checkpoint at size {size} (over {covers}) {problem}", index=last)
 
 
 def open_log_dir(path: str | Path) -> tuple[Path, Path]:

@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
 """
 
+_TABLES = frozenset({"meta", "leaves", "hashes", "checkpoints"})
+
 #: SQLite's default limit on bound parameters is 32766 in recent versions; stay well under.
 _MAX_PARAMS = 900
 
@@ -31,20 +33,29 @@ class SqliteStore:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise LogNotFound(f"no log database at {self.path}")
-        if create and self.path.exists() and self.path.stat().st_size > 0:
-            raise LogExists(f"a log database already exists at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            err = LogExists if create else InconsistentLog
+            raise err(f"{self.path} is not a SQLite database: {exc}") from exc
         if create:
+            # A creation that crashed before init() committed left no metadata and promised nothing: redo it.
+            if tables - _TABLES or ("meta" in tables and self._db.execute("SELECT 1 FROM meta LIMIT 1").fetchone()):
+                self._db.close()
+                raise LogExists(f"a log database already exists at {self.path}")
             self._db.executescript(SCHEMA)
         else:
-            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            missing = {"meta", "leaves", "hashes", "checkpoints"} - tables
+            missing = _TABLES - tables
             if missing:
-                raise InconsistentLog(f"{self.path} is not a redline log (missing tables: {', '.join(sorted(missing))})")
+                self._db.close()
+                raise InconsistentLog(f"{self.path} is not a redline log "
+                                      f"(missing tables: {', '.join(sorted(missing))})")
 
     def get_meta(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -1,0 +1,245 @@
+"""The state of the world as the engine derives it from the log.
+
+Every field is derived from log entries; nothing here is ever the truth on its
+own. ``State.to_dict`` is the canonical, JSON-able view whose RFC 8785 digest
+two replays of the same log must agree on byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redline.crypto.canonical import canonical_digest
+from redline.crypto.keys import VerifierKey
+
+
+@dataclass
+class Party:
+    """An admitted party: its name, role, current key and last sequence number."""
+
+    name: str
+    role: str
+    key: VerifierKey
+    display_name: str
+    jurisdiction: str
+    admitted_index: int
+    last_seq: int = 0
+    revoked: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "key": self.key.to_string(), "display_name": self.display_name,
+                "jurisdiction": self.jurisdiction, "admitted_index": self.admitted_index, "last_seq": self.last_seq,
+                "revoked": self.revoked}
+
+
+@dataclass
+class Run:
+    """A declared training run and the compute figures the log holds for it."""
+
+    party: str
+    run_id: str
+    model_name: str
+    base_model: str | None
+    base_model_flop: float | None
+    declared_flop: float
+    flop_so_far: float = 0.0
+    total_flop: float | None = None
+    finished: bool = False
+    last_step: int = 0
+    verified: str | None = None  # verdict of the latest verification report
+    indexes: list[int] = field(default_factory=list)
+
+    @property
+    def compute(self) -> float:
+        """The run's compute: the largest of planned, progress and final figures."""
+        return max(self.declared_flop, self.flop_so_far, self.total_flop or 0.0)
+
+
+@dataclass
+class Crossing:
+    """A danger line crossed, with the evidence behind it."""
+
+    line: str
+    metric: str
+    scope: str
+    subject: str
+    party: str
+    value: float
+    threshold: float
+    evidence: str
+    consequence: str
+    index: int
+    time_ms: int
+    note: str = ""
+
+
+@dataclass
+class Obligation:
+    """Something a party must do by a logged-time deadline."""
+
+    kind: str
+    party: str
+    due_ms: int
+    origin_index: int
+    ref: str
+    met_index: int | None = None
+    violated: bool = False
+
+
+@dataclass
+class Violation:
+    """A broken rule, with the log indexes that prove it."""
+
+    party: str
+    kind: str
+    detail: str
+    evidence: list[int]
+    time_ms: int
+
+
+@dataclass
+class Pause:
+    """One coordinated pause: when and why it started, whom it binds, and when it ended."""
+
+    pause_id: str
+    trigger_line: str
+    trigger_index: int
+    started_ms: int
+    bound: list[str]
+    ended_ms: int | None = None
+    ended_index: int | None = None
+    acknowledged: dict[str, int] = field(default_factory=dict)
+    proposals: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Review:
+    """A pre-release review: submission, window, findings and decision."""
+
+    submission_id: str
+    party: str
+    model_name: str
+    submitted_index: int
+    submitted_ms: int
+    window_days: float
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    decision: str | None = None
+    decision_index: int | None = None
+
+    @property
+    def window_end_ms(self) -> int:
+        return self.submitted_ms + int(self.window_days * 86_400_000)
+
+
+@dataclass
+class Commitment:
+    """A party's conditional pause commitment (the latest it made)."""
+
+    party: str
+    policy_digest: str
+    pauses: list[str]
+    quorum_kind: str
+    threshold: float
+    expires_ms: int
+    index: int
+
+
+@dataclass
+class Rejection:
+    """A log entry the engine refused, and why."""
+
+    index: int
+    error: str
+    message: str
+
+
+@dataclass
+class Event:
+    """One line of the pause/compliance timeline."""
+
+    index: int
+    time_ms: int
+    kind: str
+    text: str
+
+
+@dataclass
+class State:
+    """Everything the engine derives from a log prefix."""
+
+    origin: str | None = None
+    coordinator: str | None = None
+    next_index: int = 0
+    last_time_ms: int = 0
+    parties: dict[str, Party] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # key fingerprint -> party (current keys)
+    retired_keys: dict[str, str] = field(default_factory=dict)  # rotated or revoked fingerprints -> party
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> {policy_id, version, index}
+    policy_digest: str | None = None
+    runs: dict[str, Run] = field(default_factory=dict)  # "party/run_id" -> run
+    models: dict[str, str] = field(default_factory=dict)  # model name -> "party/run_id" that trained it
+    clusters: dict[str, dict[str, float]] = field(default_factory=dict)  # party -> cluster -> H100e
+    indicators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    commitments: dict[str, Commitment] = field(default_factory=dict)
+    crossings: list[Crossing] = field(default_factory=list)
+    crossed: set[tuple[str, str]] = field(default_factory=set)
+    pending_pause: list[int] = field(default_factory=list)  # positions in crossings awaiting a quorum
+    pauses: list[Pause] = field(default_factory=list)
+    obligations: list[Obligation] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    reviews: dict[str, Review] = field(default_factory=dict)
+    review_required: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {line, window_days, index}
+    releases: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    timeline: list[Event] = field(default_factory=list)
+
+    @property
+    def active_pause(self) -> Pause | None:
+        """The pause in force, if any."""
+        if self.pauses and self.pauses[-1].ended_ms is None:
+            return self.pauses[-1]
+        return None
+
+    @property
+    def status(self) -> str:
+        """normal, paused or resumed."""
+        if not self.pauses:
+            return "normal"
+        return "paused" if self.active_pause else "resumed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON-able view of the state."""
+        def plain(obj: Any) -> Any:
+            return asdict(obj)
+
+        return {
+            "origin": self.origin,
+            "coordinator": self.coordinator,
+            "next_index": self.next_index,
+            "last_time_ms": self.last_time_ms,
+            "status": self.status,
+            "parties": {n: p.to_dict() for n, p in sorted(self.parties.items())},
+            "retired_keys": dict(sorted(self.retired_keys.items())),
+            "policies": dict(sorted(self.policies.items())),
+            "policy_digest": self.policy_digest,
+            "runs": {k: {**plain(r), "compute": r.compute} for k, r in sorted(self.runs.items())},
+            "models": dict(sorted(self.models.items())),
+            "clusters": {p: dict(sorted(c.items())) for p, c in sorted(self.clusters.items())},
+            "indicators": dict(sorted(self.indicators.items())),
+            "commitments": {k: plain(c) for k, c in sorted(self.commitments.items())},
+            "crossings": [plain(c) for c in self.crossings],
+            "pending_pause": list(self.pending_pause),
+            "pauses": [plain(p) for p in self.pauses],
+            "obligations": [plain(o) for o in self.obligations],
+            "violations": [plain(v) for v in self.violations],
+            "reviews": {k: plain(r) for k, r in sorted(self.reviews.items())},
+            "review_required": dict(sorted(self.review_required.items())),
+            "releases": list(self.releases),
+            "rejected": [plain(r) for r in self.rejected],
+            "timeline": [plain(e) for e in self.timeline],
+        }
+
+    def digest(self) -> str:
+        """Hex SHA-256 of the canonical state: equal for every replay of the same log."""
+        return canonical_digest(self.to_dict())
