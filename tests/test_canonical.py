@@ -251,3 +251,42 @@ def test_parse_json_never_raises_foreign_errors(data: bytes) -> None:
         parse_json(data)
     except RedlineError as exc:
         assert isinstance(exc, MalformedInput)
+
+
+# --- agreement with the reference implementation -----------------------------------
+
+any_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+    | st.sampled_from([2**53 - 1, 2**53, -(2**53), 2**60, 1e-4, 1e-5, 1e-7, 1e16, 2.0**53, 1e21, 1e20, 5e-324]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6) | st.sampled_from(["\U0001F600", "\ufb33", "a\U00010000"]), children,
+                      max_size=4),
+    max_leaves=16,
+)
+
+
+def _reference(value) -> bytes | None:
+    import rfc8785
+
+    try:
+        return rfc8785.dumps(value)
+    except Exception:
+        return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_json)
+def test_canonical_json_agrees_with_rfc8785_reference(value) -> None:
+    want = _reference(value)
+    if want is None:
+        with pytest.raises(NonCanonicalJSON):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == want
+
+
+@pytest.mark.parametrize("value", [2**53, -(2**53), 2**60, [1, {"a": 2**64}]])
+def test_integers_beyond_double_precision_rejected(value) -> None:
+    # A JCS verifier reads numbers as doubles: 2**60 would come back as 1152921504606847000.
+    with pytest.raises(NonCanonicalJSON, match="safe integer"):
+        canonical_json(value)

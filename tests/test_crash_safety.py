@@ -128,6 +128,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, lo
     last_acked = 0
     checks = 0
     kills_mid_append = 0
+    found: int | None = None  # the size the last check found, which the next writer must find too
     deadline = time.monotonic() + 60
     for round_ in range(ROUNDS):
         assert time.monotonic() < deadline, f"only {round_} rounds in 60 s"
@@ -135,12 +136,15 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, lo
         if rng.random() < 0.2:
             # Sometimes kill during start-up, opening or creating the log.
             time.sleep(rng.uniform(0.0, 0.15))
+        elif not w.first.wait(timeout=20):
+            pytest.fail(f"the writer did not start:\n{w.finish(kill=True)[1].decode()}")
         else:
-            assert w.first.wait(timeout=20), "the writer did not start"
             time.sleep(rng.uniform(0.005, 0.2))
         code, err = w.finish(kill=True)
         assert code == -signal.SIGKILL, f"writer exited with {code} before the kill:\n{err.decode()}"
         acks = w.acks()
+        if acks and found is not None:
+            assert acks[0][0] == found, "the restarted writer did not find the log the last check found"
         for size, note in acks:
             assert size >= last_acked, "an acknowledged size went backwards"
             assert acked.setdefault(size, note) == note, f"two different checkpoints acknowledged at size {size}"
@@ -148,11 +152,8 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, lo
         kills_mid_append += len(acks) > 1
         if not acked:
             continue  # killed before the log first existed: nothing was promised yet
-        size = check_log(db, vk, acked, last_acked)
+        found = check_log(db, vk, acked, last_acked)
         checks += 1
-        if acks:
-            # What the restarted writer found is what the previous one acknowledged, plus nothing half-done.
-            assert acks[0][0] <= size
     assert checks >= ROUNDS - 3
     assert kills_mid_append >= ROUNDS // 2
     assert last_acked > 0 and len(acked) > ROUNDS
@@ -163,7 +164,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, lo
     code, err = w.finish(kill=True)
     assert code == -signal.SIGKILL, err.decode()
     final = w.acks()
-    assert final[0][0] >= last_acked
+    assert final[0][0] == found
     acked.update(final)
     check_log(db, vk, acked, final[-1][0])
 

@@ -60,7 +60,8 @@ def from_obj(obj) -> Envelope:
 
 
 def test_pae_known_answer() -> None:
-    assert pae("http://example.com/HelloWorld", b"hello world") == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    want = b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    assert pae("http://example.com/HelloWorld", b"hello world") == want
 
 
 @pytest.mark.parametrize("ptype,body,want", [
@@ -124,7 +125,8 @@ def test_envelope_wire_format() -> None:
     assert obj == {
         "payload": base64.b64encode(b"payload").decode(),
         "payloadType": "text/plain",
-        "signatures": [{"keyid": ALICE.verifier().fingerprint, "sig": base64.b64encode(env.signatures[0].sig).decode()}],
+        "signatures": [{"keyid": ALICE.verifier().fingerprint,
+                        "sig": base64.b64encode(env.signatures[0].sig).decode()}],
     }
 
 

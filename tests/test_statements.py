@@ -13,6 +13,8 @@ from typing import Any
 
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from redline.crypto.canonical import canonical_digest, canonical_json, parse_json
 from redline.crypto.dsse import Envelope, sign_statement
@@ -211,6 +213,22 @@ def test_times_are_normalised_to_utc_and_written_canonically() -> None:
     for bad in (1751371200, "2025-07-01", "yesterday"):
         statement["predicate"]["released_at"] = bad
         _reject(statement, "field 'released_at'")
+
+
+def test_from_json_obj_is_lenient_about_form_but_not_content() -> None:
+    obj = {"party": "lab-a", "seq": 3, "submission_id": "s", "model_name": "m", "model_digest": {"sha256": H}}
+    pred = ReviewSubmission.from_json_obj(obj)
+    assert pred.run_id is None
+    release = Release.from_json_obj({"party": "lab-a", "seq": 4, "model_name": "m", "model_digest": {"sha256": H},
+                                     "released_at": "2025-07-01T14:00:00+02:00"})
+    assert to_statement(release)["predicate"]["released_at"] == "2025-07-01T12:00:00Z"
+    with pytest.raises(InvalidStatement, match="field 'released_at'"):
+        Release.from_json_obj({**to_statement(release)["predicate"], "released_at": "2025-07-01T14:00:00"})
+    with pytest.raises(InvalidStatement, match="field 'extra': unknown field"):
+        ReviewSubmission.from_json_obj({**obj, "extra": 1})
+    with pytest.raises(InvalidStatement, match="field 'declared_flop'"):
+        RunStart.from_json_obj({**to_statement(EXAMPLES[IDS.index("run-start")])["predicate"],
+                                "declared_flop": float("nan")})
 
 
 def test_missing_optional_field_must_be_written_as_null() -> None:
@@ -636,8 +654,6 @@ def test_malformed_input_hierarchy() -> None:
 
 # --- properties --------------------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=150, deadline=None)

@@ -76,6 +76,8 @@ class LogError(RedlineError):
 class EntryTooLarge(LogError, InputTooLarge):
     """An entry over the log's entry size bound."""
 
+    exit_code = 65  # bad input, though raised by the log
+
 
 class InvalidProof(LogError):
     """An inclusion or consistency proof that does not verify."""

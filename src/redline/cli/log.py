@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from redline.crypto.encoding import b64encode
@@ -162,7 +163,7 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
     store = SqliteStore(db)
     trusted = load_verifier_key(log_key) if log_key else None
     with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
+                  console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("verify", total=store.size())
         lg = Log.open(store, trusted=trusted, progress=lambda n, total: bar.update(task, completed=n))
     if checkpoint_file is not None:

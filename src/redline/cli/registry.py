@@ -58,14 +58,7 @@ def _sign_and_submit(reg: Registry, key_path: Path, kind: str, fields: dict, rec
 
 def _parse_predicate(cls: type[Predicate], body: dict) -> Predicate:
     """Validate hand-written fields (any ISO-8601 time form is fine here; signing canonicalises)."""
-    from pydantic import ValidationError
-
-    from redline.statements.base import validation_message
-
-    try:
-        return cls.model_validate_json(canonical_json(body))
-    except ValidationError as exc:
-        raise InvalidStatement(validation_message(cls.PREDICATE_TYPE, exc)) from None
+    return cls.from_json_obj(body)
 
 
 # --- submit -----------------------------------------------------------------------

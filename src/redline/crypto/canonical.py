@@ -22,8 +22,72 @@ MAX_JSON_BYTES = 1 << 20
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
+_FAST = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"))
+_TWO_53 = float(2**53)
+
+
+class _NeedsSlowPath(Exception):
+    """The value holds something only the reference serialiser formats correctly."""
+
+
+def _prepare(value: Any) -> Any:
+    """A copy of ``value`` that the stdlib encoder serialises exactly as RFC 8785 does.
+
+    The stdlib's C encoder matches RFC 8785 for strings (it escapes the same
+    characters the same way with ``ensure_ascii=False``), integers and dict
+    ordering — except for keys outside the Basic Multilingual Plane, which RFC
+    8785 orders by UTF-16 code units. Floats differ only where Python's ``repr``
+    and ECMAScript's Number-to-String disagree: integral values (``1.0`` vs ``1``),
+    which become ints here when exact, and magnitudes below 1e-4 or integral ones
+    from 2^53 to 1e21, which are left to the reference serialiser.
+    """
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value
+    if t is int:
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise _NeedsSlowPath  # the reference refuses it: a double cannot hold it exactly
+        return value
+    if t is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _NeedsSlowPath
+        if value.is_integer():
+            if abs(value) < _TWO_53:
+                return int(value)
+            if abs(value) < 1e21:
+                raise _NeedsSlowPath
+            return value
+        if abs(value) < 1e-4:
+            raise _NeedsSlowPath
+        return value
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NeedsSlowPath
+            if not k.isascii() and any(ord(ch) > 0xFFFF for ch in k):
+                raise _NeedsSlowPath
+            out[k] = _prepare(v)
+        return out
+    if t is list or t is tuple:
+        return [_prepare(v) for v in value]
+    raise _NeedsSlowPath
+
+
 def canonical_json(value: Any) -> bytes:
-    """The RFC 8785 canonical UTF-8 bytes of a JSON-compatible value."""
+    """The RFC 8785 canonical UTF-8 bytes of a JSON-compatible value.
+
+    A fast path through the stdlib encoder covers the values redline signs; anything
+    it cannot format identically goes to the ``rfc8785`` reference implementation
+    (a property test checks the two agree).
+    """
+    try:
+        text = _FAST.encode(_prepare(value))
+        return text.encode("utf-8")
+    except _NeedsSlowPath:
+        pass
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        pass
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:

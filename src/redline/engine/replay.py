@@ -19,6 +19,7 @@ from datetime import datetime
 from redline.crypto.dsse import Envelope, open_statement
 from redline.errors import (
     BadSignature,
+    EntryTooLarge,
     InvalidPolicy,
     InvalidStatement,
     MalformedInput,
@@ -120,12 +121,12 @@ def admit(state: State, data: bytes) -> tuple[Predicate, Party | None, VerifierK
     """Check an entry against the state without changing it.
 
     Returns the predicate, the speaking party (None for the genesis statement)
-    and the key that signed it, or raises the specific error: ``MalformedInput``,
+    and the key that signed it, or raises the specific error: ``MalformedInput`` (``EntryTooLarge``),
     ``BadSignature``, ``UnknownParty``, ``RevokedKey``, ``InvalidStatement``,
     ``NotAuthorized``, ``SequenceError``, ``InvalidPolicy``.
     """
     if len(data) > MAX_ENTRY_BYTES:
-        raise MalformedInput(f"entry is {len(data)} bytes, over the limit of {MAX_ENTRY_BYTES}")
+        raise EntryTooLarge(f"entry is {len(data)} bytes, over the limit of {MAX_ENTRY_BYTES}")
     env = Envelope.from_json(data)
     if state.next_index == 0 and not state.parties:
         return _admit_genesis(env)
@@ -476,25 +477,31 @@ def _check_paused_training(state: State, run: Run, party: Party, index: int, now
                  [pause.trigger_index, index], now)
 
 
-def _lineage_compute(state: State, run: Run, depth: int = 0) -> float:
-    """Cumulative compute of a run's model: its own plus its base model's lineage (EU counting rules)."""
-    base = 0.0
-    if run.base_model is not None:
-        base_key = state.models.get(run.base_model)
-        if base_key is not None and base_key != _run_key(run.party, run.run_id) and depth < 64:
-            base = _lineage_compute(state, state.runs[base_key], depth + 1)
-        elif run.base_model_flop is not None:
-            base = run.base_model_flop
-    return run.compute + base
+def _base_compute(state: State, run: Run, seen: frozenset[str] = frozenset()) -> float:
+    """Cumulative compute of a run's base model: the base's run and its own lineage when they are on the log,
+    else the compute the run declares for its base (EU counting rules).
+
+    Each run in the lineage counts once: a base model that leads back to a run already counted (base models
+    naming each other) adds nothing more.
+    """
+    if run.base_model is None:
+        return 0.0
+    seen = seen | {_run_key(run.party, run.run_id)}
+    base_key = state.models.get(run.base_model)
+    if base_key is None:
+        return run.base_model_flop or 0.0
+    if base_key in seen:
+        return 0.0
+    base = state.runs[base_key]
+    return base.compute + _base_compute(state, base, seen)
 
 
 def _evaluate_run(state: State, run: Run, evidence: str, index: int, now: int) -> None:
     _evaluate(state, "training_compute", "run", f"{run.party}/{run.run_id}", run.party, run.compute, evidence,
               index, now, model=run.model_name)
-    total = _lineage_compute(state, run)
-    _evaluate(state, "training_compute", "model-lineage", run.model_name, run.party, total, evidence, index, now,
-              model=run.model_name)
-    base = total - run.compute
+    base = _base_compute(state, run)
+    _evaluate(state, "training_compute", "model-lineage", run.model_name, run.party, run.compute + base, evidence,
+              index, now, model=run.model_name)
     if run.base_model is not None and base > 0:
         _evaluate(state, "modification_compute_fraction", "model-lineage", run.model_name, run.party,
                   run.compute / base, evidence, index, now, model=run.model_name)

@@ -83,13 +83,14 @@ class Line(_Strict):
     def _known_metric(self) -> Line:
         metric = METRICS.get(self.metric)
         if metric is None:
-            raise ValueError(f"unknown metric {self.metric!r} (known: {', '.join(sorted(METRICS))})")
+            raise ValueError(f"field 'metric': unknown metric {self.metric!r} (known: {', '.join(sorted(METRICS))})")
         if self.unit != metric.unit:
-            raise ValueError(f"metric {self.metric!r} is measured in {metric.unit!r}, not {self.unit!r}")
+            raise ValueError(f"field 'unit': metric {self.metric!r} is measured in {metric.unit!r}, "
+                             f"not {self.unit!r}")
         if self.scope not in SCOPES:
-            raise ValueError(f"unknown scope {self.scope!r} (known: {', '.join(SCOPES)})")
+            raise ValueError(f"field 'scope': unknown scope {self.scope!r} (known: {', '.join(SCOPES)})")
         if self.scope not in metric.scopes:
-            raise ValueError(f"metric {self.metric!r} applies to scope(s) {', '.join(metric.scopes)}, "
+            raise ValueError(f"field 'scope': metric {self.metric!r} applies to scope(s) {', '.join(metric.scopes)}, "
                              f"not {self.scope!r}")
         return self
 
@@ -149,7 +150,7 @@ def _errors_to_message(where: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err["loc"]) or "(document)"
-        parts.append(f"{loc}: {err['msg']}")
+        parts.append(f"{loc}: {str(err['msg']).removeprefix('Value error, ')}")
     return f"{where}: " + "; ".join(parts)
 
 

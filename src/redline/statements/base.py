@@ -217,6 +217,29 @@ class Predicate(Model):
         except ValidationError as exc:
             raise InvalidStatement(validation_message(cls.PREDICATE_TYPE, exc)) from None
 
+    @classmethod
+    def from_json_obj(cls: type[_Self], obj: Any) -> _Self:
+        """Validate a hand-written JSON object (e.g. from a CLI or a form) as this predicate type.
+
+        Unlike :func:`parse_statement` this does not insist on the canonical form:
+        times may carry any UTC offset and optional fields may be left out. The
+        result, once signed, is canonical. Failures raise ``InvalidStatement``.
+        """
+        if not isinstance(obj, dict):
+            raise InvalidStatement(f"{cls.PREDICATE_TYPE}: predicate must be a JSON object")
+        try:
+            raw = canonical_json(json_doubles(obj))
+        except MalformedInput as exc:
+            where = _unencodable_path(obj)
+            raise InvalidStatement(f"{cls.PREDICATE_TYPE}: " + (f"field '{where}': " if where else "") + str(exc)) \
+                from None
+        except RecursionError:
+            raise InvalidStatement(f"{cls.PREDICATE_TYPE}: predicate is nested too deeply") from None
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidStatement(validation_message(cls.PREDICATE_TYPE, exc)) from None
+
     def to_json_obj(self) -> dict[str, Any]:
         """The predicate's canonical JSON object (every field, ``null`` when absent)."""
         return self.model_dump(mode="json")
