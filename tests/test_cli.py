@@ -270,8 +270,6 @@ def test_log_append_of_an_oversize_file_names_its_size(logdir: Path, tmp_path: P
     assert "holds 1 entries" in ok("log", "verify", logdir).stdout
 
 
-@pytest.mark.xfail(strict=True, reason="EntryTooLarge(LogError, InputTooLarge) takes LogError's exit code 4 "
-                                       "by MRO; redline.errors must give it 65 (EX_DATAERR)")
 def test_log_append_of_an_oversize_file_exits_65(logdir: Path, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(b"\x42" * 70_000)

@@ -119,11 +119,13 @@ def party_genesis(logdir: Path, key_path: Path) -> None:
 @party.command("admit")
 @_dir_arg
 @click.argument("verifier_key")
-@click.option("--role", type=click.Choice(["lab", "auditor", "regulator", "witness", "coordinator"]), required=True)
+@click.option("--role", type=click.Choice(["lab", "auditor", "regulator", "witness", "coordinator"]), required=True,
+              help="What the party may say: labs speak for themselves, auditors verify, regulators decide reviews.")
 @click.option("--display-name", required=True, help="Human-readable name of the party.")
 @click.option("--jurisdiction", required=True, help="Where the party is, e.g. EU, US-CA, UK.")
 @_signer_opt
-@click.option("--receipt", "receipt_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--receipt", "receipt_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the offline receipt (C2SP tlog-proof) here.")
 def party_admit(logdir: Path, verifier_key: str, role: str, display_name: str, jurisdiction: str, key_path: Path,
                 receipt_out: Path | None) -> None:
     """Admit the party whose VERIFIER_KEY (string or .pub file) is given; signed by the coordinator's KEY."""
@@ -204,7 +206,8 @@ def policy_show(pack_or_file: str, as_json: bool) -> None:
 @_dir_arg
 @click.argument("pack_or_file")
 @_signer_opt
-@click.option("--receipt", "receipt_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--receipt", "receipt_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the offline receipt (C2SP tlog-proof) here.")
 def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, receipt_out: Path | None) -> None:
     """Publish a policy (pack name or YAML file) to the log; signed by the coordinator's KEY."""
     pol = resolve_policy(pack_or_file)

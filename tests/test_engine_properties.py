@@ -1,0 +1,428 @@
+"""Replay properties over random logs: valid and invalid statements, forgeries and garbage mixed.
+
+A log is generated as a list of *ops* (plain integer tuples, so hypothesis can
+shrink them); ``build_log`` turns ops into signed entries, picking sequence
+numbers and pause IDs from a shadow replay so that most statements are accepted
+and the rest fail in every way the engine knows. The properties:
+
+(a) applying entries one by one and replaying every prefix give the same digest;
+(b) a replay in a fresh process (another hash seed) prints a byte-identical digest;
+(c) the state depends on nothing but the log: the same replay twice in one process,
+    and after replaying an unrelated log first, give the same digest;
+(d) replay never raises on garbage; every bad entry is recorded as rejected with
+    the name of a redline error class (never the engine's catch-all).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scenario_kit import (
+    DAY_MS,
+    H64,
+    HOUR_MS,
+    LOG_NAME,
+    T0_MS,
+    EntryWriter,
+    commitment_fields,
+    commits,
+    digests_in_fresh_process,
+    forge_envelope,
+    inventory_fields,
+    key,
+    publication_fields,
+    run_start_fields,
+    utc,
+)
+
+import redline.errors
+from redline.crypto.keys import SigningKey
+from redline.engine import Entry, State, apply, replay
+from redline.policy import load_pack
+from redline.statements import (
+    Admission,
+    Check,
+    Commitment,
+    ComputeInventory,
+    ComputeUsageReport,
+    Genesis,
+    Indicator,
+    KeyRevocation,
+    KeyRotation,
+    PauseAcknowledgement,
+    PolicyPublication,
+    Predicate,
+    Release,
+    ResumeApproval,
+    ResumeProposal,
+    ReviewDecision,
+    ReviewFinding,
+    ReviewSubmission,
+    RunFinish,
+    RunProgress,
+    RunStart,
+    VerificationReport,
+    to_statement,
+)
+
+REDLINE_ERRORS = frozenset(name for name, obj in vars(redline.errors).items()
+                           if isinstance(obj, type) and issubclass(obj, redline.errors.RedlineError))
+PACK_NAMES = ("coordinated-pause", "eu-ai-act", "miri-draft", "ai-rnd")
+PACKS = {name: load_pack(name) for name in PACK_NAMES}
+PARTIES = ("coordinator", "lab-a", "lab-b", "lab-c", "audit", "gov")
+ROLES = {"lab-a": "lab", "lab-b": "lab", "lab-c": "lab", "audit": "auditor", "gov": "regulator"}
+KEYS = {name: key(name) for name in (*PARTIES, "lab-z", "lab-n")}
+ROTATED = {name: SigningKey(name, bytes.fromhex(H64.replace("ab", "1" + str(i)))) for i, name in enumerate(PARTIES)}
+RUNS = ("r1", "r2", "r3")
+MODELS = ("M-1", "M-2", "M-3")
+FLOPS = (1e20, 5e22, 2e24, 9e24, 3e25)
+MODEL_DIGEST = {"sha256": H64}
+
+
+# --- building a log from ops -----------------------------------------------------------------
+
+#: An op: (kind, party, signer, seq_shift, mutation, time_step, a, b).
+Op = tuple[int, int, int, int, int, int, int, int]
+
+KINDS = ("inventory", "commitment", "run-start", "run-progress", "run-finish", "ack", "usage", "proposal",
+         "approval", "submission", "finding", "decision", "release", "verification", "indicator", "admission",
+         "policy", "rotation", "revocation", "genesis")
+TIME_STEPS = (0, 1, 60_000, HOUR_MS, 30 * HOUR_MS, 3 * DAY_MS, 8 * DAY_MS)
+MUTATIONS = ("none",) * 10 + ("flip-sig", "edit-payload", "random-bytes", "truncated", "unknown-field",
+                              "missing-field", "wrong-type", "unknown-type", "not-json", "empty")
+
+
+def _fields(kind: str, party: str, a: int, b: int, shadow: State, now_ms: int) -> tuple[type[Predicate], dict]:
+    """The predicate class and fields for one op (valid on their own; the state may still refuse them)."""
+    when = utc(now_ms)
+    run, model, flop = RUNS[a % 3], MODELS[b % 3], FLOPS[(a + b) % len(FLOPS)]
+    if kind == "inventory":
+        return ComputeInventory, inventory_fields(8 * (a + 1) + b, cluster_id=f"c{b % 2}", when=when)
+    if kind == "commitment":
+        digest = shadow.policy_digest if a % 4 else PACKS[PACK_NAMES[b % 4]].digest
+        fields = commitment_fields(PACKS["coordinated-pause"], threshold=1 + b % 3, days=1 + 30 * (a % 3))
+        return Commitment, {**fields, "policy_digest": digest or PACKS["eu-ai-act"].digest}
+    if kind == "run-start":
+        base = MODELS[(b + 1) % 3] if a % 3 == 0 else None
+        return RunStart, run_start_fields(run, model, flop, base_model=base,
+                                          base_model_flop=1e24 if base and b % 2 else None, when=when)
+    if kind == "run-progress":
+        return RunProgress, {"run_id": run, "step": b * 10, "flop_so_far": FLOPS[b % len(FLOPS)],
+                             "commitments": commits(b), "as_of": when}
+    if kind == "run-finish":
+        return RunFinish, {"run_id": run, "total_flop": flop, "flop_estimates": {"six_nd": flop},
+                           "estimates_disagree": bool(b % 2), "final_model_digest": MODEL_DIGEST,
+                           "commitments": commits(b), "finished_at": when}
+    if kind == "ack":
+        pause_id = shadow.pauses[-1].pause_id if shadow.pauses and a % 4 else str(a + b)
+        return PauseAcknowledgement, {"pause_id": pause_id}
+    if kind == "usage":
+        return ComputeUsageReport, {"period_start": when - timedelta(days=7), "period_end": when, "runs": [],
+                                    "unaccounted_chip_hours": float(a)}
+    if kind == "proposal":
+        return ResumeProposal, {"proposal_id": f"p{a % 2}", "reason": "the danger has passed"}
+    if kind == "approval":
+        return ResumeApproval, {"proposal_id": f"p{a % 2}"}
+    if kind == "submission":
+        return ReviewSubmission, {"submission_id": f"s{a % 3}", "model_name": model, "model_digest": MODEL_DIGEST,
+                                  "run_id": run if b % 2 else None}
+    if kind == "finding":
+        return ReviewFinding, {"submission_id": f"s{a % 3}", "finding": "noted", "severity": "concern"}
+    if kind == "decision":
+        return ReviewDecision, {"submission_id": f"s{a % 3}", "decision": ("clear", "block")[b % 2], "reason": "r"}
+    if kind == "release":
+        return Release, {"model_name": model, "model_digest": MODEL_DIGEST, "released_at": when}
+    if kind == "verification":
+        verdict = ("pass", "fail", "inconclusive")[b % 3]
+        return VerificationReport, {"run_id": run, "run_party": ("lab-a", "lab-b", "lab-c")[a % 3],
+                                    "checks": [Check(name="replay", passed=verdict != "fail", detail="")],
+                                    "verdict": verdict, "compute_spent_flop": 1e19, "sample_seed": "0a",
+                                    "segments_checked": a, "failing_step": 3 if verdict == "fail" else None}
+    if kind == "indicator":
+        name = ("time-horizon-50", "ai-code-share", "research-task-completion")[a % 3]
+        return Indicator, {"name": name, "subject": model if a % 3 != 1 else party, "value": (0.3, 0.9, 12.0)[b % 3],
+                           "unit": "hours", "window_start": when, "window_end": when, "method": "m",
+                           "method_version": "1", "evidence_digest": MODEL_DIGEST}
+    if kind == "admission":
+        name = ("lab-n", "lab-a", "lab-z")[a % 3]
+        return Admission, {"admitted": name, "verifier_key": KEYS[name].verifier().to_string(),
+                           "role": ("lab", "auditor", "witness")[b % 3], "display_name": "N", "jurisdiction": "X"}
+    if kind == "policy":
+        return PolicyPublication, publication_fields(PACKS[PACK_NAMES[a % 4]], when=when)
+    if kind == "rotation":
+        return KeyRotation, {"new_verifier_key": ROTATED[party].verifier().to_string()}
+    if kind == "revocation":
+        target = PARTIES[1 + a % 5]
+        current = shadow.parties[target].key.fingerprint if target in shadow.parties else H64
+        return KeyRevocation, {"revoked_party": target, "key_fingerprint": current, "reason": "lost"}
+    return Genesis, {"origin": LOG_NAME, "coordinator": party, "coordinator_key": KEYS[party].verifier().to_string()}
+
+
+def _mutate(data: bytes, statement: dict[str, Any], signer: SigningKey, mutation: str, a: int) -> bytes:
+    rng = random.Random(a * 7919 + len(data))
+    if mutation == "flip-sig":
+        env = json.loads(data)
+        sig = bytearray(base64.b64decode(env["signatures"][0]["sig"]))
+        sig[a % 64] ^= 1 << (a % 8)
+        env["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+        return json.dumps(env).encode()
+    if mutation == "edit-payload":
+        env = json.loads(data)
+        statement["predicate"]["seq"] = statement["predicate"]["seq"] + 1
+        env["payload"] = base64.b64encode(json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()).decode()
+        return json.dumps(env).encode()
+    if mutation == "random-bytes":
+        return rng.randbytes(1 + a * 13 % 300)
+    if mutation == "truncated":
+        return data[: max(1, len(data) * (a % 10) // 10)]
+    if mutation == "not-json":
+        return b"\xff\xfe" + data[:40]
+    if mutation == "empty":
+        return b""
+    pred = statement["predicate"]
+    if mutation == "unknown-field":
+        pred["surprise"] = a
+    elif mutation == "missing-field":
+        pred.pop(sorted(k for k in pred if k not in ("party", "seq"))[a % (len(pred) - 2)], None)
+    elif mutation == "wrong-type":
+        pred["seq"] = str(pred["seq"])
+    elif mutation == "unknown-type":
+        statement["predicateType"] = "urn:redline:something-else:v1"
+    return forge_envelope(statement, signer)
+
+
+def build_log(ops: Sequence[Op], *, genesis: bool = True, pack: str = "coordinated-pause") -> list[Entry]:
+    """Turn ops into a log: a standard opening (genesis, admissions, ``pack`` published) unless ``genesis`` is
+    False, then one entry per op."""
+    writer = EntryWriter(T0_MS)
+    shadow = State()
+    keys = dict(KEYS)
+
+    def add(data: bytes, after_ms: int = 0) -> None:
+        apply(shadow, writer.add(data, after_ms=after_ms))
+
+    if genesis:
+        coord = keys["coordinator"]
+        add(sign(Genesis.build(party="coordinator", seq=1, origin=LOG_NAME, coordinator="coordinator",
+                               coordinator_key=coord.verifier().to_string()), coord))
+        for i, (name, role) in enumerate(ROLES.items()):
+            add(sign(Admission.build(party="coordinator", seq=2 + i, admitted=name, role=role, display_name=name,
+                                     jurisdiction="EU", verifier_key=keys[name].verifier().to_string()), coord))
+        add(sign(PolicyPublication.build(party="coordinator", seq=7, **publication_fields(PACKS[pack])), coord))
+    for kind_i, party_i, signer_i, seq_shift, mutation_i, step_i, a, b in ops:
+        kind, party = KINDS[kind_i % len(KINDS)], PARTIES[party_i % len(PARTIES)]
+        mutation = MUTATIONS[mutation_i % len(MUTATIONS)]
+        signer_name = (party, party, party, "lab-z", PARTIES[(party_i + 1) % len(PARTIES)])[signer_i % 5]
+        signer = keys[signer_name]
+        known = shadow.parties.get(party)
+        seq = (known.last_seq + 1 if known else 1) + (0, 0, 0, 0, -1, 1, 5)[seq_shift % 7]
+        cls, fields = _fields(kind, party, a, b, shadow, writer.time_ms)
+        pred = cls.model_validate({"party": party, "seq": max(1, seq), **fields})
+        statement = to_statement(pred)
+        data = forge_envelope(statement, signer)
+        if mutation != "none":
+            data = _mutate(data, statement, signer, mutation, a)
+        add(data, TIME_STEPS[step_i % len(TIME_STEPS)])
+        accepted = not shadow.rejected or shadow.rejected[-1].index != shadow.next_index - 1
+        if kind == "rotation" and accepted:
+            keys[party] = ROTATED[party]  # the party signs with its new key from now on
+    return writer.entries
+
+
+def sign(pred: Predicate, signer: SigningKey) -> bytes:
+    return forge_envelope(to_statement(pred), signer)
+
+
+small = st.integers(0, 40)
+ops_strategy = st.lists(st.tuples(small, small, small, small, small, small, st.integers(0, 5), st.integers(0, 5)),
+                        max_size=24)
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def check_rejections(state: State) -> None:
+    for r in state.rejected:
+        assert r.error in REDLINE_ERRORS, f"entry {r.index}: {r.error}: {r.message}"
+        assert not r.message.startswith("unexpected error"), f"entry {r.index}: {r.message}"
+        assert r.message
+
+
+# --- (a) incremental apply = replay of every prefix ------------------------------------------------
+
+
+@FAST
+@given(ops=ops_strategy, genesis=st.booleans())
+def test_incremental_apply_equals_replay_of_every_prefix(ops: list[Op], genesis: bool) -> None:
+    entries = build_log(ops, genesis=genesis)
+    state = State()
+    incremental = [state.digest()]
+    for e in entries:
+        apply(state, e)
+        incremental.append(state.digest())
+    assert state.next_index == len(entries)
+    prefixes = [replay(entries[:k]).digest() for k in range(len(entries) + 1)]
+    assert prefixes == incremental
+    # A replay that continues from a replayed prefix lands on the same state too.
+    half = len(entries) // 2
+    assert replay(entries[half:], replay(entries[:half])).digest() == incremental[-1]
+    check_rejections(state)
+
+
+def test_the_generator_exercises_the_engine() -> None:
+    """The generated logs reach pauses, violations, reviews and every kind of rejection (or the properties are weak)."""
+    rng = random.Random(7)
+    errors: set[str] = set()
+    pauses = violations = reviews = accepted = 0
+    for _ in range(60):
+        ops = [tuple(rng.randrange(41) for _ in range(6)) + (rng.randrange(6), rng.randrange(6)) for _ in range(30)]
+        state = replay(build_log(ops))
+        errors |= {r.error for r in state.rejected}
+        pauses += len(state.pauses)
+        violations += len(state.violations)
+        reviews += len(state.reviews)
+        accepted += state.next_index - len(state.rejected)
+    assert pauses >= 3 and violations >= 10 and reviews >= 5 and accepted >= 60 * 12
+    assert {"BadSignature", "MalformedInput", "InvalidStatement", "NotAuthorized", "SequenceError", "UnknownParty",
+            "UnknownKey", "RevokedKey"} <= errors, errors
+
+
+# --- (b) a fresh process reaches the same digest -------------------------------------------------
+
+
+@settings(max_examples=5, deadline=None)
+@given(ops=ops_strategy)
+def test_replay_in_a_fresh_process_gives_the_same_digest(ops: list[Op], tmp_path_factory: pytest.TempPathFactory
+                                                         ) -> None:
+    entries = build_log(ops)
+    digests = digests_in_fresh_process([entries], tmp_path_factory.mktemp("fresh"))
+    assert digests == [replay(entries).digest()]
+
+
+def test_many_logs_replayed_in_a_fresh_process(tmp_path: Path) -> None:
+    rng = random.Random(2024)
+    logs = [build_log([tuple(rng.randrange(41) for _ in range(6)) + (rng.randrange(6), rng.randrange(6))
+                       for _ in range(rng.randrange(5, 40))], genesis=i % 7 != 3) for i in range(25)]
+    here = [replay(entries).digest() for entries in logs]
+    assert len(set(here)) == 25
+    assert digests_in_fresh_process(logs, tmp_path, hash_seed="1") == here
+    assert digests_in_fresh_process(logs, tmp_path, hash_seed="987654") == here
+
+
+# --- (c) nothing but the log -------------------------------------------------------------------
+
+
+@FAST
+@given(ops=ops_strategy, other_ops=ops_strategy, other_pack=st.sampled_from(PACK_NAMES))
+def test_state_depends_on_nothing_but_the_log(ops: list[Op], other_ops: list[Op], other_pack: str) -> None:
+    entries = build_log(ops)
+    first = replay(entries)
+    assert replay(entries).digest() == first.digest()
+    # Unrelated logs replayed in between (another policy in force, another coordinator) change nothing.
+    unrelated = replay(build_log(other_ops, pack=other_pack))
+    assert unrelated.policy_digest == PACKS[other_pack].digest
+    writer = EntryWriter(T0_MS + 5)
+    coord = key("other-coordinator")
+    writer.signed(Genesis.build(party=coord.name, seq=1, origin="other.example/log", coordinator=coord.name,
+                                coordinator_key=coord.verifier().to_string()), coord)
+    writer.signed(PolicyPublication.build(party=coord.name, seq=2, **publication_fields(PACKS[other_pack])), coord)
+    assert replay(writer.entries).coordinator == "other-coordinator"
+    assert replay(entries).to_dict() == first.to_dict()
+    assert replay(list(entries)).digest() == first.digest()
+
+
+def test_two_logs_with_different_policies_interleaved() -> None:
+    """Replaying two logs entry by entry, alternately, gives each the state it gets alone."""
+    rng = random.Random(11)
+    ops = [tuple(rng.randrange(41) for _ in range(6)) + (rng.randrange(6), rng.randrange(6)) for _ in range(40)]
+    log_a, log_b = build_log(ops), build_log(ops, pack="miri-draft")
+    alone_a, alone_b = replay(log_a).digest(), replay(log_b).digest()
+    assert alone_a != alone_b
+    sa, sb = State(), State()
+    for i in range(max(len(log_a), len(log_b))):
+        if i < len(log_a):
+            apply(sa, log_a[i])
+        if i < len(log_b):
+            apply(sb, log_b[i])
+    assert (sa.digest(), sb.digest()) == (alone_a, alone_b)
+    assert (sa.policy_digest, sb.policy_digest) == (PACKS["coordinated-pause"].digest, PACKS["miri-draft"].digest)
+
+
+# --- (d) garbage never crashes replay ------------------------------------------------------------
+
+garbage = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                 max_leaves=12).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@FAST
+@given(ops=ops_strategy, junk=st.lists(st.tuples(st.integers(0, 40), garbage), min_size=1, max_size=8),
+       cut=st.integers(0, 10_000))
+def test_garbage_entries_are_rejected_never_raised(ops: list[Op], junk: list[tuple[int, bytes]], cut: int) -> None:
+    entries = build_log(ops)
+    datas = [e.data for e in entries]
+    bad_at = set()
+    for pos, data in junk:
+        at = min(1 + pos, len(datas))  # index 0 stays the genesis
+        datas.insert(at, data)
+        bad_at = {i + 1 if i >= at else i for i in bad_at} | {at}
+    # One more: a valid envelope of a real statement, cut short.
+    whole = entries[min(len(entries) - 1, 3)].data
+    datas.append(whole[: cut % len(whole)])
+    bad_at.add(len(datas) - 1)
+    log = [Entry(i, T0_MS + i, d) for i, d in enumerate(datas)]
+    state = replay(log)
+    assert state.next_index == len(log)
+    rejected = {r.index: r for r in state.rejected}
+    assert bad_at <= set(rejected), sorted(bad_at - set(rejected))
+    check_rejections(state)
+    for i in bad_at:
+        assert rejected[i].error in {"MalformedInput", "InputTooLarge", "NonCanonicalJSON", "BadSignature",
+                                     "UnknownKey", "UnknownParty", "InvalidStatement"}, rejected[i]
+
+
+@pytest.mark.parametrize(("data", "error", "pattern"), [
+    (b"", "MalformedInput", "DSSE envelope"),
+    (b"\x00\x01garbage", "MalformedInput", ""),
+    (b'{"payload":"e30=","payloadType":"application/vnd.in-toto+json","signatures":[', "MalformedInput", ""),
+    (b'{"payload":"e30=","payloadType":"application/vnd.in-toto+json","signatures":[]}', "MalformedInput",
+     "no signatures"),
+    (b"[1,2,3]", "MalformedInput", "must be a JSON object"),
+])
+def test_specific_garbage_is_named(data: bytes, error: str, pattern: str) -> None:
+    entries = build_log([])
+    state = replay([*entries, Entry(len(entries), T0_MS, data)])
+    [rejection] = state.rejected
+    assert (rejection.index, rejection.error) == (len(entries), error)
+    assert pattern in rejection.message
+
+
+def test_garbage_as_the_first_entry() -> None:
+    """A log whose first entry is not a genesis statement: everything after it is refused, nothing raises."""
+    good = build_log([])
+    state = replay([Entry(0, T0_MS, b"not a genesis"), *(Entry(i + 1, e.time_ms, e.data) for i, e in enumerate(good))])
+    assert [r.index for r in state.rejected] == list(range(len(good) + 1))
+    assert state.rejected[0].error == "MalformedInput"
+    assert {r.error for r in state.rejected[1:]} == {"UnknownParty"}
+    assert state.parties == {} and state.coordinator is None
+
+
+def test_a_bad_predicate_in_a_valid_envelope_is_named() -> None:
+    entries = build_log([])
+    statement = to_statement(ComputeInventory.build(party="lab-a", seq=1, **inventory_fields(10)))
+    statement["predicate"]["clusters"][0]["chips"][0]["chip_model"] = "Abacus 3000"
+    state = replay([*entries, Entry(len(entries), T0_MS, forge_envelope(statement, KEYS["lab-a"]))])
+    [rejection] = state.rejected
+    assert rejection.error == "InvalidStatement"
+    assert "field 'clusters[0].chips[0].chip_model'" in rejection.message and "Abacus 3000" in rejection.message
