@@ -85,7 +85,7 @@ def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path
     lg = _open(logdir, key_path, signing=True)
     done = lg.append(entries)
     for f, idx in zip(files, done.indexes):
-        click.echo(f"{idx}\t{getattr(f, "name", "-")}", err=True)
+        click.echo(f"{idx}\t{getattr(f, 'name', '-')}", err=True)
         if receipts is not None:
             receipts.mkdir(parents=True, exist_ok=True)
             (receipts / f"{idx}.tlog-proof").write_bytes(lg.receipt(idx).encode())
