@@ -26,7 +26,7 @@ from typing import Any
 from redline.crypto.canonical import canonical_digest
 from redline.crypto.dsse import sign_statement
 from redline.crypto.keys import SigningKey
-from redline.engine import Entry, State, replay
+from redline.engine import Entry, State
 from redline.log.service import Log
 from redline.log.sqlite import SqliteStore
 from redline.policy import Policy, load_pack
@@ -35,15 +35,12 @@ from redline.statements import (
     Admission,
     ChipCount,
     Cluster,
-    Commitment,
     ComputeInventory,
     CountQuorum,
     PolicyPublication,
     Predicate,
-    RunStart,
     TranscriptCommitments,
     sign_predicate,
-    to_statement,
 )
 
 #: A fixed start of logged time: 2027-01-15T08:00:00Z in milliseconds.
@@ -224,10 +221,6 @@ class EntryWriter:
         """Append ``pred`` signed by ``signer`` (its key name must be the party)."""
         return self.add(sign_predicate(pred, signer).to_json(), after_ms=after_ms)
 
-    def statement(self, pred: Predicate) -> dict[str, Any]:
-        """The in-toto statement of ``pred`` (to tamper with before ``forge_envelope``)."""
-        return to_statement(pred)
-
 
 # --- replay in another process ------------------------------------------------------------
 
@@ -258,8 +251,3 @@ def digests_in_fresh_process(logs: Sequence[Sequence[Entry]], tmp_path: Path, *,
     if out.returncode != 0:
         raise AssertionError(f"replay in a fresh process failed:\n{out.stderr}")
     return out.stdout.split()
-
-
-def replay_digest(entries: Iterable[Entry]) -> str:
-    """The digest of a fresh replay."""
-    return replay(entries).digest()

@@ -320,3 +320,71 @@ def test_a_model_under_the_review_line_needs_no_review(world: World) -> None:
     world.sub("lab-b", Release, model_name="B-small", model_digest=MODEL_DIGEST, released_at=utc(world.clock()))
     assert world.state.review_required == {} and world.state.violations == []
     assert world.state.releases == [{"party": "lab-b", "model": "B-small", "index": 11}]
+
+
+def _paused(world: World) -> int:
+    """Commit all three labs and cross the pause line; return the pause's start time."""
+    for lab in LABS:
+        world.sub(lab, Commitment, **commitment_fields(POLICY))
+    world.clock.advance(hours=1)
+    start = world.sub("lab-a", RunStart, **run_start_fields("ra1", "A-1", 3e25)).time_ms
+    assert world.state.pauses[0].started_ms == start
+    for lab in LABS:
+        world.sub(lab, PauseAcknowledgement, pause_id="13")
+    return start
+
+
+def test_periods_that_begin_and_end_between_two_entries_are_missed_at_the_second(world: World) -> None:
+    start = _paused(world)
+    world.sub("lab-a", ComputeUsageReport, **usage(world, "lab-a", start, start + 7 * DAY_MS))  # period 1, lab-a
+    world.clock.set(start + 30 * DAY_MS)  # periods 2, 3 and 4 begin and end before the next entry; 5 begins
+    late = world.sub("lab-b", ComputeUsageReport, **usage(world, "lab-b", start, start + 30 * DAY_MS))
+    st = world.state
+    missed = [(v.party, v.detail.split("for ")[1], v.evidence, v.time_ms) for v in st.violations]
+    assert missed == [("lab-b", "compute usage, period 1 of pause 13", [13, late.index], late.time_ms),
+                      ("lab-c", "compute usage, period 1 of pause 13", [13, late.index], late.time_ms)] + [
+        (lab, f"compute usage, period {k} of pause 13", [13, late.index], late.time_ms)
+        for k in (2, 3, 4) for lab in LABS]
+    # lab-b's report is late for every closed period, so it counts for the one in progress (period 5).
+    open_now = [(o.party, o.ref, o.met_index) for o in st.obligations if not o.violated and o.kind == "usage-report"]
+    assert open_now == [("lab-a", "compute usage, period 1 of pause 13", 17),
+                        ("lab-a", "compute usage, period 5 of pause 13", None),
+                        ("lab-b", "compute usage, period 5 of pause 13", late.index),
+                        ("lab-c", "compute usage, period 5 of pause 13", None)]
+    assert [o.due_ms for o in st.obligations if o.ref.startswith("compute usage, period 5")] == [
+        start + 35 * DAY_MS] * 3
+
+
+def test_a_long_pause_opens_each_period_once(world: World) -> None:
+    start = _paused(world)
+    for day in range(1, 400, 3):
+        world.clock.set(start + day * DAY_MS)
+        world.sub("lab-a", ComputeUsageReport, **usage(world, "lab-a", start, world.clock()))
+    refs = [o.ref for o in world.state.obligations if o.kind == "usage-report" and o.party == "lab-c"]
+    assert refs == [f"compute usage, period {k} of pause 13" for k in range(1, 58)]  # day 397 is in period 57
+    assert [v.kind for v in world.state.violations if v.party == "lab-c"] == ["missed-usage-report"] * 56
+
+
+def test_training_under_the_paused_limit_is_allowed_and_over_it_is_not(world: World) -> None:
+    start = _paused(world)
+    world.clock.set(start + DAY_MS)
+    small = world.sub("lab-c", RunStart, **run_start_fields("rc-small", "C-small", 1e22))  # at the limit, not over
+    assert small.index == 17 and world.state.violations == []
+    over = world.sub("lab-c", RunProgress, run_id="rc-small", step=5, flop_so_far=2e22, commitments=commits(),
+                     as_of=utc(world.clock()))
+    assert [(v.party, v.kind, v.evidence, v.time_ms) for v in world.state.violations] == [
+        ("lab-c", "training-during-pause", [13, over.index], over.time_ms)]
+    assert world.state.runs["lab-c/rc-small"].flop_so_far == 2e22
+
+
+def test_a_late_acknowledgement_is_recorded_but_stays_a_violation(world: World) -> None:
+    for lab in LABS:
+        world.sub(lab, Commitment, **commitment_fields(POLICY))
+    start = world.sub("lab-a", RunStart, **run_start_fields("ra1", "A-1", 3e25)).time_ms
+    world.clock.set(start + 73 * HOUR_MS)
+    late = world.sub("lab-b", PauseAcknowledgement, pause_id="13")
+    st = world.state
+    assert sorted((v.party, v.kind, tuple(v.evidence)) for v in st.violations) == [
+        ("lab-a", "missed-acknowledgement", (13, late.index)), ("lab-b", "missed-acknowledgement", (13, late.index)),
+        ("lab-c", "missed-acknowledgement", (13, late.index))]
+    assert st.pauses[0].acknowledged == {"lab-b": late.index}

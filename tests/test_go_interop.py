@@ -4,7 +4,7 @@ A small Go program, ``tests/go/interop/main.go``, is built in GOPATH mode agains
 Debian's golang-golang-x-mod-dev (no modules, no network). A real redline log
 (SQLite store, fresh Ed25519 key) is grown in batches whose checkpoints land on
 and around powers of two; its verifier key, signed checkpoints, leaves, the
-stored hashes from the SQLite ``hashes`` table and redline's inclusion and
+stored hashes from the SQLite ``hash_tiles`` table and redline's inclusion and
 consistency proofs go to a JSON file, and the Go program checks them with
 ``note.Open``, ``tlog.TreeHash``, ``tlog.StoredHashes``, ``tlog.CheckRecord``
 and ``tlog.CheckTree``. Tampered copies must make it fail, naming the check.
@@ -178,9 +178,9 @@ def log_case(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert sizes == [0, *CHECKPOINT_SIZES]
 
     leaves = [log.leaf(i) for i in range(log.size)]
-    with sqlite3.connect(db) as conn:  # the hashes table as redline wrote it, not through the store API
-        stored = [{"index": idx, "hash": b64(bytes(h))}
-                  for idx, h in conn.execute("SELECT idx, hash FROM hashes ORDER BY idx")]
+    with sqlite3.connect(db) as conn:  # the hash tiles as redline wrote them, not through the store API
+        packed = b"".join(bytes(blob) for _, blob in conn.execute("SELECT tile, hashes FROM hash_tiles ORDER BY tile"))
+    stored = [{"index": k, "hash": b64(packed[32 * k : 32 * k + 32])} for k in range(len(packed) // 32)]
 
     inclusion = [{"index": i, "treeSize": n, "proof": [b64(h) for h in log.prove_inclusion(i, n)]}
                  for n in CHECKPOINT_SIZES for i in range(n)]

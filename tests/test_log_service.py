@@ -31,7 +31,7 @@ from redline.log.checkpoint import Checkpoint, open_checkpoint
 from redline.log.leaf import MAX_ENTRY_BYTES, decode_leaf, encode_leaf
 from redline.log.receipt import MAX_RECEIPT_BYTES, Receipt, verify_receipt
 from redline.log.service import Log
-from redline.log.sqlite import SqliteStore
+from redline.log.sqlite import TILE_HASHES, SqliteStore
 
 ORIGIN = "redline.test/log"
 
@@ -453,8 +453,9 @@ def test_altered_integration_time_is_refused(stored: Path, index: int) -> None:
 @pytest.mark.parametrize("stored_index", [0, 1, 2, 10, merkle.stored_hash_index(3, 0),
                                           merkle.stored_hash_index(5, 0), merkle.stored_hash_count(37) - 1])
 def test_altered_stored_hash_is_refused(stored: Path, stored_index: int) -> None:
-    (h,), = _raw(stored, "SELECT hash FROM hashes WHERE idx=?", stored_index)
-    _sql(stored, "UPDATE hashes SET hash=? WHERE idx=?", _flip(bytes(h), 100), stored_index)
+    tile, slot = divmod(stored_index, TILE_HASHES)
+    (blob,), = _raw(stored, "SELECT hashes FROM hash_tiles WHERE tile=?", tile)
+    _sql(stored, "UPDATE hash_tiles SET hashes=? WHERE tile=?", _flip(bytes(blob), 8 * 32 * slot + 100), tile)
     err = _refused(stored, merkle.leaf_of_stored(stored_index))
     assert f"stored hash {stored_index}" in str(err)
 
@@ -466,8 +467,20 @@ def test_deleted_leaf_is_refused(stored: Path, index: int) -> None:
 
 
 def test_deleted_hash_is_refused(stored: Path) -> None:
-    _sql(stored, "DELETE FROM hashes WHERE idx=?", merkle.stored_hash_count(37) - 1)
+    (blob,), = _raw(stored, "SELECT hashes FROM hash_tiles WHERE tile=0")
+    _sql(stored, "UPDATE hash_tiles SET hashes=? WHERE tile=0", bytes(blob)[:-32])
     _refused(stored, 36)
+
+
+def test_torn_hash_tile_is_refused(stored: Path) -> None:
+    (blob,), = _raw(stored, "SELECT hashes FROM hash_tiles WHERE tile=0")
+    _sql(stored, "UPDATE hash_tiles SET hashes=? WHERE tile=0", bytes(blob)[:-5])
+    _refused(stored, 0)
+
+
+def test_deleted_hash_tile_is_refused(stored: Path) -> None:
+    _sql(stored, "DELETE FROM hash_tiles WHERE tile=0")
+    _refused(stored, 0)
 
 
 def test_latest_checkpoint_signed_by_another_key_is_refused(stored: Path, key: SigningKey) -> None:
@@ -502,15 +515,17 @@ def test_extra_leaf_row_beyond_a_gap_is_refused(stored: Path) -> None:
     _refused(stored, 37)
 
 
-def test_extra_hash_row_is_refused(stored: Path) -> None:
-    _sql(stored, "INSERT INTO hashes(idx, hash) VALUES (?, ?)", merkle.stored_hash_count(37), bytes(32))
+def test_extra_hash_is_refused(stored: Path) -> None:
+    (blob,), = _raw(stored, "SELECT hashes FROM hash_tiles WHERE tile=0")
+    _sql(stored, "UPDATE hash_tiles SET hashes=? WHERE tile=0", bytes(blob) + bytes(32))
     _refused(stored, 37)
 
 
 def test_extra_leaf_with_its_hashes_but_no_checkpoint_is_refused(stored: Path) -> None:
     leaf = encode_leaf(99_999, b"smuggled")
     _sql(stored, "INSERT INTO leaves(idx, leaf) VALUES (37, ?)", leaf)
-    _sql(stored, "INSERT INTO hashes(idx, hash) VALUES (?, ?)", merkle.stored_hash_count(37), merkle.leaf_hash(leaf))
+    (blob,), = _raw(stored, "SELECT hashes FROM hash_tiles WHERE tile=0")
+    _sql(stored, "UPDATE hash_tiles SET hashes=? WHERE tile=0", bytes(blob) + merkle.leaf_hash(leaf))
     _refused(stored, 37)
 
 

@@ -140,6 +140,18 @@ def test_bad_parameters() -> None:
         policy_from_document(doc)
 
 
+@pytest.mark.parametrize("days", [0, 1e-9, 0.5 / 24])
+def test_usage_report_periods_under_an_hour_are_refused(days: float) -> None:
+    """A vanishing period would make the engine open periods forever (it once hung replay at 1e-9 days)."""
+    doc = load_pack("coordinated-pause").document()
+    doc["parameters"]["usage_report_period_days"] = days
+    with pytest.raises(InvalidPolicy, match=r"parameters\.usage_report_period_days: Input should be greater than "
+                                            r"or equal to 0\.0416"):
+        policy_from_document(doc)
+    doc["parameters"]["usage_report_period_days"] = 1 / 24
+    assert policy_from_document(doc).parameters.usage_report_period_days == 1 / 24
+
+
 def test_policy_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(load_pack("miri-draft").document()), "utf-8")

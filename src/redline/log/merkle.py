@@ -124,6 +124,10 @@ def _range_subtrees(lo: int, hi: int) -> list[tuple[int, int]]:
 
 
 def _range_plan(lo: int, hi: int) -> list[int]:
+    n = hi - lo
+    if n & (n - 1) == 0:  # a complete subtree: the common case in proofs
+        level = n.bit_length() - 1
+        return [stored_hash_index(level, lo >> level)]
     return [stored_hash_index(level, index) for level, index in _range_subtrees(lo, hi)]
 
 
@@ -143,7 +147,10 @@ def _read_ranges(reader: HashReader, ranges: list[tuple[int, int]]) -> list[byte
         raise IndexOutOfRange(f"hash reader returned {len(got)} hashes for {len(flat)} asked")
     out, pos = [], 0
     for plan in plans:
-        out.append(_fold_range(got[pos : pos + len(plan)]))
+        if len(plan) == 1:
+            out.append(got[pos])
+        else:
+            out.append(_fold_range(got[pos : pos + len(plan)]))
         pos += len(plan)
     return out
 
@@ -155,26 +162,40 @@ def tree_hash(size: int, reader: HashReader) -> bytes:
     return _read_ranges(reader, [(0, size)])[0]
 
 
-def _inclusion_ranges(index: int, lo: int, hi: int) -> list[tuple[int, int]]:
-    """Ranges whose hashes form the audit path of leaf ``index`` in [lo, hi), leaf side first."""
-    out: list[tuple[int, int]] = []
-    while hi - lo > 1:
-        k = _split(hi - lo)
-        if index < lo + k:
-            out.append((lo + k, hi))
-            hi = lo + k
-        else:
-            out.append((lo, lo + k))
-            lo = lo + k
-    out.reverse()
-    return out
-
-
 def prove_inclusion(index: int, size: int, reader: HashReader) -> list[bytes]:
-    """RFC 6962 audit path for leaf ``index`` in the tree of ``size`` leaves."""
+    """RFC 6962 audit path for leaf ``index`` in the tree of ``size`` leaves.
+
+    Every sibling on the path is one complete subtree — one stored hash — except
+    at most one on the right border, which is folded from its complete subtrees;
+    all of them are read in one call.
+    """
     if not 0 <= index < size:
         raise IndexOutOfRange(f"leaf index {index} is not in a tree of size {size}")
-    return _read_ranges(reader, _inclusion_ranges(index, 0, size))
+    want: list[int] = []  # stored indexes, root side first
+    border: tuple[int, int] | None = None  # (position in want, how many) of the partial sibling
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k = 1 << ((hi - lo - 1).bit_length() - 1)
+        if index < lo + k:
+            a, b, hi = lo + k, hi, lo + k
+        else:
+            a, b, lo = lo, lo + k, lo + k
+        n = b - a
+        if n & (n - 1) == 0:
+            last = b - 1  # a complete subtree at level log2(n) is stored right after its last leaf
+            want.append(2 * last - last.bit_count() + n.bit_length() - 1)
+        else:
+            parts = _range_plan(a, b)
+            border = (len(want), len(parts))
+            want.extend(parts)
+    got = reader.read_hashes(want) if want else []
+    if len(got) != len(want):
+        raise IndexOutOfRange(f"hash reader returned {len(got)} hashes for {len(want)} asked")
+    if border is not None:
+        pos, count = border
+        got[pos : pos + count] = [_fold_range(got[pos : pos + count])]
+    got.reverse()
+    return got
 
 
 def _consistency_ranges(m: int, lo: int, hi: int, complete: bool = True) -> list[tuple[int, int]]:

@@ -11,7 +11,9 @@ entry.
 
 from __future__ import annotations
 
+import hashlib
 import time
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,36 @@ Clock = Callable[[], int]
 
 #: Most entries integrated in one batch (one transaction, one checkpoint).
 MAX_BATCH = 100_000
+#: Stored hashes a log keeps in memory (about 100 bytes each): they never change once written.
+HASH_CACHE_SIZE = 1 << 18
+
+
+class _CachingReader:
+    """A ``HashReader`` that remembers the stored hashes it has read (oldest out first when full).
+
+    Stored hashes are immutable once committed (and checked when the log was
+    opened), so a cache is always correct; proofs of one log share their upper
+    levels, which therefore are mostly read from memory.
+    """
+
+    def __init__(self, store: LogStore, capacity: int = HASH_CACHE_SIZE) -> None:
+        self.store = store
+        self.capacity = capacity
+        self._cache: dict[int, bytes] = {}
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        cache = self._cache
+        missing = [i for i in indexes if i not in cache]
+        if not missing:
+            return [cache[i] for i in indexes]
+        fetched = dict(zip(missing, self.store.read_hashes(missing)))
+        out = [fetched[i] if i in fetched else cache[i] for i in indexes]
+        cache.update(fetched)
+        excess = len(cache) - self.capacity
+        if excess > 0:
+            for key in list(itertools.islice(cache, excess)):
+                del cache[key]
+        return out
 
 
 def system_clock_ms() -> int:
@@ -63,6 +95,7 @@ class Log:
         self.verifier = verifier
         self.signer = signer
         self.clock = clock
+        self._reader = _CachingReader(store)
         self._size = store.size()
         self._frontier = store.read_hashes(merkle.frontier_indexes(self._size))
         last = store.read_leaves(self._size - 1, 1)[0] if self._size else None
@@ -116,7 +149,7 @@ class Log:
         size = self._size if size is None else self._check_size(size)
         if size == self._size:
             return merkle.root_from_frontier(self._frontier)
-        return merkle.tree_hash(size, self.store)
+        return merkle.tree_hash(size, self._reader)
 
     def checkpoint(self, size: int | None = None) -> bytes:
         """The signed checkpoint for ``size`` (the latest when None)."""
@@ -149,12 +182,12 @@ class Log:
     def prove_inclusion(self, index: int, size: int | None = None) -> list[bytes]:
         """Audit path for entry ``index`` in the tree of ``size`` entries."""
         size = self._size if size is None else self._check_size(size)
-        return merkle.prove_inclusion(index, size, self.store)
+        return merkle.prove_inclusion(index, size, self._reader)
 
     def prove_consistency(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Consistency proof between two sizes of this log."""
         new_size = self._size if new_size is None else self._check_size(new_size)
-        return merkle.prove_consistency(old_size, new_size, self.store)
+        return merkle.prove_consistency(old_size, new_size, self._reader)
 
     def receipt(self, index: int, size: int | None = None) -> Receipt:
         """An offline tlog-proof receipt for entry ``index`` against the checkpoint of ``size``."""
@@ -183,10 +216,21 @@ class Log:
         size = self._size
         frontier = list(self._frontier)
         leaves, hashes = [], []
+        prefix = encode_leaf(now, b"")
+        leaf_prefix = hashlib.sha256(b"\x00" + prefix)  # RFC 6962 leaf hash of prefix || entry, continued per entry
+        sha256, node_prefix = hashlib.sha256, b"\x01"
         for e in entries:
-            leaf = encode_leaf(now, bytes(e))
-            leaves.append(leaf)
-            hashes.extend(merkle.hashes_for_append(merkle.leaf_hash(leaf), size, frontier))
+            leaves.append(prefix + e)
+            h = leaf_prefix.copy()
+            h.update(e)
+            node = h.digest()
+            hashes.append(node)
+            n = size
+            while n & 1:  # merkle.hashes_for_append, inlined on this hot path
+                node = sha256(node_prefix + frontier.pop() + node).digest()
+                hashes.append(node)
+                n >>= 1
+            frontier.append(node)
             size += 1
         cp = Checkpoint(self.origin, size, merkle.root_from_frontier(frontier)).sign(self.signer)
         self.store.append(self._size, leaves, hashes, cp, size)

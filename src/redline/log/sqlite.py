@@ -3,6 +3,12 @@
 ``PRAGMA journal_mode=WAL`` with ``synchronous=FULL`` makes each committed batch
 durable before ``append`` returns; a batch (leaves, hashes, checkpoint) is one
 ``BEGIN IMMEDIATE`` transaction, so a crash leaves either all of it or none.
+
+Leaves are one row each. Stored hashes (in the order ``redline.log.merkle``
+defines) are packed 256 to a row in ``hash_tiles``: tile ``t`` holds stored hashes
+``256·t`` onwards, concatenated; a batch rewrites the last partial tile and adds
+new ones. Packing keeps appends at about one row per entry and lets a proof read
+the few hashes it needs with one query.
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ from redline.errors import InconsistentLog, IndexOutOfRange, LogExists, LogNotFo
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS leaves (idx INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS hash_tiles (tile INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
 """
 
-_TABLES = frozenset({"meta", "leaves", "hashes", "checkpoints"})
+_TABLES = frozenset({"meta", "leaves", "hash_tiles", "checkpoints"})
+
+#: Stored hashes per ``hash_tiles`` row, and the bytes of a full row.
+TILE_HASHES = 256
+_HASH = 32
+_TILE_BYTES = TILE_HASHES * _HASH
 
 #: SQLite's default limit on bound parameters is 32766 in recent versions; stay well under.
 _MAX_PARAMS = 900
@@ -78,19 +89,26 @@ class SqliteStore:
         row = self._db.execute("SELECT MAX(idx) FROM leaves").fetchone()
         return 0 if row[0] is None else row[0] + 1
 
+    def _tiles(self, tiles: Sequence[int]) -> dict[int, bytes]:
+        found: dict[int, bytes] = {}
+        for i in range(0, len(tiles), _MAX_PARAMS):
+            part = tiles[i : i + _MAX_PARAMS]
+            q = f"SELECT tile, hashes FROM hash_tiles WHERE tile IN ({','.join('?' * len(part))})"
+            found.update((r[0], r[1]) for r in self._db.execute(q, part))
+        return found
+
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         if not indexes:
             return []
-        found: dict[int, bytes] = {}
-        uniq = sorted(set(indexes))
-        for i in range(0, len(uniq), _MAX_PARAMS):
-            part = uniq[i : i + _MAX_PARAMS]
-            q = f"SELECT idx, hash FROM hashes WHERE idx IN ({','.join('?' * len(part))})"
-            found.update((r[0], bytes(r[1])) for r in self._db.execute(q, part))
-        try:
-            return [found[i] for i in indexes]
-        except KeyError as exc:
-            raise IndexOutOfRange(f"stored hash {exc.args[0]} is not in the log") from exc
+        tiles = self._tiles(sorted({i // TILE_HASHES for i in indexes}))
+        out = []
+        for i in indexes:
+            blob = tiles.get(i // TILE_HASHES)
+            off = (i % TILE_HASHES) * _HASH
+            if blob is None or len(blob) < off + _HASH:
+                raise IndexOutOfRange(f"stored hash {i} is not in the log")
+            out.append(bytes(blob[off : off + _HASH]))
+        return out
 
     def read_leaves(self, start: int, count: int) -> list[bytes]:
         rows = self._db.execute("SELECT idx, leaf FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
@@ -110,16 +128,24 @@ class SqliteStore:
                 yield idx, bytes(leaf)
             pos = rows[-1][0] + 1
 
-    def iter_hashes(self, start: int = 0, chunk: int = 16384) -> Iterator[tuple[int, bytes]]:
-        pos = start
+    def iter_hashes(self, start: int = 0, chunk: int = 64) -> Iterator[tuple[int, bytes]]:
+        tile = start // TILE_HASHES
         while True:
-            rows = self._db.execute("SELECT idx, hash FROM hashes WHERE idx >= ? ORDER BY idx LIMIT ?",
-                                    (pos, chunk)).fetchall()
+            rows = self._db.execute("SELECT tile, hashes FROM hash_tiles WHERE tile >= ? ORDER BY tile LIMIT ?",
+                                    (tile, chunk)).fetchall()
             if not rows:
                 return
-            for idx, h in rows:
-                yield idx, bytes(h)
-            pos = rows[-1][0] + 1
+            for t, blob in rows:
+                if t != tile or len(blob) % _HASH or len(blob) > _TILE_BYTES:
+                    # A gap or a torn row: report the first stored index that cannot be read back.
+                    yield tile * TILE_HASHES, b""
+                    return
+                base = t * TILE_HASHES
+                for k in range(max(0, start - base), len(blob) // _HASH):
+                    yield base + k, bytes(blob[k * _HASH : (k + 1) * _HASH])
+                tile += 1
+                if len(blob) < _TILE_BYTES:
+                    return
 
     def checkpoint(self, size: int | None = None) -> bytes | None:
         if size is None:
@@ -141,8 +167,15 @@ class SqliteStore:
             first_hash = 2 * expected_size - expected_size.bit_count()
             db.executemany("INSERT INTO leaves(idx, leaf) VALUES (?, ?)",
                            zip(range(expected_size, expected_size + len(leaves)), leaves))
-            db.executemany("INSERT INTO hashes(idx, hash) VALUES (?, ?)",
-                           zip(range(first_hash, first_hash + len(hashes)), hashes))
+            tile, used = divmod(first_hash, TILE_HASHES)
+            buf = b"".join(hashes)
+            if used:
+                row = db.execute("SELECT hashes FROM hash_tiles WHERE tile=?", (tile,)).fetchone()
+                if row is None or len(row[0]) != used * _HASH:
+                    raise InconsistentLog(f"hash tile {tile} does not end at stored hash {first_hash}")
+                buf = row[0] + buf
+            db.executemany("INSERT OR REPLACE INTO hash_tiles(tile, hashes) VALUES (?, ?)",
+                           ((tile + k // _TILE_BYTES, buf[k : k + _TILE_BYTES]) for k in range(0, len(buf), _TILE_BYTES)))
             db.execute("INSERT INTO checkpoints(size, note) VALUES (?, ?)", (new_size, checkpoint))
             db.execute("COMMIT")
         except BaseException:

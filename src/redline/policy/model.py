@@ -105,7 +105,8 @@ class Parameters(_Strict):
     """Obligations during a pause and review defaults."""
 
     ack_window_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 72
-    usage_report_period_days: Annotated[float, Field(gt=0, le=365)] = 7
+    #: At least an hour: the engine opens one reporting period per elapsed period of a pause.
+    usage_report_period_days: Annotated[float, Field(ge=1 / 24, le=365)] = 7
     paused_run_flop_limit: Annotated[float, Field(ge=0, le=1e35)] = 0
     review_window_days: Annotated[float, Field(ge=0, le=3650)] = 30
 
