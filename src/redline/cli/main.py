@@ -42,11 +42,12 @@ def cli() -> None:
 def _register() -> None:
     from redline.cli.compute import compute
     from redline.cli.demo import demo
+    from redline.cli.indicators import indicators
     from redline.cli.keys import key
     from redline.cli.log import log
     from redline.cli.registry import party, policy, state, submit
 
-    for command in (key, log, party, policy, submit, state, compute, demo):
+    for command in (key, log, party, policy, submit, state, compute, indicators, demo):
         cli.add_command(command)
 
 

@@ -23,7 +23,6 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 
 _FAST = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"))
-_TWO_53 = float(2**53)
 
 
 class _NeedsSlowPath(Exception):
@@ -37,9 +36,9 @@ def _prepare(value: Any) -> Any:
     characters the same way with ``ensure_ascii=False``), integers and dict
     ordering — except for keys outside the Basic Multilingual Plane, which RFC
     8785 orders by UTF-16 code units. Floats differ only where Python's ``repr``
-    and ECMAScript's Number-to-String disagree: integral values (``1.0`` vs ``1``),
-    which become ints here when exact, and magnitudes below 1e-4 or integral ones
-    from 2^53 to 1e21, which are left to the reference serialiser.
+    and ECMAScript's Number-to-String disagree: integral values below 1e21 (``1.0`` vs
+    ``1``, ``1e+20`` vs ``100000000000000000000``), which become the ints ECMAScript
+    prints, and magnitudes below 1e-4, which are left to the reference serialiser.
     """
     t = type(value)
     if t is str or t is bool or value is None:
@@ -52,10 +51,14 @@ def _prepare(value: Any) -> Any:
         if value != value or value in (float("inf"), float("-inf")):
             raise _NeedsSlowPath
         if value.is_integer():
-            if abs(value) < _TWO_53:
+            magnitude = abs(value)
+            if magnitude < 1e16:  # below 2^54 every integer is a double, so the digits are exact
                 return int(value)
-            if abs(value) < 1e21:
-                raise _NeedsSlowPath
+            if magnitude < 1e21:  # ECMAScript writes the shortest digits padded with zeros, no exponent
+                mantissa, _, exponent = repr(magnitude).partition("e")
+                digits = mantissa.replace(".", "")
+                padded = int(digits + "0" * (int(exponent) + 1 - len(digits)))
+                return padded if value > 0 else -padded
             return value
         if abs(value) < 1e-4:
             raise _NeedsSlowPath

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from redline.crypto.dsse import Envelope, open_statement
+from redline.crypto.dsse import Envelope
 from redline.errors import (
     BadSignature,
     EntryTooLarge,
@@ -68,7 +68,7 @@ from redline.statements import (
     RunProgress,
     RunStart,
     VerificationReport,
-    parse_statement,
+    open_predicate,
 )
 
 HOUR_MS = 3_600_000
@@ -116,7 +116,7 @@ class Prepared:
 
     ``envelope`` is ``Envelope.from_json(data)``; ``verified`` holds the fingerprints of keys whose
     signature (the envelope's first with that keyid) verifies over the envelope's PAE; ``predicate``,
-    when set, is ``parse_statement`` of what ``open_statement`` yields once a signature verifies. All
+    when set, is what ``open_predicate`` yields once a signature verifies. All
     are pure functions of the bytes (and the key), so ``admit`` may take them as given: everything that
     depends on the state (which key is current for whom, roles, sequence numbers, semantics) is still
     decided by ``admit`` exactly as without them.
@@ -167,14 +167,12 @@ def admit(state: State, data: bytes, pre: Prepared | None = None) -> tuple[Predi
                 raise RevokedKey(f"statement is signed by a retired key of party {state.retired_keys[s.keyid]!r}")
         raise UnknownParty("statement is not signed by the key of any admitted party")
     if pre is None:
-        statement, key = open_statement(env, signer_keys)
-        pred = parse_statement(statement)
+        pred, key = open_predicate(env, signer_keys)
     else:
         keys = [_Verified(k) if k.fingerprint in pre.verified else k for k in signer_keys]
         if pre.predicate is None:
-            statement, signer = open_statement(env, keys)
-            pred = parse_statement(statement)
-        else:  # every check open_statement makes after the signature passed on these bytes
+            pred, signer = open_predicate(env, keys)
+        else:  # every check open_predicate makes after the signature passed on these bytes
             signer = env.verify(keys)
             pred = pre.predicate
         key = signer.key if isinstance(signer, _Verified) else signer
@@ -209,8 +207,7 @@ def _admit_genesis(env: Envelope) -> tuple[Predicate, None, VerifierKey]:
     if not isinstance(key_str, str):
         raise InvalidStatement("the log's first entry must be a genesis statement naming the coordinator key")
     key = VerifierKey.from_string(key_str)
-    statement, signer = open_statement(env, [key])
-    pred = parse_statement(statement)
+    pred, signer = open_predicate(env, [key])
     if not isinstance(pred, Genesis):
         raise InvalidStatement(f"the log's first entry must be a genesis statement, not {pred.PREDICATE_TYPE}")
     if pred.party != pred.coordinator or key.name != pred.coordinator:

@@ -11,6 +11,8 @@ from redline.statements.base import (
     PREDICATE_TYPES,
     Predicate,
     open_envelope,
+    open_predicate,
+    parse_payload,
     parse_predicate,
     parse_statement,
     predicate_digest,
@@ -42,6 +44,6 @@ __all__ = [
     "KeyRevocation", "KeyRotation", "PauseAcknowledgement", "PolicyPublication", "Predicate", "Release",
     "ResumeApproval", "ResumeProposal", "ReviewDecision", "ReviewFinding", "ReviewSubmission", "RunFinish",
     "RunProgress", "RunStart", "RunUsage", "TranscriptCommitments", "VerificationReport",
-    "open_envelope", "parse_predicate", "parse_statement", "predicate_digest", "register", "sign_predicate",
+    "open_envelope", "open_predicate", "parse_payload", "parse_predicate", "parse_statement", "predicate_digest", "register", "sign_predicate",
     "to_statement",
 ]

@@ -1,0 +1,325 @@
+"""The formats code share reads: git-ai notes, Agent Trace records, trailers, globs, the rule file, git's quoting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_codeshare import SESSION, Repo, gitai_note, isolated_git  # noqa: F401  (the fixture is autouse)
+
+from redline.errors import MalformedInput
+from redline.indicators.codeshare import (
+    Git,
+    GlobSet,
+    MalformedEvidence,
+    _unquote_c,
+    commit_markers,
+    load_rules,
+    parse_agent_trace,
+    parse_blame_porcelain,
+    parse_git_ai_note,
+    parse_rules,
+    read_commits,
+)
+
+RULES = load_rules()
+
+# --- git-ai authorship notes --------------------------------------------------------------------------
+
+SPEC_EXAMPLE = """src/main.rs
+  abcd1234abcd1234 1-10,15-20
+  ef0a5678ef0a5678 25,30-35
+src/lib.rs
+  abcd1234abcd1234 1-50
+"src/my file.rs"
+  ef0a5678ef0a5678 7
+---
+{
+  "schema_version": "authorship/3.0.0",
+  "git_ai_version": "1.0.23",
+  "base_commit_sha": "7734793b756b3921c88db5375a8c156e9532447b",
+  "prompts": {
+    "abcd1234abcd1234": {
+      "agent_id": {"tool": "cursor", "id": "6ef2299e-a67f-432b-aa80-3d2fb4d28999", "model": "claude-4.5-opus"},
+      "human_author": "Developer <dev@example.com>",
+      "messages": [{"type": "user", "text": "Add error handling", "timestamp": "2025-12-05T01:22:13.211Z"}],
+      "total_additions": 25, "total_deletions": 5, "accepted_lines": 20, "overriden_lines": 0
+    },
+    "ef0a5678ef0a5678": {
+      "agent_id": {"tool": "cursor", "id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "model": "claude-3-sonnet"},
+      "messages": [],
+      "total_additions": 6, "total_deletions": 0, "accepted_lines": 6, "overriden_lines": 0
+    }
+  }
+}"""
+
+
+def test_git_ai_note_of_the_standard() -> None:
+    note = parse_git_ai_note(SPEC_EXAMPLE.encode())
+    assert note.files == {"src/main.rs": ((1, 10), (15, 20), (25, 25), (30, 35)), "src/lib.rs": ((1, 50),),
+                          "src/my file.rs": ((7, 7),)}
+    assert note.agents == {"abcd1234abcd1234": "cursor/claude-4.5-opus", "ef0a5678ef0a5678": "cursor/claude-3-sonnet"}
+    assert note.base_commit_sha == "7734793b756b3921c88db5375a8c156e9532447b"
+    # A log with no attestations (a commit with no AI lines) is valid: every line of it is human.
+    empty = parse_git_ai_note("---\n" + SPEC_EXAMPLE.split("---\n", 1)[1])
+    assert empty.files == {}
+    # Seven-digit hashes of older logs are accepted.
+    old = SPEC_EXAMPLE.replace("abcd1234abcd1234", "abcd123")
+    assert "abcd123" in parse_git_ai_note(old).agents
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda t: t.replace("---\n", ""), r"no '---' line"),
+    (lambda t: t.replace("  abcd1234abcd1234 1-50", "   abcd1234abcd1234 1-50"), r"line 5: expected"),
+    (lambda t: t.replace("  abcd1234abcd1234 1-50", "\tabcd1234abcd1234 1-50"), r"line 5: entries are indented"),
+    (lambda t: t.replace("1-10,15-20", "1-10, 15-20"), r"line 2: bad line ranges"),
+    (lambda t: t.replace("1-10,15-20", "15-20,1-10"), r"line 2: line ranges not in ascending order"),
+    (lambda t: t.replace("1-10,15-20", "10-1"), r"line 2: bad line range '10-1'"),
+    (lambda t: t.replace("1-10,15-20", "0-3"), r"line 2: bad line range '0-3'"),
+    (lambda t: t.replace("  abcd1234abcd1234 1-50", "  xyz1234abcd1234z 1-50"), r"line 5: expected"),
+    (lambda t: "  abcd1234abcd1234 1\n" + t, r"line 1: attestation entry before any file path"),
+    (lambda t: t.replace("src/lib.rs\n", "src/lib.rs\nsrc/extra.rs\n"), r"file 'src/lib.rs' has no attestation"),
+    (lambda t: t.replace("src/lib.rs\n", "src/main.rs\n"), r"file 'src/main.rs' appears twice"),
+    (lambda t: t.replace("src/lib.rs\n", "\nsrc/lib.rs\n"), r"blank line in the attestation section"),
+    (lambda t: t.replace('"src/my file.rs"', '"src/my file.rs'), r"badly quoted file path"),
+    (lambda t: t.replace("  ef0a5678ef0a5678 7", "  0123456789abcdef 7"), r"session 0123456789abcdef has no prompt"),
+    (lambda t: t.replace("authorship/3.0.0", "authorship/2.0.0"), r"schema_version is 'authorship/2.0.0'"),
+    (lambda t: t.replace('"base_commit_sha": "7734793b756b3921c88db5375a8c156e9532447b",', ""),
+     r"'base_commit_sha' must be a string"),
+    (lambda t: t.replace('"total_additions": 6', '"total_additions": -6'), r"'total_additions' must be a non-negat"),
+    (lambda t: t.replace('"model": "claude-3-sonnet"', '"model": 3'), r"'agent_id' must be an object"),
+    (lambda t: t.replace('"messages": [],', ""), r"'messages' must be an array"),
+    (lambda t: t.replace('"git_ai_version": "1.0.23",', '"git_ai_version": "1", "git_ai_version": "2",'),
+     r"not valid JSON: duplicate key"),
+    (lambda t: t[:-1], r"not valid JSON"),
+    (lambda t: t.split("---\n")[0] + "---\n[]", r"must be a JSON object"),
+])
+def test_git_ai_note_strict_parser(mutate, message: str) -> None:
+    with pytest.raises(MalformedEvidence, match=message) as info:
+        parse_git_ai_note(mutate(SPEC_EXAMPLE).encode(), "note on abc")
+    assert str(info.value).startswith("note on abc: ")
+    assert isinstance(info.value, MalformedInput) and info.value.exit_code == 65
+
+
+def test_git_ai_note_not_utf8() -> None:
+    with pytest.raises(MalformedEvidence, match="not UTF-8"):
+        parse_git_ai_note(b"\xff\xfe---\n{}")
+
+
+def test_the_test_helper_writes_valid_notes() -> None:
+    note = parse_git_ai_note(gitai_note({"a b.py": "1-2", "c.py": "3"}))
+    assert note.files == {"a b.py": ((1, 2),), "c.py": ((3, 3),)} and SESSION in note.agents
+
+
+# --- Agent Trace ----------------------------------------------------------------------------------------
+
+README_RECORD = {
+    "version": "0.1.0", "id": "550e8400-e29b-41d4-a716-446655440000", "timestamp": "2026-01-23T14:30:00Z",
+    "vcs": {"type": "git", "revision": "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0"},
+    "tool": {"name": "cursor", "version": "2.4.0"},
+    "files": [
+        {"path": "src/utils/parser.ts", "conversations": [{
+            "url": "https://api.cursor.com/v1/conversations/12345",
+            "contributor": {"type": "ai", "model_id": "anthropic/claude-opus-4-5-20251101"},
+            "ranges": [{"start_line": 42, "end_line": 67, "content_hash": "murmur3:9f2e8a1b"}],
+            "related": [{"type": "session", "url": "https://api.cursor.com/v1/sessions/67890"}]}]},
+        {"path": "src/utils/helpers.ts", "conversations": [{
+            "url": "https://api.cursor.com/v1/conversations/12345",
+            "contributor": {"type": "mixed", "model_id": "openai/gpt-4o"},
+            "ranges": [{"start_line": 10, "end_line": 25},
+                       {"start_line": 30, "end_line": 31, "contributor": {"type": "human"}}]}]}],
+    "metadata": {"confidence": 0.95, "dev.cursor": {"workspace_id": "ws-abc123"}},
+}
+MINIMAL = {"version": "1.0", "id": "550e8400-e29b-41d4-a716-446655440001", "timestamp": "2026-01-25T10:00:00Z",
+           "files": [{"path": "src/app.ts", "conversations": [{"contributor": {"type": "ai"},
+                                                                "ranges": [{"start_line": 1, "end_line": 50}]}]}]}
+
+
+def _jsonl(*records: dict) -> bytes:
+    return ("\n".join(json.dumps(r) for r in records) + "\n").encode()
+
+
+def test_agent_trace_of_the_specification() -> None:
+    traces = parse_agent_trace(_jsonl(README_RECORD, MINIMAL), "traces.jsonl", RULES)
+    assert traces.records == 2 and traces.other_vcs == 1  # the minimal record names no revision
+    files = traces.by_revision["a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0"]
+    assert [(r.start, r.end, r.kind, r.model) for r in files["src/utils/parser.ts"]] == \
+        [(42, 67, "ai", "anthropic/claude-opus-4-5-20251101")]
+    # "mixed" counts as AI under ai-authorship-v1; a range may override its conversation's contributor.
+    assert [(r.start, r.end, r.kind) for r in files["src/utils/helpers.ts"]] == [(10, 25, "ai"), (30, 31, "human")]
+    assert len(traces.sha256) == 64
+
+
+def _with(record: dict, path: list, value) -> dict:
+    rec = json.loads(json.dumps(record))
+    obj = rec
+    for key in path[:-1]:
+        obj = obj[key]
+    if value is KeyError:
+        del obj[path[-1]]
+    else:
+        obj[path[-1]] = value
+    return rec
+
+
+CONV = ["files", 0, "conversations", 0]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    (["version"], "2.0", r"not a supported Agent Trace version"),
+    (["version"], 1, r"not a supported Agent Trace version"),
+    (["id"], "not-a-uuid", r"id must be a UUID"),
+    (["timestamp"], "yesterday", r"RFC 3339"),
+    (["files"], KeyError, r"required field 'files' is missing"),
+    (["extra"], 1, r"unknown field 'extra'"),
+    (["vcs", "type"], "cvs", r"vcs.type 'cvs'"),
+    (["vcs", "revision"], "a1b2c3d", r"full lower-case commit SHA"),
+    (["tool", "name"], 7, r"tool.name: must be a string"),
+    (["metadata"], [], r"metadata must be an object"),
+    (["files", 0, "path"], "/abs/path.ts", r"relative to the repository root"),
+    ([*CONV, "contributor", "type"], "robot", r"'robot' is not one of human, ai, mixed, unknown"),
+    ([*CONV, "contributor", "model_id"], "m" * 251, r"at most 250 characters"),
+    ([*CONV, "ranges", 0, "start_line"], 0, r"start_line: must be an integer >= 1"),
+    ([*CONV, "ranges", 0, "end_line"], 41, r"end_line 41 is before start_line 42"),
+    ([*CONV, "ranges", 0, "end_line"], True, r"end_line: must be an integer"),
+    ([*CONV, "ranges", 0, "colour"], "red", r"unknown field 'colour'"),
+    ([*CONV, "related", 0, "url"], KeyError, r"required field 'url' is missing"),
+])
+def test_agent_trace_strict_parser(path: list, value, message: str) -> None:
+    bad = _with(README_RECORD, path, value)
+    with pytest.raises(MalformedEvidence, match=message) as info:
+        parse_agent_trace(_jsonl(MINIMAL, bad), "t.jsonl", RULES)
+    assert str(info.value).startswith("t.jsonl: line 2")
+
+
+def test_agent_trace_bad_lines() -> None:
+    with pytest.raises(MalformedEvidence, match="line 1: not a JSON object"):
+        parse_agent_trace(b"{nope\n", "t.jsonl", RULES)
+    with pytest.raises(MalformedEvidence, match="line 1: must be a JSON object"):
+        parse_agent_trace(b"[]\n", "t.jsonl", RULES)
+    assert parse_agent_trace(b"\n\n", "t.jsonl", RULES).records == 0
+
+
+# --- commit-level markers and git's trailer parser ------------------------------------------------------
+
+
+def _markers(**kw) -> tuple[str, ...]:
+    base = dict(author="Dev", author_email="dev@lab.example", committer="Dev", committer_email="dev@lab.example",
+                subject="change", trailers=())
+    return commit_markers(RULES, **(base | kw))
+
+
+def test_commit_markers() -> None:
+    assert _markers() == ()
+    assert _markers(trailers=[("Co-authored-by", "Claude <noreply@anthropic.com>")]) == \
+        ("co-author:noreply@anthropic.com",)
+    assert _markers(trailers=[("co-authored-by", "Whoever <NoReply@Anthropic.com>")]) == \
+        ("co-author:noreply@anthropic.com",)  # keys and addresses compare without case; the name is irrelevant
+    assert _markers(trailers=[("Co-authored-by", "Claude <claude@lab.example>")]) == ()
+    assert _markers(trailers=[("Signed-off-by", "Claude <noreply@anthropic.com>")]) == ()
+    assert _markers(trailers=[("Co-authored-by", "Copilot <175728472+Copilot@users.noreply.github.com>")]) == \
+        ("co-author:175728472+copilot@users.noreply.github.com",)
+    for email in ("cursoragent@cursor.com", "noreply@openai.com", "aider@aider.chat", "copilot@github.com"):
+        assert _markers(trailers=[("Co-authored-by", f"X <{email}>")]) == (f"co-author:{email}",)
+    assert _markers(author="claude[bot]", author_email="209825114+claude[bot]@users.noreply.github.com") == \
+        ("author-bot:claude[bot]",)
+    assert _markers(committer_email="158243242+devin-ai-integration[bot]@users.noreply.github.com") == \
+        ("committer-bot:devin-ai-integration[bot]",)
+    assert _markers(author="claude[bot]") == ()  # a display name alone is not an identity
+    assert _markers(trailers=[("Co-authored-by", "x <198982749+copilot-swe-agent[bot]@users.noreply.github.com>")]) \
+        == ("co-author-bot:copilot-swe-agent[bot]",)
+    assert _markers(author="Paul Gauthier (aider)") == ("author-name:(aider)",)
+    assert _markers(committer="Paul (aider)") == ("committer-name:(aider)",)
+    assert _markers(subject="aider: fix the bug") == ("subject:aider:",)
+    assert _markers(subject="fix aider: bug") == ()
+
+
+MESSAGES = {
+    "trailer": ("Add x\n\nBody.\n\nCo-authored-by: Claude <noreply@anthropic.com>\n", 1),
+    "folded": ("Add x\n\nCo-authored-by: Claude\n  <noreply@anthropic.com>\n", 1),
+    "in the body": ("Add x\n\nCo-authored-by: Claude <noreply@anthropic.com>\n\nThe end, not trailers.\n", 0),
+    "mixed block": ("Add x\n\nSigned-off-by: A <a@x>\nCo-authored-by: Codex <noreply@openai.com>\n", 1),
+    "no body": ("Co-authored-by: Claude <noreply@anthropic.com>\n", 0),
+    "two": ("x\n\nCo-authored-by: A <noreply@anthropic.com>\nCo-authored-by: B <aider@aider.chat>\n", 2),
+}
+
+
+def test_trailers_are_parsed_as_git_interpret_trailers_parses_them(tmp_path: Path) -> None:
+    r = Repo(tmp_path / "repo")
+    shas = {name: r.commit(msg, {f"{i}.txt": "x\n"}) for i, (name, (msg, _)) in enumerate(MESSAGES.items())}
+    infos = read_commits(Git(r.path), list(shas.values()), RULES)
+    for name, (msg, n) in MESSAGES.items():
+        git_says = subprocess.run(["git", "interpret-trailers", "--parse"], input=msg, capture_output=True,
+                                  text=True, check=True).stdout
+        expected = tuple(tuple(p.strip() for p in line.split(":", 1)) for line in git_says.splitlines())
+        info = infos[shas[name]]
+        assert info.trailers == expected, name
+        assert len(info.ai_markers) == n, name
+
+
+# --- globs, rules, quoting, blame ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pattern", "yes", "no"), [
+    ("*.lock", ["Cargo.lock", "a/b/poetry.lock"], ["Cargo.lock.txt", "lock"]),
+    ("package-lock.json", ["package-lock.json", "web/package-lock.json"], ["package-lock.json.bak"]),
+    ("vendor/", ["vendor/x.go", "a/vendor/b/c.go"], ["vendored/x.go", "vendor"]),
+    ("/vendor/", ["vendor/x.go"], ["a/vendor/x.go"]),
+    ("src/**/*.py", ["src/a.py", "src/x/y/a.py"], ["lib/src/a.py", "src/a.pyc"]),
+    ("test_*.py", ["test_a.py", "pkg/test_b.py"], ["pkg/a_test.rs", "test_a.pyc"]),
+    ("docs/*.md", ["docs/a.md"], ["docs/x/a.md", "a/docs/a.md"]),
+    ("f?o.[ch]", ["foo.c", "x/fao.h"], ["fooo.c", "foo.cc"]),
+    ("[!a]bc", ["xbc"], ["abc"]),
+])
+def test_globs(pattern: str, yes: list[str], no: list[str]) -> None:
+    g = GlobSet([pattern])
+    for p in yes:
+        assert g.match(p), (pattern, p)
+    for p in no:
+        assert not g.match(p), (pattern, p)
+
+
+def test_file_classes() -> None:
+    cases = {"src/app.py": "source", "tests/test_app.py": "tests", "pkg/app_test.go": "tests",
+             "web/app.spec.ts": "tests", "pyproject.toml": "config", "requirements-dev.txt": "config",
+             ".github/workflows/ci.yml": "config", "README.md": "docs", "docs/conf.py": "docs",
+             "notes.txt": "docs", "Makefile": "config", "tests/fixtures/data.json": "tests"}
+    for path, cls in cases.items():
+        assert RULES.file_class(path) == cls, path
+
+
+def test_rule_files(tmp_path: Path) -> None:
+    text = RULES.source
+    assert text.startswith("built-in rules")
+    data = (Path(__file__).parent.parent / "src/redline/indicators/rules/ai-authorship-v1.yaml").read_bytes()
+    assert parse_rules(data, "x").sha256 == RULES.sha256
+    mine = tmp_path / "mine.yaml"
+    mine.write_bytes(data.replace(b"version: 1\n", b"version: 2\n", 1).replace(b"  ai: ai\n", b"  ai: human\n"))
+    rules = load_rules(mine)
+    assert rules.rule_version == "ai-authorship-v2" and rules.agent_trace["ai"] == "human"
+    for bad, message in [(b"[]", "a YAML mapping"), (b"id: x\n", "field 'version'"),
+                         (data.replace(b"  mixed: ai\n", b"  mixed: maybe\n"), "agent-trace.mixed"),
+                         (data.replace(b"classes:", b"klasses:"), "field 'classes'"),
+                         (b"{", "not valid YAML")]:
+        mine.write_bytes(bad)
+        with pytest.raises(MalformedEvidence, match=message):
+            load_rules(mine)
+    with pytest.raises(MalformedEvidence, match="cannot read rule file"):
+        load_rules(tmp_path / "missing.yaml")
+
+
+def test_git_c_quoting() -> None:
+    assert _unquote_c(b'"b/tab\\tname.py"') == b"b/tab\tname.py"
+    assert _unquote_c(b'"b/\\303\\274n\\"q\\\\"') == "b/ün\"q\\".encode()
+    assert _unquote_c(b"b/plain") == b"b/plain"
+
+
+def test_blame_porcelain() -> None:
+    out = (b"aaaa 1 1 2\nauthor A\nboundary\nfilename \"x y\\tz.py\"\n\tfirst\naaaa 2 2\n\t\n"
+           b"bbbb 7 3 1\nauthor B\nprevious aaaa x.py\nfilename old.py\n\tthird\n")
+    lines = parse_blame_porcelain(out)
+    assert [(b.final, b.commit, b.orig_path, b.orig_line, b.boundary, b.blank) for b in lines] == [
+        (1, "aaaa", "x y\tz.py", 1, True, False), (2, "aaaa", "x y\tz.py", 2, True, True),
+        (3, "bbbb", "old.py", 7, False, False)]
