@@ -11,10 +11,12 @@ implies, so one fact has exactly one payload and one digest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -32,6 +34,7 @@ from pydantic import (
 from redline.crypto.canonical import canonical_digest, canonical_json, parse_json
 from redline.crypto.dsse import (
     IN_TOTO_PAYLOAD_TYPE,
+    STATEMENT_TYPE,
     Envelope,
     make_statement,
     open_statement,
@@ -401,8 +404,15 @@ def _first_difference(got: Any, want: Any, path: str = "") -> str:
 # --- the statement codec ----------------------------------------------------
 
 
+#: (id of a predicate, its digest) while :func:`_parse_payload_fast` has just computed it.
+_KNOWN_DIGEST: ContextVar[tuple[int, str] | None] = ContextVar("_KNOWN_DIGEST", default=None)
+
+
 def predicate_digest(pred: Predicate) -> str:
     """Hex SHA-256 of the RFC 8785 canonical JSON of the predicate."""
+    known = _KNOWN_DIGEST.get()
+    if known is not None and known[0] == id(pred):
+        return known[1]
     return canonical_digest(pred.model_dump(mode="json"))
 
 
@@ -482,7 +492,17 @@ def _parse_payload_fast(payload: bytes) -> Predicate | None:
         if cls is None or type(obj["predicate"]) is not dict:
             return None
         pred = cls.model_validate_json(json.dumps(obj["predicate"], allow_nan=False))
-        if canonical_json(to_statement(pred)) == payload:
+        predicate = canonical_json(pred.model_dump(mode="json"))
+        token = _KNOWN_DIGEST.set((id(pred), hashlib.sha256(predicate).hexdigest()))
+        try:
+            subjects = [{"name": s["name"], "digest": dict(s["digest"])} for s in pred.subjects()]
+        finally:
+            _KNOWN_DIGEST.reset(token)
+        # The canonical statement, put together from its canonical parts (its keys sort in this order).
+        rebuilt = b"".join((b'{"_type":', canonical_json(STATEMENT_TYPE), b',"predicate":', predicate,
+                            b',"predicateType":', canonical_json(cls.PREDICATE_TYPE), b',"subject":',
+                            canonical_json(subjects), b"}"))
+        if rebuilt == payload:
             return pred
     except Exception:  # any doubt: the slow path decides and explains
         return None
