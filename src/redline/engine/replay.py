@@ -18,9 +18,7 @@ from datetime import datetime
 
 from redline.crypto.dsse import Envelope
 from redline.errors import (
-    BadSignature,
     EntryTooLarge,
-    InvalidPolicy,
     InvalidStatement,
     MalformedInput,
     NotAuthorized,
@@ -338,10 +336,7 @@ def _violate(state: State, party: str, kind: str, detail: str, evidence: list[in
 def _policy(state: State) -> Policy | None:
     if state.policy_digest is None:
         return None
-    return _POLICY_CACHE[state.policy_digest]
-
-
-_POLICY_CACHE: dict[str, Policy] = {}
+    return state.policy_objects[state.policy_digest]
 
 
 def _advance_time(state: State, index: int, now: int) -> None:
@@ -400,7 +395,7 @@ def _effects(state: State, pred: Predicate, party: Party | None, key: VerifierKe
         _event(state, index, now, "key-revocation", f"key of {target.name} revoked: {pred.reason}")
     elif isinstance(pred, PolicyPublication):
         policy = policy_from_document(pred.document)
-        _POLICY_CACHE.setdefault(policy.digest, policy)
+        state.policy_objects.setdefault(policy.digest, policy)
         state.policies[policy.digest] = {"policy_id": policy.id, "version": policy.version, "index": index}
         state.policy_digest = policy.digest
         _event(state, index, now, "policy", f"policy {policy.id} v{policy.version} in force ({policy.digest[:12]})")
@@ -497,11 +492,15 @@ def _apply_run(state: State, pred: RunStart | RunProgress | RunFinish, party: Pa
             _event(state, index, now, "run-finish", f"{party.name} run {pred.run_id} finished, "
                                                     f"{pred.total_flop:.3g} FLOP")
     run.indexes.append(index)
-    _check_paused_training(state, run, party, index, now)
+    reported = (pred.declared_flop if isinstance(pred, RunStart) else
+                pred.flop_so_far if isinstance(pred, RunProgress) else pred.total_flop)
+    _check_paused_training(state, run, reported, party, index, now)
     _evaluate_run(state, run, "declared", index, now)
 
 
-def _check_paused_training(state: State, run: Run, party: Party, index: int, now: int) -> None:
+def _check_paused_training(state: State, run: Run, reported: float, party: Party, index: int, now: int) -> None:
+    """A bound party's run statement during a pause is a violation when the compute it reports
+    (planned for a new run, reached for progress, total for a finish) is beyond the paused limit."""
     pause = state.active_pause
     policy = _policy(state)
     if pause is None or policy is None or party.name not in pause.bound:
@@ -510,9 +509,9 @@ def _check_paused_training(state: State, run: Run, party: Party, index: int, now
     if commitment is not None and "training" not in commitment.pauses:
         return
     limit = policy.parameters.paused_run_flop_limit
-    if run.compute > limit:
+    if reported > limit:
         _violate(state, party.name, "training-during-pause",
-                 f"run {run.run_id} at {run.compute:.3g} FLOP is beyond the paused limit of {limit:.3g} FLOP",
+                 f"run {run.run_id} at {reported:.3g} FLOP is beyond the paused limit of {limit:.3g} FLOP",
                  [pause.trigger_index, index], now)
 
 

@@ -177,6 +177,8 @@ class State:
     retired_keys: dict[str, str] = field(default_factory=dict)  # rotated or revoked fingerprints -> party
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> {policy_id, version, index}
     policy_digest: str | None = None
+    #: The parsed policies by digest: derived from ``policies``' statements, kept for speed, not in ``to_dict``.
+    policy_objects: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     runs: dict[str, Run] = field(default_factory=dict)  # "party/run_id" -> run
     models: dict[str, str] = field(default_factory=dict)  # model name -> "party/run_id" that trained it
     clusters: dict[str, dict[str, float]] = field(default_factory=dict)  # party -> cluster -> H100e
