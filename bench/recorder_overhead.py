@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Benchmark: the cost of recording a training transcript, against the same training without it.
+
+The tiny GPT (``redline.transcript.tinygpt``) is trained twice per repetition, in
+the same process and with the same seed: once plain (the baseline), once with the
+``Recorder`` writing a transcript (checkpoint every ``--checkpoint-every`` steps,
+durable writes, FLOP counted on the first step — the script's defaults). The two
+runs alternate, and which goes first alternates between repetitions, so drifts in
+the machine's load hit both alike. Each run's time covers the whole training
+loop, including the recorder's start (the checkpoint of step 0) and close (the
+final checkpoint, waiting for the writer thread, the manifest). The result is the
+median over repetitions of the per-repetition ratio ``recorded / plain`` of the
+training loop's time (the steady state: every step's recording and the periodic
+checkpoints; the goal is at most 1.01, 1 % slower), printed last; the ratio of the
+whole runs, which adds the recorder's fixed start and close costs (the checkpoint
+of step 0, waiting for the final checkpoint to be written), is printed before it.
+A warm-up pair is run first and not counted. Because a shared machine's
+load moves run times by several per cent, the time the training thread spends
+inside ``Recorder.step`` (hashing, records, and the checkpoint copies) is also
+measured directly and printed as a share of the loop: that is the recorder's
+cost on the training thread, free of run-to-run noise (the writer thread's
+competition for CPU is not in it; the ratio shows that).
+
+    .venv/bin/python bench/recorder_overhead.py                 # full run
+    .venv/bin/python bench/recorder_overhead.py --quick         # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from redline.transcript import load_transcript
+from redline.transcript.recorder import Recorder
+from redline.transcript.tinygpt import TrainConfig, train
+
+#: Seconds the training thread spent inside ``Recorder.step`` (per-step work and checkpoint copies).
+inside_step = [0.0]
+
+
+def _timed(step):
+    def timed_step(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return step(self, *args, **kwargs)
+        finally:
+            inside_step[0] += time.perf_counter() - start
+    return timed_step
+
+
+Recorder.step = _timed(Recorder.step)  # type: ignore[method-assign]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=300, help="steps per run (default 300)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="checkpoint interval (default 100)")
+    p.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
+    p.add_argument("--d-model", type=int, default=192, help="model width (default 192)")
+    p.add_argument("--layers", type=int, default=4, help="transformer blocks (default 4)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence (default 64)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--blake3", action="store_true", help="also record BLAKE3 digests of checkpoints")
+    p.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
+    p.add_argument("--dir", type=Path, default=None, help="where the temporary transcripts go")
+    p.add_argument("--quick", action="store_true", help="smoke run: 40 steps, checkpoint every 20, 2 reps, "
+                                                         "a smaller model")
+    args = p.parse_args()
+    if args.quick:
+        args.steps, args.checkpoint_every, args.reps = 40, 20, 2
+        args.d_model, args.layers, args.heads, args.seq_len, args.batch_size = 64, 2, 4, 64, 8
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(steps=args.steps, seed=0, batch_size=args.batch_size,
+                      model={"d_model": args.d_model, "n_layer": args.layers, "n_head": args.heads,
+                             "seq_len": args.seq_len})
+    digests = ("sha256", "blake3") if args.blake3 else ("sha256",)
+    gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__} with "
+          f"{torch.get_num_threads()} threads, device {args.device}, load average {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        root = Path(tmp)
+        counter = 0
+        shares: list[float] = []
+
+        def plain() -> tuple[float, float]:
+            result = train(cfg, None, device=args.device)
+            return result.seconds, result.loop_seconds
+
+        def recorded() -> tuple[float, float]:
+            nonlocal counter
+            counter += 1
+            out = root / f"t{counter}"
+            inside_step[0] = 0.0
+            result = train(cfg, out, checkpoint_every=args.checkpoint_every, digests=digests, device=args.device)
+            shares.append(inside_step[0] / result.loop_seconds)
+            return result.seconds, result.loop_seconds
+
+        plain()
+        recorded()  # warm-up pair, not counted
+        m = load_transcript(root / "t1").manifest
+        size = m.checkpoints[-1].size
+        print(f"model: {m.parameter_count:,} parameters, {args.batch_size}×{args.seq_len} tokens per step; "
+              f"{args.steps} steps, checkpoint every {args.checkpoint_every} ({len(m.checkpoints)} checkpoints of "
+              f"{size / 2**20:.1f} MiB: model, AdamW state, generators); digests {', '.join(digests)}; "
+              f"FLOP per step (counted) {m.flop.per_step:.3g}" if m.flop else "")
+        whole, loop = [], []
+        for rep in range(args.reps):
+            order = (plain, recorded) if rep % 2 == 0 else (recorded, plain)
+            times = {f.__name__: f() for f in order}
+            (pw, pl), (rw, rl) = times["plain"], times["recorded"]
+            whole.append(rw / pw)
+            loop.append(rl / pl)
+            print(f"rep {rep + 1}: plain {pw:.2f} s ({pl / args.steps * 1000:.1f} ms/step in the loop), recorded "
+                  f"{rw:.2f} s (loop {rl:.2f} s, of which in Recorder.step {shares[-1] * rl * 1000:.0f} ms = "
+                  f"{shares[-1] * rl / args.steps * 1e6:.0f} µs/step; start + close {rw - rl:.2f} s); ratio loop "
+                  f"{loop[-1]:.4f}, whole run {whole[-1]:.4f}  (load {os.getloadavg()[0]:.2f})")
+        for i in range(counter):
+            load_transcript(root / f"t{i + 1}", verify_checkpoints=False)
+    print(f"loop ratios {min(loop):.4f}..{max(loop):.4f}; whole-run ratios {min(whole):.4f}..{max(whole):.4f}")
+    print(f"training thread inside Recorder.step (median over recorded runs, warm-up excluded): "
+          f"{statistics.median(shares[1:]) * 100:.2f} % of the loop")
+    print(f"median whole-run ratio (start, loop, final checkpoint and close): {statistics.median(whole):.4f}")
+    m = statistics.median(loop)
+    print(f"median ratio recorded/plain, training loop: {m:.4f} ({(m - 1) * 100:+.2f} %; goal ≤ +1 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""``redline verify``: re-execute a sample of a declared run's transcript and sign a verification report.
+
+``redline verify run RUN --transcript DIR --key AUDITOR_KEY`` checks the
+transcript against its roots, the data against its batch digests, a sample of
+segments by re-execution (bisecting the first failing one) and the FLOP against
+the declaration. With ``--log LOGDIR`` the run's latest ``RunFinish`` /
+``RunProgress`` is read from the log (its signature re-verified against the
+party's key, its inclusion re-verified against the log's signed checkpoint), the
+transcript must carry its roots, and the sample seed is the SHA-256 of the first
+signed log checkpoint containing that declaration; without ``--log``, ``--seed``
+gives the seed. The signed ``VerificationReport`` is submitted (``--submit``) or
+written to ``--out`` (stdout by default).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from redline.crypto.keys import load_signing_key
+from redline.errors import InvalidStatement
+from redline.statements.verification import Check
+
+
+@click.group()
+def verify() -> None:
+    """Verify declared training runs by re-executing an unpredictable sample of their transcripts."""
+
+
+def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> tuple[Any, int, bytes, int, list[Check]]:
+    """The run's final declaration, its log index, the seed and its checkpoint size, and the log checks."""
+    from redline.crypto.dsse import Envelope
+    from redline.engine import Entry, replay
+    from redline.log.receipt import verify_receipt
+    from redline.log.service import Log
+    from redline.log.sqlite import SqliteStore
+    from redline.statements import open_envelope
+    from redline.statements.runs import RunFinish, RunProgress
+    from redline.verify.sampling import checkpoint_after, seed_from_checkpoint
+
+    db = logdir / "log.db"
+    if not db.exists():
+        from redline.errors import LogNotFound
+
+        raise LogNotFound(f"no log in {logdir}")
+    log = Log.open(SqliteStore(db))
+    state = replay(Entry(i, t, e) for i, t, e in log.entries())
+    runs = [r for r in state.runs.values() if r.run_id == run_id and (run_party is None or r.party == run_party)]
+    if not runs:
+        raise InvalidStatement(f"field 'run_id': no run {run_id!r}" + (f" declared by {run_party!r}" if run_party
+                                                                      else "") + f" on the log in {logdir}")
+    if len(runs) > 1:
+        raise click.UsageError(f"several parties declared a run {run_id!r}: name one with --run-party")
+    run = runs[0]
+    party = state.parties[run.party]
+    decl, index = None, -1
+    for i in run.indexes:
+        _, entry = log.entry(i)
+        pred, _ = open_envelope(Envelope.from_json(entry), [party.key])  # the signature, re-verified
+        if isinstance(pred, (RunFinish, RunProgress)) and pred.run_id == run_id and pred.party == run.party:
+            decl, index = pred, i
+    if decl is None:
+        raise InvalidStatement(f"run {run.party}/{run_id} has no RunProgress or RunFinish on the log: "
+                               "there are no committed roots to verify against")
+    size, note = checkpoint_after(log, index)
+    _, entry = log.entry(index)
+    cp, _ = verify_receipt(log.receipt(index, size), entry, log.verifier)
+    checks = [Check(name="declaration", passed=True,
+                    detail=f"{decl.KIND} #{decl.seq} of {run.party} at log entry {index}: signature verified "
+                           f"against {party.key.to_string()[:40]}…, included in the log's signed checkpoint "
+                           f"of size {cp.size} (proof re-verified)")]
+    return decl, index, seed_from_checkpoint(note), size, checks
+
+
+@verify.command("run")
+@click.argument("run_id", metavar="RUN")
+@click.option("--transcript", "transcript_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The run's transcript directory.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The auditor's private key file (its name is the auditor party).")
+@click.option("--log", "logdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The log: the run's declaration and the sampling seed come from it.")
+@click.option("--run-party", default=None, help="The lab that declared the run (default: the only one with RUN).")
+@click.option("--seed", "seed_hex", default=None, help="Sampling seed in hex (required without --log).")
+@click.option("--submit", is_flag=True, help="Submit the signed report to the log (needs --log and its log.key).")
+@click.option("--out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Write the signed report envelope to FILE ('-': stdout, the default without --submit).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON instead of a table.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Segments re-executed in parallel (local processes).")
+@click.option("--target-p-detect", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
+@click.option("--fake-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
+              help="Fraction of faked segments the sample size is chosen to catch with --target-p-detect.")
+@click.option("--seq", type=click.IntRange(min=1), default=None,
+              help="The report's sequence number (default: the auditor's next on --log, else 1).")
+@click.option("--device", default="cpu", show_default=True, help="Where to re-execute segments.")
+def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path | None, run_party: str | None,
+               seed_hex: str | None, submit: bool, out: Path | None, as_json: bool, workers: int,
+               target_p_detect: float, fake_fraction: float, seq: int | None, device: str) -> None:
+    """Verify the declared run RUN from its transcript, and sign the report with the auditor's key."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from redline.verify import verify_transcript
+    from redline.verify.report import sign_report
+
+    key = load_signing_key(key_path)
+    err = Console(stderr=True)
+    decl, checks, seed = None, [], None
+    if submit and logdir is None:
+        raise click.UsageError("--submit needs --log")
+    if logdir is not None:
+        if seed_hex is not None:
+            raise click.UsageError("--seed is not allowed with --log: the seed comes from the log")
+        decl, index, seed, size, checks = _declaration_from_log(logdir, run_id, run_party)
+        run_party = decl.party
+        err.print(f"declaration: {decl.KIND} #{decl.seq} at log entry {index}; seed = SHA-256 of the log "
+                  f"checkpoint of size {size} = {seed.hex()}")
+    else:
+        if seed_hex is None:
+            raise click.UsageError("--seed HEX is required without --log")
+        if run_party is None:
+            raise click.UsageError("--run-party is required without --log")
+        try:
+            seed = bytes.fromhex(seed_hex)
+        except ValueError:
+            raise click.BadParameter("not hex", param_hint="--seed") from None
+        if not 1 <= len(seed) <= 64:
+            raise click.BadParameter("1..64 bytes", param_hint="--seed")
+    progress = Progress(TextColumn("re-executing segments"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, disable=as_json, transient=False)
+    task = None
+
+    def on_sample(sample: Any) -> None:
+        nonlocal task
+        task = progress.add_task("segments", total=len(sample.indexes))
+
+    def on_segment(outcome: Any) -> None:
+        if task is not None:
+            progress.advance(task)
+
+    with progress:
+        result = verify_transcript(transcript_dir, seed=seed, target_p_detect=target_p_detect,
+                                   assumed_fake_fraction=fake_fraction, workers=workers, declaration=decl,
+                                   device=device, extra_checks=checks, on_sample=on_sample, on_segment=on_segment)
+    reg = None
+    if submit:
+        from redline.cli.registry import open_registry
+
+        reg = open_registry(logdir)  # type: ignore[arg-type]
+        seq = reg.next_seq(key.name)
+    elif seq is None:
+        if logdir is not None:
+            from redline.cli.registry import open_registry_readonly
+
+            p = open_registry_readonly(logdir).parties.get(key.name)
+            seq = 1 if p is None else p.last_seq + 1
+        else:
+            seq = 1
+    env = sign_report(result, key, seq=seq, run_id=run_id, run_party=run_party)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps({**result.to_json(), "envelope": json.loads(env.to_json())}, indent=2, sort_keys=True))
+    else:
+        table = Table(title=f"verification of {run_party}/{run_id}: {result.verdict.upper()}")
+        for col in ("check", "passed", "detail"):
+            table.add_column(col, overflow="fold")
+        for c in result.checks:
+            table.add_row(c.name, "yes" if c.passed else "[bold red]NO[/]", c.detail)
+        Console().print(table)
+        cf = result.compute_fraction
+        click.echo(f"verification fraction: {result.verification_fraction:.1%} of steps re-executed "
+                   f"({sum(o.steps for o in result.outcomes)} of {result.total_steps}; "
+                   f"{result.segments_checked} segments)")
+        click.echo(f"compute fraction: {result.compute_spent_flop:.4g} FLOP spent"
+                   + (f" = {cf:.2%} of the run's {result.training_flop:.4g}" if cf is not None else ""))
+        if result.p_detect is not None:
+            click.echo(f"P(detect) if {fake_fraction:g} of segments were faked: ≥ {result.p_detect:.4f}")
+        if result.failing_step is not None:
+            click.echo(f"first bad step: {result.failing_step} ({result.bisect.method})")  # type: ignore[union-attr]
+    text = env.to_json() + b"\n"
+    if out is not None and str(out) != "-":
+        out.write_bytes(text)
+        click.echo(f"wrote the signed verification report to {out}", err=True)
+    elif reg is None and not as_json:
+        click.echo(text.decode(), nl=False)
+    if reg is not None:
+        done = reg.submit(env.to_json())
+        click.echo(f"accepted: entry {done.index}, verification-report #{seq} from {key.name} "
+                   f"({result.verdict})", err=True)
+    if not result.passed:
+        raise SystemExit(1)
+
+
+__all__ = ["verify"]

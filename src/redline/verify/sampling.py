@@ -1,0 +1,174 @@
+"""Unpredictable, reproducible sampling of the segments a verifier re-executes.
+
+The seed is the SHA-256 of the first signed log checkpoint whose tree contains
+the run's final declaration (``RunFinish``, or the last ``RunProgress``): the
+lab had committed to its transcript roots before that checkpoint existed, so it
+could not know which segments would be drawn. Anyone holding the log recomputes
+the same seed and the same sample.
+
+From the seed, the sample is derived in counter mode with HMAC-SHA256:
+
+    block(label, i) = HMAC-SHA256(key=seed, msg=b"redline-verify-sample/v1\\n" || label || u64be(i))
+
+read as a stream of 64-bit big-endian words. Uniform integers below ``b`` are
+drawn by rejection (a word ``w`` is used iff ``w < 2^64 - 2^64 mod b``, then
+``w mod b``), and the uniform sample of ``n`` out of ``m`` segment indexes is a
+partial Fisher–Yates shuffle of ``0..m-1`` driven by that stream (label
+``b"uniform"``). The sample size ``n`` is the smallest for which a spoofer who
+faked ``k = ceil(f·m)`` of the ``m`` segments is caught with probability at
+least the target (hypergeometric: ``P = 1 - C(m-k, n) / C(m, n)``). On top of
+the uniform draw, the segments with the largest parameter update (L2 distance
+between their start and end model weights) are always replayed; they are extra
+and do not enter the stated probability, which is therefore a lower bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redline.errors import MalformedInput
+
+if TYPE_CHECKING:
+    from redline.log.service import Log
+
+SAMPLE_DOMAIN = b"redline-verify-sample/v1\n"
+#: Fake fractions for which the report states P(detect).
+REPORT_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5)
+
+
+def seed_from_checkpoint(note_bytes: bytes) -> bytes:
+    """The sampling seed: SHA-256 of a signed log checkpoint note (its exact bytes)."""
+    return hashlib.sha256(note_bytes).digest()
+
+
+def checkpoint_after(log: Log, index: int) -> tuple[int, bytes]:
+    """The first signed checkpoint of ``log`` whose tree contains entry ``index``: ``(size, note bytes)``.
+
+    Raises ``MalformedInput`` if the log has not yet signed one (wait for the next checkpoint).
+    """
+    sizes = sorted(s for s in log.checkpoint_sizes() if s > index)
+    if not sizes:
+        raise MalformedInput(f"the log has signed no checkpoint containing entry {index} yet: "
+                             "the sample cannot be drawn before one exists")
+    return sizes[0], log.checkpoint(sizes[0])
+
+
+def seed_from_log(log: Log, declaration_index: int) -> tuple[bytes, int]:
+    """``(seed, checkpoint size)``: the seed drawn from the first checkpoint after the declaration at that index."""
+    size, note = checkpoint_after(log, declaration_index)
+    return seed_from_checkpoint(note), size
+
+
+def _words(seed: bytes, label: bytes) -> Iterator[int]:
+    i = 0
+    while True:
+        block = hmac.new(seed, SAMPLE_DOMAIN + label + i.to_bytes(8, "big"), hashlib.sha256).digest()
+        for j in range(0, 32, 8):
+            yield int.from_bytes(block[j:j + 8], "big")
+        i += 1
+
+
+def _below(words: Iterator[int], bound: int) -> int:
+    limit = (1 << 64) - ((1 << 64) % bound)
+    for w in words:
+        if w < limit:
+            return w % bound
+    raise AssertionError("unreachable")
+
+
+def uniform_sample(seed: bytes, m: int, n: int, *, label: bytes = b"uniform") -> list[int]:
+    """``n`` distinct indexes of ``0..m-1``, uniformly at random from ``seed`` (partial Fisher–Yates).
+
+    Returned in draw order.
+    """
+    if not 0 <= n <= m:
+        raise ValueError(f"cannot sample {n} of {m}")
+    words = _words(seed, label)
+    pool = list(range(m))
+    for i in range(n):
+        j = i + _below(words, m - i)
+        pool[i], pool[j] = pool[j], pool[i]
+    return pool[:n]
+
+
+def p_detect(m: int, n: int, f: float) -> float:
+    """P(at least one faked segment is sampled): ``k = ceil(f·m)`` faked of ``m``, ``n`` sampled uniformly."""
+    if m <= 0:
+        return 0.0
+    k = min(m, math.ceil(f * m - 1e-12))
+    if k <= 0 or n <= 0:
+        return 0.0
+    if n > m - k:
+        return 1.0
+    # C(m-k, n) / C(m, n) = prod_{i<n} (m-k-i)/(m-i), computed in floats to stay fast for large m
+    miss = 1.0
+    for i in range(n):
+        miss *= (m - k - i) / (m - i)
+    return 1.0 - miss
+
+
+def sample_size(m: int, target: float, f: float) -> int:
+    """The smallest ``n`` with ``p_detect(m, n, f) >= target`` (``m`` if the target cannot be reached)."""
+    if m <= 0:
+        return 0
+    lo, hi = 0, m
+    if p_detect(m, m, f) < target:
+        return m
+    while lo < hi:  # p_detect is monotone in n
+        mid = (lo + hi) // 2
+        if p_detect(m, mid, f) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The segments to re-execute: indexes into ``Transcript.segments()``, sorted."""
+
+    seed: bytes
+    segment_count: int
+    uniform: tuple[int, ...]
+    largest: tuple[int, ...]
+    target_p_detect: float
+    assumed_fake_fraction: float
+    p_detect: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def indexes(self) -> list[int]:
+        """Every sampled segment index, uniform and largest-update, sorted and distinct."""
+        return sorted(set(self.uniform) | set(self.largest))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able description (the seed in hex; P(detect) keyed by fraction)."""
+        return {"seed": self.seed.hex(), "segment_count": self.segment_count, "uniform": list(self.uniform),
+                "largest": list(self.largest), "target_p_detect": self.target_p_detect,
+                "assumed_fake_fraction": self.assumed_fake_fraction,
+                "p_detect": {str(f): p for f, p in self.p_detect.items()}}
+
+
+def choose_sample(seed: bytes, segment_count: int, *, target_p_detect: float = 0.95,
+                  assumed_fake_fraction: float = 0.1, update_norms: Sequence[float] | None = None,
+                  largest: int = 2, fractions: Sequence[float] = REPORT_FRACTIONS) -> Sample:
+    """Draw the sample: ``sample_size`` uniform segments plus the ``largest`` ones by ``update_norms``."""
+    if not 0 < target_p_detect <= 1 or not 0 < assumed_fake_fraction <= 1:
+        raise ValueError("target_p_detect and assumed_fake_fraction must lie in (0, 1]")
+    n = sample_size(segment_count, target_p_detect, assumed_fake_fraction)
+    uni = tuple(uniform_sample(seed, segment_count, n))
+    top: tuple[int, ...] = ()
+    if update_norms is not None and largest > 0:
+        if len(update_norms) != segment_count:
+            raise ValueError("update_norms must have one entry per segment")
+        top = tuple(sorted(range(segment_count), key=lambda i: (-update_norms[i], i))[:largest])
+    table = {f: p_detect(segment_count, n, f) for f in sorted({*fractions, assumed_fake_fraction})}
+    return Sample(seed, segment_count, uni, top, target_p_detect, assumed_fake_fraction, table)
+
+
+__all__ = ["REPORT_FRACTIONS", "Sample", "checkpoint_after", "choose_sample", "p_detect", "sample_size",
+           "seed_from_checkpoint", "seed_from_log", "uniform_sample"]

@@ -1,0 +1,114 @@
+"""``redline verify run``: the seed from the log, the declaration re-checked, a signed report submitted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from redline.cli.main import cli
+from redline.crypto.dsse import Envelope
+from redline.crypto.keys import SigningKey, load_signing_key, save_signing_key
+from redline.engine import Entry, replay
+from redline.log.service import Log
+from redline.log.sqlite import SqliteStore
+from redline.statements import open_envelope
+from redline.transcript.tinygpt import TrainConfig, train
+from redline.verify import seed_from_checkpoint
+from verify_helpers import MODEL, tamper_checkpoint
+
+ORIGIN = "redline.test/verify-log"
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def ok(*args: str | Path) -> Result:
+    result = run(*args)
+    assert result.exit_code == 0, f"redline {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("run") / "t"
+    train(TrainConfig(steps=40, seed=4, batch_size=2, model=MODEL), path, checkpoint_every=10)
+    torch.set_num_threads(before)
+    return path
+
+
+@pytest.fixture
+def world(tmp_path: Path, transcript: Path) -> dict[str, Path]:
+    """A log with a coordinator, lab ``lab-a`` (run r1 started and declared) and auditor ``audit-a``."""
+    d = tmp_path / "log"
+    keys = {}
+    for name in ("coordinator", "lab-a", "audit-a"):
+        keys[name] = tmp_path / f"{name}.key"
+        save_signing_key(SigningKey.generate(name), keys[name])
+    ok("log", "init", d, "--origin", ORIGIN)
+    ok("party", "genesis", d, "--key", keys["coordinator"])
+    for name, role in (("lab-a", "lab"), ("audit-a", "auditor")):
+        ok("party", "admit", d, load_signing_key(keys[name]).verifier().to_string(), "--role", role,
+           "--display-name", name, "--jurisdiction", "EU", "--key", keys["coordinator"])
+    start = tmp_path / "start.json"
+    start.write_text(json.dumps({"run_id": "r1", "model_name": "tiny-1", "declared_flop": 1e12,
+                                 "flop_method": "counted", "hardware": [], "started_at": "2026-01-01T00:00:00Z"}))
+    ok("submit", d, start, "--key", keys["lab-a"], "--kind", "run-start")
+    ok("run", "declare", transcript, "--key", keys["lab-a"], "--run-id", "r1", "--model-name", "tiny-1",
+       "--submit", d)
+    return {"log": d, **keys}
+
+
+def _state(logdir: Path):
+    log = Log.open(SqliteStore(logdir / "log.db"))
+    return log, replay(Entry(i, t, e) for i, t, e in log.entries())
+
+
+def test_verify_with_the_log_submits_a_passing_report(world: dict[str, Path], transcript: Path) -> None:
+    result = ok("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--log", world["log"],
+                "--submit", "--workers", "1")
+    assert "PASS" in result.output and "verification fraction" in result.output and "compute fraction" in result.output
+    log, state = _state(world["log"])
+    run_ = next(r for r in state.runs.values() if r.run_id == "r1")
+    assert run_.verified == "pass"
+    _, entry = log.entry(log.size - 1)
+    pred, _ = open_envelope(Envelope.from_json(entry), [state.parties["audit-a"].key])
+    # the seed is the SHA-256 of the first signed checkpoint containing the RunFinish
+    finish_index = max(i for i in run_.indexes if i < log.size - 1)
+    size = min(s for s in log.checkpoint_sizes() if s > finish_index)
+    assert pred.sample_seed == seed_from_checkpoint(log.checkpoint(size)).hex()
+    assert {c.name for c in pred.checks} >= {"declaration", "commitments", "data", "segments", "compute"}
+    assert pred.segments_checked == 4 and pred.p_detect is not None
+
+
+def test_verify_json_without_the_log_needs_a_seed(tmp_path: Path, world: dict[str, Path], transcript: Path) -> None:
+    assert run("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"]).exit_code == 2
+    out = tmp_path / "report.json"
+    result = ok("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--run-party", "lab-a",
+                "--seed", hashlib.sha256(b"s").hexdigest(), "--json", "--out", out, "--workers", "1")
+    doc = json.loads(result.stdout)
+    assert doc["verdict"] == "pass" and doc["sample"]["seed"] == hashlib.sha256(b"s").hexdigest()
+    env = Envelope.from_json(out.read_bytes().strip())
+    pred, _ = open_envelope(env, [_state(world["log"])[1].parties["audit-a"].key])
+    assert pred.verdict == "pass" and pred.seq == 1
+
+
+def test_verify_a_forged_transcript_fails_with_the_step(tmp_path: Path, world: dict[str, Path],
+                                                        transcript: Path) -> None:
+    forged = tmp_path / "forged"
+    shutil.copytree(transcript, forged)
+    tamper_checkpoint(forged, 40, 1e-3)  # the last checkpoint: the commitments no longer match the RunFinish
+    result = run("verify", "run", "r1", "--transcript", forged, "--key", world["audit-a"], "--log", world["log"],
+                 "--submit", "--workers", "1")
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "first bad step: 40" in result.output
+    _, state = _state(world["log"])
+    assert next(r for r in state.runs.values() if r.run_id == "r1").verified == "fail"
