@@ -24,8 +24,13 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 -q
 
+## Every CPU benchmark at full size (see bench/README.md); QUICK=1 for a smoke run.
+BENCHES := log_append replay codeshare recorder_overhead hash_throughput verify_cost
 bench: $(STAMP)
-	$(BIN)/python bench/log_append.py
+	@for b in $(BENCHES); do \
+	  [ -f bench/$$b.py ] || continue; \
+	  echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py $(if $(QUICK),--quick) || exit 1; \
+	done
 
 schemas: $(STAMP)
 	$(BIN)/python -m redline.statements.schemas docs/schemas
