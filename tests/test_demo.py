@@ -1,0 +1,65 @@
+"""``redline demo``: the whole scenario on real tiny training runs, through the CLI, on the embedded SQLite log."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("torch")
+
+from redline.cli.main import cli  # noqa: E402
+from redline.cli.registry import open_registry_readonly  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory):
+    base = tmp_path_factory.mktemp("demo") / "log"
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(base)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return base, result.output
+
+
+def test_demo_pause_starts(played):
+    _, out = played
+    assert re.search(r"PAUSE \d+ starts \('pause-line' crossed by lab-a\)", out)
+    assert "acknowledges pause" in out and "pause " in out and "ends: a majority of bound parties approved" in out
+
+
+def test_demo_trains_and_declares_a_real_run(played):
+    base, out = played
+    assert "lab-a trains A-1-tiny" in out and "60/60" in out
+    assert re.search(r"lab-a run a-1: step 60, [\d.e+]+ FLOP", out) and "lab-a run a-1 finished" in out
+    assert (base / "transcripts" / "a-1" / "manifest.json").exists()
+
+
+def test_demo_honest_run_passes(played):
+    base, out = played
+    assert "verification of lab-a/a-1: pass" in out
+    assert "audit-co verifies lab-a/a-1: pass" in out
+    st = open_registry_readonly(base)
+    assert st.runs["lab-a/a-1"].verified == "pass"
+
+
+def test_demo_spoof_fails_at_a_step(played):
+    base, out = played
+    assert "verification of lab-c/c-3: fail" in out
+    m = re.search(r"audit-co verifies lab-c/c-3: fail \(first bad step (\d+)\)", out)
+    assert m, out
+    # skipped-steps fakes every segment from the middle one on (steps 31..60 of 60)
+    assert 31 <= int(m.group(1)) <= 60
+    st = open_registry_readonly(base)
+    assert st.runs["lab-c/c-3"].verified == "fail"
+
+
+def test_demo_lists_the_violations(played):
+    base, out = played
+    kinds = {"training-during-pause", "missed-acknowledgement", "release-before-clearance", "failed-verification"}
+    for kind in kinds:
+        assert re.search(rf"^\s*{kind} by lab-[abc]: ", out, re.M), kind
+    st = open_registry_readonly(base)
+    assert {v.kind for v in st.violations} == kinds
+    assert {(v.party, v.kind) for v in st.violations} >= {("lab-c", "failed-verification"),
+                                                           ("lab-c", "missed-acknowledgement")}
+    assert "receipt verified offline" in out
