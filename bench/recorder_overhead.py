@@ -72,6 +72,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--blake3", action="store_true", help="also record BLAKE3 digests of checkpoints")
     p.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
+    p.add_argument("--record-thread", choices=["auto", "on", "off"], default="auto",
+                   help="records on their own thread: auto (the recorder's default: on for GPU models), on, off")
     p.add_argument("--dir", type=Path, default=None, help="where the temporary transcripts go")
     p.add_argument("--quick", action="store_true", help="smoke run: 40 steps, checkpoint every 20, 2 reps, "
                                                          "a smaller model")
@@ -85,6 +87,7 @@ def main() -> int:
                       model={"d_model": args.d_model, "n_layer": args.layers, "n_head": args.heads,
                              "seq_len": args.seq_len})
     digests = ("sha256", "blake3") if args.blake3 else ("sha256",)
+    record_thread = {"auto": None, "on": True, "off": False}[args.record_thread]
     gpu = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads, device {args.device}, load average {os.getloadavg()[0]:.2f}")
@@ -102,7 +105,8 @@ def main() -> int:
             counter += 1
             out = root / f"t{counter}"
             inside_step[0] = 0.0
-            result = train(cfg, out, checkpoint_every=args.checkpoint_every, digests=digests, device=args.device)
+            result = train(cfg, out, checkpoint_every=args.checkpoint_every, digests=digests, device=args.device,
+                           record_thread=record_thread)
             shares.append(inside_step[0] / result.loop_seconds)
             return result.seconds, result.loop_seconds
 

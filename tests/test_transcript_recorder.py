@@ -327,21 +327,36 @@ def test_a_writer_error_surfaces_on_close(tmp_path: Path, monkeypatch: pytest.Mo
     assert not (tmp_path / "t" / "manifest.json").exists()
 
 
-def test_a_record_thread_error_surfaces_naming_the_value(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_record_error_surfaces_naming_the_value(tmp_path: Path, threaded: bool) -> None:
     model, opt = _tiny()
-    rec = Recorder(tmp_path / "t", model, opt, checkpoint_every=100).start()
+    rec = Recorder(tmp_path / "t", model, opt, checkpoint_every=100, record_thread=threaded).start()
     opt.param_groups[0]["schedule"] = len  # not a value a record can hold, set after the first checkpoint
     with pytest.raises(MalformedInput, match="optimizer.param_groups.0.schedule: a builtin_function_or_method") as err:
         _loop(rec, model, opt, 3)
         rec.close()
-    assert "raised by redline's record writer thread" in err.value.__notes__
+    assert ("raised by redline's record writer thread" in getattr(err.value, "__notes__", ())) == threaded
 
 
-def test_the_batch_is_copied_so_reusing_its_buffer_cannot_change_the_record(tmp_path: Path) -> None:
+def test_the_record_thread_changes_nothing_in_the_transcript(tmp_path: Path) -> None:
+    roots = []
+    for threaded in (False, True):
+        model, opt = _tiny()
+        with Recorder(tmp_path / f"t{threaded}", model, opt, checkpoint_every=4, record_thread=threaded) as rec:
+            assert rec.record_thread is threaded
+            _loop(rec, model, opt, 10)
+        roots.append(load_transcript(tmp_path / f"t{threaded}").commitments)
+    assert roots[0] == roots[1]
+    model, _ = _tiny()
+    assert Recorder(tmp_path / "u", model).record_thread is False  # a CPU model records on the training thread
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_reusing_a_batch_buffer_in_place_cannot_change_the_record(tmp_path: Path, threaded: bool) -> None:
     model, opt = _tiny()
     buffer = torch.zeros(5, 4)
     digests = []
-    with Recorder(tmp_path / "t", model, opt, checkpoint_every=100) as rec:
+    with Recorder(tmp_path / "t", model, opt, checkpoint_every=100, record_thread=threaded) as rec:
         for i in range(20):
             buffer.fill_(float(i))  # a loop that refills one input buffer in place
             digests.append(batch_digest({"x": buffer}))

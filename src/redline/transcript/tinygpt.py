@@ -209,7 +209,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, *, checkpoint_every: int = 100, count_flop: bool = True,
-          digests: Sequence[str] = ("sha256",), device: str = "cpu",
+          digests: Sequence[str] = ("sha256",), device: str = "cpu", record_thread: bool | None = None,
           on_step: Callable[[int, TinyGPT, torch.optim.Optimizer], None] | None = None) -> TrainResult:
     """Train a tiny GPT for ``cfg.steps`` steps, recording a transcript into ``out`` (none if ``out`` is None).
 
@@ -225,7 +225,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, checkpoint_every: 
     recorder = None
     if out is not None:
         recorder = Recorder(out, model, optimizer, scheduler=scheduler, declaration=cfg.declaration(),
-                            checkpoint_every=checkpoint_every, count_flop=count_flop, digests=digests)
+                            checkpoint_every=checkpoint_every, count_flop=count_flop, digests=digests,
+                            record_thread=record_thread)
     losses: list[torch.Tensor] = []
     start = time.perf_counter()
     if recorder is not None:

@@ -1,0 +1,409 @@
+"""Detection rate of every known attack against the verification fraction, and what verification costs.
+
+For each attack case (the cases of ``tests/test_attacks.py`` plus the three ``tamper`` targets) and each
+seed, the spoofed transcript is forged **once** (tiny GPT, ``--steps`` steps, a checkpoint every
+``--every``: m segments) and every segment is re-executed **once** (``redline.verify.segments.run_segment``,
+bitwise, at the recorded single thread). The checks of ``verify_transcript`` that do not depend on the
+sample are run once too: ``transcript`` (``load_transcript``: refuses tampering), ``data`` (``data_check``)
+and ``compute`` (``count_step_flop`` from each segment's start vs the manifest's declared FLOP). Then, for
+each verification fraction (10, 20, 30, 50, 100 % of the segments), the uniform sample is drawn with the
+real ``redline.verify.sampling.uniform_sample`` from a per-seed sample seed, and the run counts as caught
+iff a sample-independent check fails, a sampled segment's cached replay fails, or the compute check made
+from the first sampled segment fails — exactly the verdict rule of ``verify_transcript``. The *default*
+column is ``choose_sample`` at its defaults (P ≥ 0.95 vs f = 0.1, plus the 2 largest-update segments),
+which is what ``verify_transcript`` replays; ``verify_transcript`` itself is run end to end on seed 0 of
+every case to confirm the cached verdict equals its verdict.
+
+Baseline: Proof-of-Learning-style verification (Jia et al. 2021): re-execute the ⌈m/2⌉ segments with the
+largest parameter updates (PoL's top-Q rule, Q ≈ half the updates here), with the same data check.
+redline: the default sample. Honest runs are verified end to end with both, ``--honest-seeds`` of them,
+timed; the compute ratio redline / baseline is printed last.
+
+    .venv/bin/python bench/verify_cost.py [--seeds 20] [--honest-seeds 50] [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+#: case id -> (attack name, parameters); the cases of tests/test_attacks.py plus tampering.
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "skipped-steps": ("skipped-steps", {"fraction": 0.25}),
+    "data-substitution": ("data-substitution", {}),
+    "data-substitution-actual": ("data-substitution", {"commit": "actual"}),
+    "data-reordering": ("data-reordering", {}),
+    "data-reordering-actual": ("data-reordering", {"commit": "actual", "order": "shuffle"}),
+    "under-declared-steps": ("compute-under-declaration", {"mode": "steps", "factor": 2}),
+    "under-declared-width": ("compute-under-declaration", {"mode": "width"}),
+    "forged-final-weights": ("forged-final-weights", {}),
+    "splice": ("splice", {"at": 1}),
+    "adversarial-eps-0": ("adversarial-tolerance", {"epsilon": 0.0}),
+    "adversarial-eps-1e-3": ("adversarial-tolerance", {"epsilon": 1e-3}),
+    "adversarial-eps-1": ("adversarial-tolerance", {"epsilon": 1.0}),
+    "tamper-checkpoint": ("tamper", {"target": "checkpoint"}),
+    "tamper-steps": ("tamper", {"target": "steps"}),
+    "tamper-data": ("tamper", {"target": "data"}),
+}
+FRACTIONS = (0.1, 0.2, 0.3, 0.5, 1.0)
+TARGET, ASSUMED_F, LARGEST = 0.95, 0.1, 2
+BUDGET = 0.05
+
+
+def sample_seed(case: str, seed: int) -> bytes:
+    """The per-(case, seed) sampling seed (stands in for the log checkpoint's hash)."""
+    return hashlib.sha256(f"redline-bench-verify-cost/{case}/{seed}".encode()).digest()
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# --- worker jobs (run in spawned processes) -----------------------------------------------------------------
+
+
+def forge_and_replay(case: str, seed: int, steps: int, every: int, end_to_end: bool) -> dict[str, Any]:
+    """Forge one spoofed transcript, replay every segment once, run the sample-independent checks."""
+    _one_thread()
+    from redline.errors import MalformedInput
+    from redline.transcript.transcript import load_transcript
+    from redline.verify import count_step_flop, data_check, update_norms, verify_transcript
+    from redline.verify.distance import Tolerance
+    from redline.verify.segments import run_segment, tasks_for
+
+    name, params = CASES[case]
+    from redline.verify.attacks import ATTACKS
+
+    work = tempfile.mkdtemp(prefix="verify-cost-")
+    try:
+        t0 = time.perf_counter()
+        s = ATTACKS[name].run(work, seed=seed, steps=steps, checkpoint_every=every, **params)
+        out: dict[str, Any] = {"case": case, "seed": seed, "cost": s.cost, "faked": list(s.faked_segments),
+                               "m": len(s.segment_starts), "forge_s": time.perf_counter() - t0}
+        t1 = time.perf_counter()
+        try:
+            t = load_transcript(s.transcript_dir)
+        except MalformedInput as exc:
+            out.update(transcript_ok=False, transcript_detail=str(exc)[:300], data_ok=True, seg_ok=[],
+                       flop_ok=[], norms=[])
+            if end_to_end:
+                r = verify_transcript(s.transcript_dir, seed=sample_seed(case, seed), workers=1)
+                out["e2e"] = {"verdict": r.verdict, "failing": [c.name for c in r.checks if not c.passed]}
+            return out
+        segs = t.segments()
+        out["m"] = len(segs)
+        out["transcript_ok"] = True
+        out["data_ok"] = data_check(t).passed
+        tasks = tasks_for(str(s.transcript_dir), ((i, g.start.step, g.end.step) for i, g in enumerate(segs)),
+                          Tolerance.exact())
+        outcomes = [run_segment(task) for task in tasks]
+        out["seg_ok"] = [o.passed for o in outcomes]
+        out["seg_steps"] = [o.steps for o in outcomes]
+        declared = t.manifest.flop.per_step * t.step_count if t.manifest.flop is not None else None
+        flop_ok = []
+        for g in segs:  # the compute check as verify_transcript makes it from a segment's start step
+            try:
+                per_step = count_step_flop(t, g.start.step)
+                measured = per_step * t.step_count
+                flop_ok.append(declared is None or abs(measured - declared) <= 0.3 * measured)
+            except Exception:
+                flop_ok.append(False)
+        out["flop_ok"] = flop_ok
+        out["norms"] = update_norms(t)
+        out["replay_s"] = time.perf_counter() - t1
+        if end_to_end:
+            r = verify_transcript(s.transcript_dir, seed=sample_seed(case, seed), workers=1)
+            out["e2e"] = {"verdict": r.verdict, "failing": [c.name for c in r.checks if not c.passed],
+                          "sample": r.sample.indexes if r.sample else None,
+                          "compute_fraction": r.compute_fraction}
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def honest_job(seed: int, steps: int, every: int) -> dict[str, Any]:
+    """An honest run verified end to end by redline (default sample) and by the PoL-style baseline, timed."""
+    _one_thread()
+    from redline.transcript.transcript import load_transcript
+    from redline.verify import count_step_flop, data_check, update_norms, verify_transcript
+    from redline.verify.attacks import HONEST
+    from redline.verify.distance import Tolerance
+    from redline.verify.segments import run_segment, tasks_for
+
+    work = tempfile.mkdtemp(prefix="verify-cost-honest-")
+    try:
+        s = HONEST.run(work, seed=seed, steps=steps, checkpoint_every=every)
+        # redline: the full verifier at its defaults
+        t0 = time.perf_counter()
+        r = verify_transcript(s.transcript_dir, seed=sample_seed("honest", seed), workers=1)
+        red_s = time.perf_counter() - t0
+        # baseline: load, data check, the ceil(m/2) largest-update segments re-executed, one step counted
+        t0 = time.perf_counter()
+        t = load_transcript(s.transcript_dir)
+        segs = t.segments()
+        ok = data_check(t).passed
+        norms = update_norms(t)
+        q = math.ceil(len(segs) / 2)
+        top = sorted(range(len(segs)), key=lambda i: (-norms[i], i))[:q]
+        outs = [run_segment(task) for task in tasks_for(str(s.transcript_dir),
+                                                          ((i, segs[i].start.step, segs[i].end.step) for i in top),
+                                                          Tolerance.exact())]
+        per_step = count_step_flop(t, segs[top[0]].start.step)
+        base_steps = sum(o.steps for o in outs) + 1
+        base_ok = ok and all(o.passed for o in outs)
+        base_s = time.perf_counter() - t0
+        return {"seed": seed, "m": len(segs), "verdict": r.verdict,
+                "failing": [c.name for c in r.checks if not c.passed],
+                "red_compute_fraction": r.compute_fraction, "red_replayed_steps": r.replayed_steps,
+                "red_seconds": red_s, "base_pass": base_ok, "base_replayed_steps": base_steps,
+                "base_compute_fraction": per_step * base_steps / (per_step * t.step_count),
+                "base_seconds": base_s, "steps": t.step_count}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- evaluating samples on the cached verdicts --------------------------------------------------------------
+
+
+def caught(rec: dict[str, Any], indexes: list[int]) -> bool:
+    """``verify_transcript``'s verdict rule on cached check results, for a given sample."""
+    if not rec["transcript_ok"] or not rec["data_ok"]:
+        return True
+    if any(not rec["seg_ok"][i] for i in indexes):
+        return True
+    return not rec["flop_ok"][min(indexes)]
+
+
+def default_indexes(rec: dict[str, Any], seed: bytes) -> list[int]:
+    from redline.verify.sampling import choose_sample
+
+    return choose_sample(seed, rec["m"], target_p_detect=TARGET, assumed_fake_fraction=ASSUMED_F,
+                         update_norms=rec["norms"], largest=LARGEST).indexes
+
+
+def evaluate(rec: dict[str, Any]) -> dict[str, Any]:
+    """Detection per fraction (uniform sample), at the default sample, and by the PoL baseline."""
+    from redline.verify.sampling import uniform_sample
+
+    seed = sample_seed(rec["case"], rec["seed"])
+    m = rec["m"]
+    if not rec["transcript_ok"]:  # refused on load: caught whatever the sample
+        return {"by_fraction": {f: True for f in FRACTIONS}, "default": True, "pol": True, "largest": True,
+                "why": "transcript"}
+    per = {}
+    for f in FRACTIONS:
+        n = max(1, min(m, round(f * m)))
+        per[f] = caught(rec, sorted(uniform_sample(seed, m, n)))
+    d = caught(rec, default_indexes(rec, seed))
+    q = math.ceil(m / 2)
+    top = sorted(range(m), key=lambda i: (-rec["norms"][i], i))[:q]
+    pol = caught(rec, top)
+    largest = caught(rec, top[:LARGEST])  # the largest-update rule alone (what catches 1-segment forgeries at large m)
+    why = "data" if not rec["data_ok"] else ("segments" if not all(rec["seg_ok"]) else
+                                           ("compute" if not all(rec["flop_ok"]) else "none"))
+    return {"by_fraction": per, "default": d, "pol": pol, "largest": largest, "why": why}
+
+
+def budget_table() -> list[dict[str, Any]]:
+    """Verification fraction at the defaults for long runs, from sample_size/p_detect."""
+    from redline.verify.sampling import p_detect, sample_size
+
+    rows = []
+    for m in (10, 100, 620, 1000, 10_000):
+        n = sample_size(m, TARGET, ASSUMED_F)
+        red = min(m, n + LARGEST) / m  # uniform + at most 2 largest-update segments (the counting step is extra)
+        pol = math.ceil(m / 2) / m
+        rows.append({"m": m, "n": n, "p_detect": p_detect(m, n, ASSUMED_F), "redline_fraction": red,
+                     "pol_fraction": pol, "ratio": red / pol, "within_5pct": red <= BUDGET})
+    return rows
+
+
+def smallest_m_within_budget() -> int:
+    from redline.verify.sampling import sample_size
+
+    m = 1
+    while (sample_size(m, TARGET, ASSUMED_F) + LARGEST) / m > BUDGET:
+        m += 1
+    return m
+
+
+def plot(result: dict[str, Any], png: Path) -> Path:
+    """Detection rate against the verification fraction, one line per attack case (from the JSON result)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from redline.verify.sampling import p_detect
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    colors = plt.get_cmap("tab20").colors
+    for i, (case, s) in enumerate(result["attacks"].items()):
+        fr = sorted(s["by_fraction"], key=float)
+        ax.plot([float(f) * 100 for f in fr], [s["by_fraction"][f] for f in fr], marker="osd^v<>"[i % 7],
+                linestyle=("-", "--", ":")[i % 3], color=colors[i % len(colors)], label=case, alpha=0.85)
+    m0 = next(iter(result["attacks"].values()))["m"] if result["attacks"] else 10
+    xs = list(range(1, m0 + 1))
+    ax.plot([x / m0 * 100 for x in xs], [p_detect(m0, x, ASSUMED_F) for x in xs], "k-", lw=2, alpha=0.4,
+            label=f"p_detect(m={m0}, n, f={ASSUMED_F})")
+    ax.set_xlabel(f"verification fraction (% of the {m0} segments re-executed, uniform sample)")
+    ax.set_ylabel(f"detection rate ({result['config']['seeds']} seeds)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("redline verification: detection rate vs verification fraction")
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=20, help="seeds per attack case (default 20)")
+    ap.add_argument("--honest-seeds", type=int, default=50, help="honest runs (default 50)")
+    ap.add_argument("--steps", type=int, default=100, help="steps per forged run (default 100)")
+    ap.add_argument("--every", type=int, default=10, help="checkpoint every (default 10)")
+    ap.add_argument("--honest-steps", type=int, default=60, help="steps per honest run (default 60)")
+    ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    ap.add_argument("--cases", nargs="+", choices=sorted(CASES), help="only these attack cases (default: all)")
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 5 honest runs")
+    ap.add_argument("--out", type=Path, default=Path("bench/out/verify_cost"), help="PNG and JSON go here")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.honest_seeds = 3, 5
+    args.out.mkdir(parents=True, exist_ok=True)
+    cases = args.cases or list(CASES)
+    import multiprocessing
+
+    import torch
+
+    began = time.perf_counter()
+    print(f"verify_cost: {len(cases)} attack cases × {args.seeds} seeds ({args.steps} steps, a checkpoint every "
+          f"{args.every}), {args.honest_seeds} honest runs ({args.honest_steps} steps); torch {torch.__version__}, "
+          f"{os.cpu_count()} CPUs, {args.workers} workers, 1 torch thread each", flush=True)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
+        hfuts = [pool.submit(honest_job, s, args.honest_steps, args.every) for s in range(args.honest_seeds)]
+        afuts = [pool.submit(forge_and_replay, c, s, args.steps, args.every, s == 0)
+                 for s in range(args.seeds) for c in cases]
+        recs = []
+        for i, fut in enumerate(afuts):
+            recs.append(fut.result())
+            if (i + 1) % len(cases) == 0:
+                print(f"  seed {(i + 1) // len(cases) - 1} forged and replayed "
+                      f"({time.perf_counter() - began:.0f} s)", flush=True)
+        honest = [f.result() for f in hfuts]
+
+    # --- per-attack detection --------------------------------------------------------------------------------
+    from redline.verify.sampling import p_detect
+
+    summary: dict[str, Any] = {}
+    mismatches = []
+    for case in cases:
+        rs = [r for r in recs if r["case"] == case]
+        ev = [evaluate(r) for r in rs]
+        m = rs[0]["m"]
+        failing_frac = [(len(r["seg_ok"]) - sum(r["seg_ok"])) / m if r["seg_ok"] else 0.0 for r in rs]
+        summary[case] = {
+            "seeds": len(rs), "m": m,
+            "by_fraction": {f: sum(e["by_fraction"][f] for e in ev) / len(ev) for f in FRACTIONS},
+            "expected_by_fraction": {f: sum(1.0 if (not r["transcript_ok"] or not r["data_ok"]) else
+                                             p_detect(m, max(1, round(f * m)), ff)
+                                             for r, ff in zip(rs, failing_frac)) / len(rs) for f in FRACTIONS},
+            "default": sum(e["default"] for e in ev) / len(ev),
+            "pol": sum(e["pol"] for e in ev) / len(ev),
+            "largest_only": sum(e["largest"] for e in ev) / len(ev),
+            "cost_mean": sum(r["cost"] for r in rs) / len(rs),
+            "failing_segment_share": sum(failing_frac) / len(rs),
+            "caught_by": sorted({e["why"] for e in ev}),
+        }
+        for r, e in zip(rs, ev):
+            if "e2e" in r:
+                want = "fail" if e["default"] else "pass"
+                summary[case]["end_to_end"] = {**r["e2e"], "cached_verdict": want}
+                if r["e2e"]["verdict"] != want:
+                    mismatches.append(case)
+
+    hdr = "| attack | caught by | attacker cost | bad segs | " + " | ".join(
+        f"{int(f * 100)}%" for f in FRACTIONS) + f" | default | {LARGEST} largest only | PoL ½ |"
+    print(f"\nDetection rate over {args.seeds} seeds against the verification fraction (uniform sample of the "
+          f"m = {recs[0]['m'] if recs else '?'} segments; default = choose_sample at P≥{TARGET} vs f={ASSUMED_F} "
+          f"+ {LARGEST} largest updates; "
+          f"{LARGEST} largest only = those 2 segments alone; PoL ½ = the ⌈m/2⌉ largest-update segments). "
+          f"In brackets: hypergeometric expectation from the measured share of failing segments.")
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for case, s in summary.items():
+        cells = " | ".join(f"{s['by_fraction'][f]:.2f} ({s['expected_by_fraction'][f]:.2f})" for f in FRACTIONS)
+        print(f"| {case} | {','.join(s['caught_by'])} | {s['cost_mean']:.2f} | {s['failing_segment_share']:.2f} | "
+              f"{cells} | {s['default']:.2f} | {s['largest_only']:.2f} | {s['pol']:.2f} |")
+    e2e_n = sum(1 for s in summary.values() if "end_to_end" in s)
+    print(f"\nverify_transcript end to end on seed 0 of each case: {e2e_n - len(mismatches)}/{e2e_n} verdicts equal "
+          f"the cached ones" + (f"; MISMATCH: {mismatches}" if mismatches else ""))
+
+    # --- honest runs -------------------------------------------------------------------------------------------
+    false_rej = [h for h in honest if h["verdict"] != "pass"]
+    base_rej = [h for h in honest if not h["base_pass"]]
+    hm = honest[0]["m"] if honest else 0
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    red_cf = mean([h["red_compute_fraction"] for h in honest])
+    base_cf = mean([h["base_compute_fraction"] for h in honest])
+    print(f"\nHonest runs ({len(honest)}, {args.honest_steps} steps, m = {hm} segments): redline false rejections "
+          f"{len(false_rej)}/{len(honest)}"
+          + (f" {[(h['seed'], h['failing']) for h in false_rej]}" if false_rej else "")
+          + f"; baseline false rejections {len(base_rej)}/{len(honest)}")
+    print(f"  redline (verify_transcript, default sample): compute fraction {red_cf:.3f}, "
+          f"{mean([h['red_seconds'] for h in honest]):.2f} s per run")
+    print(f"  baseline (PoL ½, ⌈m/2⌉ largest-update segments): compute fraction {base_cf:.3f}, "
+          f"{mean([h['base_seconds'] for h in honest]):.2f} s per run")
+
+    # --- the 5 % budget ----------------------------------------------------------------------------------------
+    rows = budget_table()
+    m_star = smallest_m_within_budget()
+    print(f"\nVerification fraction at the defaults (P ≥ {TARGET} vs f = {ASSUMED_F}; n uniform + ≤{LARGEST} "
+          f"largest-update segments; the one FLOP-counting step is extra):")
+    print("| segments m | n | P(detect) | redline fraction | PoL ½ fraction | redline / PoL | ≤ 5 % |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['m']:,} | {r['n']} | {r['p_detect']:.3f} | {r['redline_fraction'] * 100:.2f} % | "
+              f"{r['pol_fraction'] * 100:.0f} % | {r['ratio']:.3f} | {'yes' if r['within_5pct'] else 'no'} |")
+    print(f"The 5 % budget holds from m = {m_star} segments (n + {LARGEST} ≤ 5 % of m); measured here on a "
+          f"{hm}-segment run: {red_cf * 100:.1f} % (at m ≤ 10 the default sample is every segment).")
+
+    # --- outputs -----------------------------------------------------------------------------------------------
+    result = {"config": {"seeds": args.seeds, "honest_seeds": args.honest_seeds, "steps": args.steps,
+                         "every": args.every, "honest_steps": args.honest_steps, "torch": torch.__version__,
+                         "fractions": FRACTIONS},
+              "attacks": {c: {**s, "by_fraction": {str(k): v for k, v in s["by_fraction"].items()},
+                              "expected_by_fraction": {str(k): v for k, v in s["expected_by_fraction"].items()}}
+                          for c, s in summary.items()},
+              "records": recs, "honest": honest, "budget": rows, "budget_from_m": m_star, "end_to_end_mismatches": mismatches,
+              "seconds": time.perf_counter() - began}
+    png = plot(result, args.out / "detection_vs_fraction.png")
+    (args.out / "verify_cost.json").write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwrote {png} and {args.out / 'verify_cost.json'} ({time.perf_counter() - began:.0f} s)")
+    never = [c for c, s in summary.items() if s["default"] < 1.0]
+    if never:
+        print(f"NOT always caught at the default sample: {never}")
+    r1000 = next(r for r in rows if r["m"] == 1000)
+    print(f"compute ratio redline / PoL-style baseline: measured on {hm}-segment honest runs "
+          f"{red_cf / base_cf:.2f}× ({red_cf:.3f} vs {base_cf:.3f}); at m = 1,000 segments {r1000['ratio']:.3f}× "
+          f"({r1000['redline_fraction'] * 100:.1f} % vs {r1000['pol_fraction'] * 100:.0f} %)")
+    return 1 if (false_rej or mismatches or never) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
