@@ -37,7 +37,6 @@ import binascii
 import gc
 import json
 import multiprocessing
-import pickle
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -180,11 +179,20 @@ _KEY_CACHE: dict[str, VerifierKey] = {}
 _CANDIDATES: tuple[bytes, dict[str, VerifierKey]] = (b"", {})
 
 
+def _encode_keys(strings: Sequence[str]) -> bytes:
+    """Candidate verifier-key strings for the workers, one per line (they hold no whitespace)."""
+    return "\n".join(strings).encode("utf-8")
+
+
+def _decode_keys(blob: bytes) -> list[str]:
+    return blob.decode("utf-8").split("\n") if blob else []
+
+
 def _candidates_from(blob: bytes) -> dict[str, VerifierKey]:
     global _CANDIDATES
     if blob != _CANDIDATES[0]:
         out = {}
-        for text in pickle.loads(blob):
+        for text in _decode_keys(blob):
             key = _KEY_CACHE.get(text)
             if key is None:
                 key = _KEY_CACHE[text] = VerifierKey.from_string(text)
@@ -251,7 +259,7 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
     try:
         strings: list[str] = []
         fingerprints: set[str] = set()
-        blob = pickle.dumps(strings)
+        blob = _encode_keys(strings)
         pending: deque[tuple[list[Entry], Future[list[Prepared | None]] | None]] = deque()
         backlog = [first[i:i + chunk] for i in range(0, len(first), chunk)]
         broken = False
@@ -268,7 +276,7 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
                     strings.append(key.to_string())
                     grew = True
             if grew:
-                blob = pickle.dumps(strings)
+                blob = _encode_keys(strings)
             future = None
             if not broken:
                 try:

@@ -17,39 +17,30 @@ class LogStore(Protocol):
 
     def get_meta(self, key: str) -> bytes | None:
         """A metadata value, or None."""
-        ...
 
     def init(self, meta: dict[str, bytes], checkpoint: bytes) -> None:
         """Create an empty log with its metadata and its size-0 checkpoint; refuse if one exists."""
-        ...
 
     def size(self) -> int:
         """Number of leaves."""
-        ...
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         """Stored hashes by stored hash index, in the order asked."""
-        ...
 
     def read_leaves(self, start: int, count: int) -> list[bytes]:
         """Leaves ``start .. start+count-1``."""
-        ...
 
     def iter_leaves(self, start: int = 0, chunk: int = 4096) -> Iterator[tuple[int, bytes]]:
         """Every (index, leaf) from ``start`` in order, as stored."""
-        ...
 
     def iter_hashes(self, start: int = 0, chunk: int = 16384) -> Iterator[tuple[int, bytes]]:
         """Every (stored index, hash) from ``start`` in order, as stored."""
-        ...
 
     def checkpoint(self, size: int | None = None) -> bytes | None:
         """The signed checkpoint for ``size`` (latest when None), or None."""
-        ...
 
     def checkpoint_sizes(self) -> list[int]:
         """Sizes of every checkpoint the log has signed, ascending."""
-        ...
 
     def append(self, expected_size: int, leaves: Sequence[bytes], hashes: Sequence[bytes], checkpoint: bytes,
                new_size: int) -> None:
@@ -57,8 +48,6 @@ class LogStore(Protocol):
 
         Fails without writing anything if the store's size is not ``expected_size``.
         """
-        ...
 
     def close(self) -> None:
         """Release the store."""
-        ...
