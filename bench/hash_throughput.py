@@ -13,9 +13,11 @@ hashes from the page cache. Then, ``--reps`` times, in rotating order:
 - redline, BLAKE3: ``hash_files(paths, "blake3")`` (memory map, all cores).
 
 Every side's digests are checked against ``hashlib``/``blake3`` (untimed). The
-figure is the median throughput; the goals are redline SHA-256 ≥ 1× model-signing
-SHA-256 and redline BLAKE3 ≥ 2× model-signing SHA-256 (its default); redline
-BLAKE3 against model-signing BLAKE3 is shown too.
+figure is each side's best run (as ``timeit`` does: on a shared machine the best
+run is the one least disturbed by other work; the median is printed beside it);
+the goals are redline SHA-256 ≥ 1× model-signing SHA-256 and redline BLAKE3 ≥ 2×
+model-signing SHA-256 (its default); redline BLAKE3 against model-signing BLAKE3
+is shown too.
 
     .venv/bin/python bench/hash_throughput.py            # 4 × 128 MiB
     .venv/bin/python bench/hash_throughput.py --quick    # 2 × 16 MiB
@@ -100,13 +102,15 @@ def main() -> int:
                 start = time.perf_counter()
                 sides[name]()
                 times[name].append(time.perf_counter() - start)
-    rate = {name: total / statistics.median(t) / 1e9 for name, t in times.items()}
+    rate = {name: total / min(t) / 1e9 for name, t in times.items()}
     for name, r in rate.items():
-        print(f"{name:22s} {r:6.2f} GB/s  (median of {args.reps}; runs {', '.join(f'{x:.3f}' for x in times[name])} s)")
+        print(f"{name:22s} {r:6.2f} GB/s best, {total / statistics.median(times[name]) / 1e9:6.2f} GB/s median  "
+              f"(runs {', '.join(f'{x:.3f}' for x in times[name])} s)")
     base = rate["model-signing sha256"]
     print(f"redline blake3 / model-signing blake3: {rate['redline blake3'] / rate['model-signing blake3']:.2f}×")
-    print(f"ratio vs model-signing sha256 (its default): redline sha256 {rate['redline sha256'] / base:.2f}× "
-          f"(goal ≥ 1×), redline blake3 {rate['redline blake3'] / base:.2f}× (goal ≥ 2×)")
+    print(f"ratio vs model-signing sha256 (its default), best of {args.reps}: redline sha256 "
+          f"{rate['redline sha256'] / base:.2f}× (goal ≥ 1×), redline blake3 {rate['redline blake3'] / base:.2f}× "
+          "(goal ≥ 2×)")
     return 0
 
 
