@@ -50,7 +50,6 @@ class StateOracle(Protocol):
 
     def state_at(self, step: int) -> Mapping[str, torch.Tensor] | None:
         """The prover's claimed state after ``step`` (the flat tensor map of a checkpoint)."""
-        ...
 
 
 class CheckpointOracle:

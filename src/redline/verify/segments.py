@@ -129,7 +129,6 @@ class SegmentRunner(Protocol):
     def run(self, tasks: Sequence[SegmentTask],
             on_done: Callable[[SegmentOutcome], None] | None = None) -> list[SegmentOutcome]:
         """Run every task; return the outcomes in the order of ``tasks``."""
-        ...
 
 
 class LocalRunner:
