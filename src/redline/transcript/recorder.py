@@ -530,6 +530,7 @@ class Recorder:
         writer, records = self._writer, self._records
         assert records is not None
         try:
+            records.flush()  # a step's record error surfaces before the last checkpoint can meet the same value
             if not at_last_checkpoint and self._checkpointed[-1] != self._step:
                 self._checkpoint(RngState.capture())
             records.flush()
