@@ -58,6 +58,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 1.0)
 TARGET, ASSUMED_F, LARGEST = 0.95, 0.1, 2
 BUDGET = 0.05
+#: The long runs of the "at scale" part: a smaller model, so that 640 one-step segments stay affordable.
+MICRO_MODEL = {"seq_len": 16, "d_model": 16, "n_layer": 1, "n_head": 2}
 
 
 def sample_seed(case: str, seed: int) -> bytes:
@@ -174,6 +176,34 @@ def honest_job(seed: int, steps: int, every: int) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def scale_job(case: str, seed: int, steps: int) -> dict[str, Any]:
+    """A long run (``steps`` segments of one step, micro model) verified end to end at the defaults."""
+    _one_thread()
+    from redline.verify import verify_transcript
+    from redline.verify.attacks import ATTACKS, HONEST
+
+    name, params = ("honest", {}) if case == "honest" else CASES[case]
+    attack = HONEST if case == "honest" else ATTACKS[name]
+    work = tempfile.mkdtemp(prefix="verify-cost-scale-")
+    try:
+        t0 = time.perf_counter()
+        s = attack.run(work, seed=seed, steps=steps, checkpoint_every=1, config={"model": MICRO_MODEL}, **params)
+        forge_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        r = verify_transcript(s.transcript_dir, seed=sample_seed(f"scale/{case}", seed), workers=1)
+        out = {"case": case, "seed": seed, "verdict": r.verdict, "failing": [c.name for c in r.checks if not c.passed],
+               "m": r.sample.segment_count if r.sample else None, "faked": len(s.faked_segments),
+               "sampled": len(r.sample.indexes) if r.sample else 0,
+               "uniform": len(r.sample.uniform) if r.sample else 0, "capped": r.sample.capped if r.sample else None,
+               "p_detect": r.p_detect, "compute_fraction": r.compute_fraction,
+               # refused on load (tampering): nothing re-executed
+               "sample_compute_fraction": (sum(o.steps for o in r.outcomes) + 1) / r.total_steps if r.outcomes else 0.0,
+               "failing_step": r.failing_step, "forge_s": forge_s, "verify_s": time.perf_counter() - t0}
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # --- evaluating samples on the cached verdicts --------------------------------------------------------------
 
 
@@ -187,10 +217,13 @@ def caught(rec: dict[str, Any], indexes: list[int]) -> bool:
 
 
 def default_indexes(rec: dict[str, Any], seed: bytes) -> list[int]:
+    """The sample ``verify_transcript`` draws at its defaults, 5 % budget included."""
+    from redline.verify import budget_segments
     from redline.verify.sampling import choose_sample
 
+    cap = budget_segments(rec["seg_steps"], sum(rec["seg_steps"]), BUDGET)
     return choose_sample(seed, rec["m"], target_p_detect=TARGET, assumed_fake_fraction=ASSUMED_F,
-                         update_norms=rec["norms"], largest=LARGEST).indexes
+                         update_norms=rec["norms"], largest=LARGEST, max_segments=cap).indexes
 
 
 def evaluate(rec: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +256,7 @@ def budget_table() -> list[dict[str, Any]]:
     rows = []
     for m in (10, 100, 620, 1000, 10_000):
         n = sample_size(m, TARGET, ASSUMED_F)
-        red = min(m, n + LARGEST) / m  # uniform + at most 2 largest-update segments (the counting step is extra)
+        red = min(m, n + LARGEST + 1) / m  # uniform + at most 2 largest-update segments + the FLOP-count step
         pol = math.ceil(m / 2) / m
         rows.append({"m": m, "n": n, "p_detect": p_detect(m, n, ASSUMED_F), "redline_fraction": red,
                      "pol_fraction": pol, "ratio": red / pol, "within_5pct": red <= BUDGET})
@@ -233,8 +266,10 @@ def budget_table() -> list[dict[str, Any]]:
 def smallest_m_within_budget() -> int:
     from redline.verify.sampling import sample_size
 
-    m = 1
-    while (sample_size(m, TARGET, ASSUMED_F) + LARGEST) / m > BUDGET:
+    from redline.verify import budget_segments
+
+    m = 1  # one-step segments: the budget must hold the target's sample, the largest updates and the FLOP step
+    while budget_segments([1] * m, m, BUDGET) < sample_size(m, TARGET, ASSUMED_F) + LARGEST:
         m += 1
     return m
 
@@ -279,11 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--honest-steps", type=int, default=60, help="steps per honest run (default 60)")
     ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     ap.add_argument("--cases", nargs="+", choices=sorted(CASES), help="only these attack cases (default: all)")
-    ap.add_argument("--quick", action="store_true", help="3 seeds, 5 honest runs")
+    ap.add_argument("--scale-steps", type=int, default=640,
+                    help="steps (= one-step segments) of the long runs verified at the defaults (default 640)")
+    ap.add_argument("--scale-seeds", type=int, default=20, help="long runs per attack case (default 20)")
+    ap.add_argument("--scale-honest", type=int, default=20, help="long honest runs (default 20)")
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 5 honest runs; 3 long runs per case, 3 honest")
     ap.add_argument("--out", type=Path, default=Path("bench/out/verify_cost"), help="PNG and JSON go here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.seeds, args.honest_seeds = 3, 5
+        args.seeds, args.honest_seeds, args.scale_seeds, args.scale_honest = 3, 5, 3, 3
     args.out.mkdir(parents=True, exist_ok=True)
     cases = args.cases or list(CASES)
     import multiprocessing
@@ -299,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         hfuts = [pool.submit(honest_job, s, args.honest_steps, args.every) for s in range(args.honest_seeds)]
         afuts = [pool.submit(forge_and_replay, c, s, args.steps, args.every, s == 0)
                  for s in range(args.seeds) for c in cases]
+        sfuts = [pool.submit(scale_job, "honest", s, args.scale_steps) for s in range(args.scale_honest)]
+        sfuts += [pool.submit(scale_job, c, s, args.scale_steps) for s in range(args.scale_seeds) for c in cases]
         recs = []
         for i, fut in enumerate(afuts):
             recs.append(fut.result())
@@ -306,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  seed {(i + 1) // len(cases) - 1} forged and replayed "
                       f"({time.perf_counter() - began:.0f} s)", flush=True)
         honest = [f.result() for f in hfuts]
+        print(f"  {len(recs)} forged runs and {len(honest)} honest runs done; now {len(sfuts)} long runs "
+              f"({time.perf_counter() - began:.0f} s)", flush=True)
+        scale = []
+        for i, fut in enumerate(sfuts):
+            scale.append(fut.result())
+            if (i + 1) % 20 == 0:
+                print(f"  {i + 1}/{len(sfuts)} long runs verified ({time.perf_counter() - began:.0f} s)", flush=True)
 
     # --- per-attack detection --------------------------------------------------------------------------------
     from redline.verify.sampling import p_detect
@@ -373,15 +421,46 @@ def main(argv: list[str] | None = None) -> int:
     # --- the 5 % budget ----------------------------------------------------------------------------------------
     rows = budget_table()
     m_star = smallest_m_within_budget()
-    print(f"\nVerification fraction at the defaults (P ≥ {TARGET} vs f = {ASSUMED_F}; n uniform + ≤{LARGEST} "
-          f"largest-update segments; the one FLOP-counting step is extra):")
+    print(f"\nVerification fraction at the target without a budget (P ≥ {TARGET} vs f = {ASSUMED_F}; n uniform "
+          f"+ ≤{LARGEST} largest-update segments + the FLOP-count step, one-step segments):")
     print("| segments m | n | P(detect) | redline fraction | PoL ½ fraction | redline / PoL | ≤ 5 % |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['m']:,} | {r['n']} | {r['p_detect']:.3f} | {r['redline_fraction'] * 100:.2f} % | "
               f"{r['pol_fraction'] * 100:.0f} % | {r['ratio']:.3f} | {'yes' if r['within_5pct'] else 'no'} |")
-    print(f"The 5 % budget holds from m = {m_star} segments (n + {LARGEST} ≤ 5 % of m); measured here on a "
-          f"{hm}-segment run: {red_cf * 100:.1f} % (at m ≤ 10 the default sample is every segment).")
+    print(f"The target fits the 5 % budget from m = {m_star} segments; below that the default sample is capped "
+          f"(never under the floor: half the segments faked caught with P ≥ 0.99), so a {hm}-segment run "
+          f"spent {red_cf * 100:.1f} %.")
+
+    # --- at scale: the default sample on long runs ---------------------------------------------------------------
+    sh = [r for r in scale if r["case"] == "honest"]
+    scale_summary: dict[str, Any] = {}
+    for case in cases:
+        rs = [r for r in scale if r["case"] == case]
+        scale_summary[case] = {"seeds": len(rs), "caught": sum(r["verdict"] == "fail" for r in rs) / len(rs),
+                               "caught_by": sorted({c for r in rs for c in r["failing"]}),
+                               "faked_mean": mean([r["faked"] for r in rs]),
+                               "sampled_mean": mean([r["sampled"] for r in rs]),
+                               "p_detect": min((r["p_detect"] for r in rs if r["p_detect"] is not None), default=None),
+                               "sample_fraction_max": max(r["sample_compute_fraction"] for r in rs)}
+    scale_false = [r for r in sh if r["verdict"] != "pass"]
+    scale_cf = max((r["compute_fraction"] for r in sh), default=float("nan"))
+    ms = sh[0]["m"] if sh else args.scale_steps
+    print(f"\nAt scale: the default sample (P ≥ {TARGET} vs f = {ASSUMED_F}, {LARGEST} largest updates, 5 % budget) "
+          f"on long runs of {args.scale_steps} one-step segments (micro model {MICRO_MODEL}), verify_transcript end "
+          f"to end, {args.scale_seeds} seeds per attack:")
+    print("| attack | caught | caught by | faked segs (mean) | segments re-executed (mean) | P(detect) at f=0.1 | "
+          "sample share of the run's steps (max) |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for case, s_ in scale_summary.items():
+        pd_ = "—" if s_["p_detect"] is None else f"{s_['p_detect']:.3f}"
+        print(f"| {case} | {s_['caught']:.2f} | {','.join(s_['caught_by'])} | {s_['faked_mean']:.1f} | "
+              f"{s_['sampled_mean']:.1f} | {pd_} | {s_['sample_fraction_max'] * 100:.2f} % |")
+    print(f"Honest long runs ({len(sh)}, m = {ms}): false rejections {len(scale_false)}/{len(sh)}"
+          + (f" {[(r['seed'], r['failing']) for r in scale_false]}" if scale_false else "")
+          + f"; compute fraction (counted FLOP spent / the run's FLOP) max {scale_cf * 100:.2f} %, mean "
+          f"{mean([r['compute_fraction'] for r in sh]) * 100:.2f} %; "
+          f"{mean([r['verify_s'] for r in sh]):.2f} s to verify vs {mean([r['forge_s'] for r in sh]):.2f} s to train")
 
     # --- outputs -----------------------------------------------------------------------------------------------
     result = {"config": {"seeds": args.seeds, "honest_seeds": args.honest_seeds, "steps": args.steps,
@@ -390,19 +469,23 @@ def main(argv: list[str] | None = None) -> int:
               "attacks": {c: {**s, "by_fraction": {str(k): v for k, v in s["by_fraction"].items()},
                               "expected_by_fraction": {str(k): v for k, v in s["expected_by_fraction"].items()}}
                           for c, s in summary.items()},
+              "scale": {"steps": args.scale_steps, "model": MICRO_MODEL, "attacks": scale_summary, "runs": scale},
               "records": recs, "honest": honest, "budget": rows, "budget_from_m": m_star, "end_to_end_mismatches": mismatches,
               "seconds": time.perf_counter() - began}
     png = plot(result, args.out / "detection_vs_fraction.png")
     (args.out / "verify_cost.json").write_text(json.dumps(result, indent=1, default=str))
     print(f"\nwrote {png} and {args.out / 'verify_cost.json'} ({time.perf_counter() - began:.0f} s)")
-    never = [c for c, s in summary.items() if s["default"] < 1.0]
+    never = [c for c, s_ in scale_summary.items() if s_["caught"] < 1.0]
     if never:
-        print(f"NOT always caught at the default sample: {never}")
+        print(f"NOT always caught at the default sample on long runs: {never}")
+    over = scale_cf > BUDGET
+    if over:
+        print(f"OVER BUDGET: honest long runs spent up to {scale_cf * 100:.2f} % of their training compute")
     r1000 = next(r for r in rows if r["m"] == 1000)
     print(f"compute ratio redline / PoL-style baseline: measured on {hm}-segment honest runs "
           f"{red_cf / base_cf:.2f}× ({red_cf:.3f} vs {base_cf:.3f}); at m = 1,000 segments {r1000['ratio']:.3f}× "
           f"({r1000['redline_fraction'] * 100:.1f} % vs {r1000['pol_fraction'] * 100:.0f} %)")
-    return 1 if (false_rej or mismatches or never) else 0
+    return 1 if (false_rej or scale_false or mismatches or never or over) else 0
 
 
 if __name__ == "__main__":

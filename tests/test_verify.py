@@ -19,6 +19,7 @@ from redline.verify import (
     LocalRunner,
     Tolerance,
     bisect_segment,
+    budget_segments,
     calibrate,
     choose_sample,
     compare_states,
@@ -106,6 +107,35 @@ def test_choose_sample_adds_the_largest_updates_and_reports_p_detect() -> None:
     assert s.p_detect[0.1] >= 0.95
 
 
+def test_a_budget_caps_the_sample_down_to_its_floor_and_says_so() -> None:
+    norms = [float(i % 17) for i in range(1000)]
+    # a roomy cap changes nothing: 29 uniform + 2 largest fit in 40
+    roomy = choose_sample(SEED, 1000, update_norms=norms, max_segments=40)
+    assert not roomy.capped and roomy.uniform == choose_sample(SEED, 1000, update_norms=norms).uniform
+    # a tight cap shrinks the uniform draw (cap - largest) and P(detect) is the true, lower figure
+    tight = choose_sample(SEED, 1000, update_norms=norms, max_segments=12)
+    assert tight.capped and len(tight.uniform) == 10 and len(tight.largest) == 2
+    assert tight.uniform == roomy.uniform[:10]  # the same stream: a prefix of the uncapped draw
+    assert tight.p_detect[0.1] == pytest.approx(p_detect(1000, 10, 0.1)) and tight.p_detect[0.1] < 0.95
+    # never below the floor: half the segments faked is caught with P >= 0.99 (7 segments here)
+    floor = choose_sample(SEED, 1000, update_norms=norms, max_segments=0)
+    assert floor.capped and len(floor.uniform) == sample_size(1000, 0.99, 0.5) == 7
+    assert floor.p_detect[0.5] >= 0.99
+    assert floor.to_json()["capped"] is True and floor.to_json()["max_segments"] == 0
+    with pytest.raises(ValueError, match="max_segments"):
+        choose_sample(SEED, 10, max_segments=-1)
+
+
+def test_budget_segments_counts_the_longest_segment_and_the_flop_step() -> None:
+    assert budget_segments([10] * 100, 1000, 0.05) == 4  # 50 steps - 1 for the FLOP count = 49 → 4 segments of 10
+    assert budget_segments([10] * 99 + [3], 993, 0.05) == 4
+    assert budget_segments([1] * 640, 640, 0.05) == 31
+    assert budget_segments([10] * 6, 60, 0.05) == 0
+    assert budget_segments([10] * 6, 60, None) is None
+    with pytest.raises(ValueError, match="budget"):
+        budget_segments([1], 1, 0.0)
+
+
 def test_compute_budget_formula() -> None:
     """At the default (P ≥ 0.95 against 10 % faked) the uniform sample is ~ln(0.05)/ln(0.9) ≈ 29 segments
     whatever m is, so the replayed share (n + 2 largest + 1 FLOP-count step of a segment) falls to 5 %
@@ -151,7 +181,14 @@ def test_honest_runs_pass(runs: dict[int, Path]) -> None:
         res = verify_transcript(path, seed=hashlib.sha256(bytes([seed])).digest(), workers=2 if i == 0 else 1)
         assert res.verdict == "pass", res.to_json()["checks"]
         assert [c.name for c in res.checks] == ["transcript", "data", "segments", "compute"]
-        assert res.segments_checked == 6 and res.failing_step is None  # 6 segments: all sampled at P=0.95
+        # 6 segments: the 5 % budget caps the sample at its floor (4 uniform: half the segments faked is
+        # caught for sure) plus the 2 largest updates, and the report says the target was not reached
+        assert res.sample.capped and len(res.sample.uniform) == 4 and res.failing_step is None
+        assert res.segments_checked == len(res.sample.indexes) >= 4
+        seg = next(c for c in res.checks if c.name == "segments")
+        assert "below the target 0.95: the 5% compute budget allows 0 of 6 segments" in seg.detail
+        full = verify_transcript(path, seed=hashlib.sha256(bytes([seed])).digest(), workers=1, budget=None)
+        assert full.segments_checked == 6 and not full.sample.capped  # no cap: all 6 sampled at P=0.95
         assert all(o.distance is not None and o.distance.bitwise_equal for o in res.outcomes)
         assert res.compute_spent_flop == res.per_step_flop * res.replayed_steps > 0
         report = res.to_predicate(party="auditor-a", seq=1, run_id="r1", run_party="lab-a")
@@ -159,7 +196,7 @@ def test_honest_runs_pass(runs: dict[int, Path]) -> None:
 
 
 def test_tampered_checkpoint_fails_and_bisection_names_the_step(tampered: Path) -> None:
-    res = verify_transcript(tampered, seed=SEED, workers=1)
+    res = verify_transcript(tampered, seed=SEED, workers=1, budget=None)  # every segment, to see both bad ones
     assert res.verdict == "fail"
     failing = {(o.start_step, o.end_step) for o in res.failing_segments}
     assert failing == {(20, 30), (30, 40)}  # ends at the forged state / starts from it
@@ -242,11 +279,21 @@ def test_runner_interface_is_pluggable(runs: dict[int, Path]) -> None:
 def test_compute_fraction_with_100_segments(tmp_path: Path) -> None:
     """A 120-step run with a checkpoint every step (120 segments): counted FLOP spent vs the run's."""
     path = _train(tmp_path / "long", 120, 1, 3)
-    res = verify_transcript(path, seed=SEED, workers=1)
-    assert res.verdict == "pass"
-    n = len(res.sample.indexes)
-    assert res.replayed_steps == n + 1  # the sampled one-step segments and the FLOP-count step
-    assert res.compute_fraction == pytest.approx((n + 1) / 120)
+    full = verify_transcript(path, seed=SEED, workers=1, budget=None)
+    assert full.verdict == "pass" and not full.sample.capped
+    n = len(full.sample.indexes)
+    assert full.replayed_steps == n + 1  # the sampled one-step segments and the FLOP-count step
+    assert full.compute_fraction == pytest.approx((n + 1) / 120)
     assert sample_size(120, 0.95, 0.1) == 26 <= n <= 28
-    # the same per-step FLOP at m segments of one step each: (sample_size + 2 + 1) / m ≤ 5 % from m = 700
-    assert (sample_size(700, 0.95, 0.1) + 3) * res.per_step_flop <= 0.05 * 700 * res.per_step_flop
+    # a 25 % budget (30 steps: 29 segments and the FLOP-count step) fits the target's 26 + 2
+    quarter = verify_transcript(path, seed=SEED, workers=1, budget=0.25)
+    assert not quarter.sample.capped and quarter.sample.max_segments == 29
+    assert quarter.compute_fraction <= 0.25 and quarter.p_detect >= 0.95
+    # the default 5 % (6 steps) cannot: the sample falls to its floor, 7 uniform (+ 2 largest), and says so
+    res = verify_transcript(path, seed=SEED, workers=1)
+    assert res.verdict == "pass" and res.sample.capped and len(res.sample.uniform) == 7
+    assert res.p_detect == pytest.approx(p_detect(120, 7, 0.1)) and res.p_detect < 0.95
+    assert res.sample.p_detect[0.5] >= 0.99
+    # at one step per segment the 5 % default holds the target from m = 620 segments on
+    assert budget_segments([1] * 620, 620, 0.05) == 30 >= sample_size(620, 0.95, 0.1) + 2
+    assert budget_segments([1] * 600, 600, 0.05) == 29 < sample_size(600, 0.95, 0.1) + 2

@@ -94,12 +94,16 @@ def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> t
 @click.option("--target-p-detect", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
 @click.option("--fake-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
               help="Fraction of faked segments the sample size is chosen to catch with --target-p-detect.")
+@click.option("--budget", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+              help="Largest share of the run's steps the sample may re-execute; the sample shrinks to fit (never "
+                   "below the size that catches half the segments faked with P ≥ 0.99) and the report then gives "
+                   "the lower P(detect). 1 lifts the cap.")
 @click.option("--seq", type=click.IntRange(min=1), default=None,
               help="The report's sequence number (default: the auditor's next on --log, else 1).")
 @click.option("--device", default="cpu", show_default=True, help="Where to re-execute segments.")
 def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path | None, run_party: str | None,
                seed_hex: str | None, submit: bool, out: Path | None, as_json: bool, workers: int,
-               target_p_detect: float, fake_fraction: float, seq: int | None, device: str) -> None:
+               target_p_detect: float, fake_fraction: float, budget: float, seq: int | None, device: str) -> None:
     """Verify the declared run RUN from its transcript, and sign the report with the auditor's key."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -146,7 +150,8 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
     with progress:
         result = verify_transcript(transcript_dir, seed=seed, target_p_detect=target_p_detect,
                                    assumed_fake_fraction=fake_fraction, workers=workers, declaration=decl,
-                                   device=device, extra_checks=checks, on_sample=on_sample, on_segment=on_segment)
+                                   budget=None if budget >= 1 else budget, device=device, extra_checks=checks,
+                                   on_sample=on_sample, on_segment=on_segment)
     reg = None
     if submit:
         from redline.cli.registry import open_registry

@@ -54,6 +54,21 @@ if TYPE_CHECKING:
 FLOP_TOLERANCE = 0.3
 #: Segments with the largest parameter update that are always re-executed.
 LARGEST_UPDATES = 2
+#: The default sample re-executes at most this share of the run's steps (segments + the FLOP-count step).
+DEFAULT_BUDGET = 0.05
+
+
+def budget_segments(segment_steps: list[int], total_steps: int, budget: float | None) -> int | None:
+    """How many segments fit in ``budget`` × ``total_steps`` replayed steps, one step kept for the FLOP count.
+
+    Counts every segment as long as the longest, so any draw of that many fits. ``None`` for no budget.
+    """
+    if budget is None:
+        return None
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget must lie in (0, 1], not {budget}")
+    longest = max(segment_steps, default=1) or 1
+    return max(0, math.floor((budget * total_steps - 1) / longest + 1e-9))
 
 
 def _commitments_check(t: Transcript, decl: RunFinish | RunProgress) -> Check:
@@ -159,8 +174,12 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes, target_p_detec
                       device: str = "cpu", largest: int = LARGEST_UPDATES, calibrate_segments: int | None = None,
                       oracle: StateOracle | None = None, extra_checks: list[Check] | None = None,
                       on_sample: Callable[[Sample], None] | None = None,
-                      on_segment: Callable[[SegmentOutcome], None] | None = None) -> VerificationResult:
+                      on_segment: Callable[[SegmentOutcome], None] | None = None,
+                      budget: float | None = DEFAULT_BUDGET) -> VerificationResult:
     """Verify the transcript in ``transcript_dir``; sample segments from ``seed`` (see module docs).
+
+    ``budget``: the share of the run's steps the sample may re-execute (default 5 %; see
+    :func:`redline.verify.sampling.choose_sample` for the floor below which it never goes; ``None``: no cap).
 
     ``tolerance``: None → bitwise on CPU (after ``calibrate_segments`` honest double replays, default 0 on
     CPU, 2 elsewhere); ``declaration``: the logged ``RunFinish``/``RunProgress`` whose roots and FLOP the
@@ -201,7 +220,8 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes, target_p_detec
     result.tolerance = tol
     sample = choose_sample(seed, len(segs), target_p_detect=target_p_detect,
                            assumed_fake_fraction=assumed_fake_fraction,
-                           update_norms=update_norms(t) if largest > 0 else None, largest=largest)
+                           update_norms=update_norms(t) if largest > 0 else None, largest=largest,
+                           max_segments=budget_segments([s.end.step - s.start.step for s in segs], n, budget))
     result.sample = sample
     if on_sample:
         on_sample(sample)
@@ -227,7 +247,8 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes, target_p_detec
                             detail=f"{len(outcomes)} of {len(segs)} segments re-executed, all match {mode} "
                                    f"(seed {seed.hex()[:16]}…, {len(sample.uniform)} uniform + "
                                    f"{len(set(sample.largest) - set(sample.uniform))} largest-update; "
-                                   f"P(detect) ≥ {pd:.3f} if {assumed_fake_fraction:g} of segments were faked)"))
+                                   f"P(detect) ≥ {pd:.3f} if {assumed_fake_fraction:g} of segments were faked"
+                                   + _capped_note(sample, budget) + ")"))
     # compute
     try:
         per_step = count_step_flop(t, segs[sample.indexes[0]].start.step, device)
@@ -255,6 +276,13 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes, target_p_detec
     return result
 
 
+def _capped_note(sample: Sample, budget: float | None) -> str:
+    if not sample.capped:
+        return ""
+    return (f"; below the target {sample.target_p_detect:g}: the {budget:.0%} compute budget allows "
+            f"{sample.max_segments} of {sample.segment_count} segments, so record more checkpoints or raise the budget")
+
+
 def _describe(o: SegmentOutcome) -> str:
     head = f"segment {o.index} (steps {o.start_step + 1}..{o.end_step}): "
     if o.error:
@@ -278,9 +306,9 @@ def _declared_flop(t: Transcript, decl: RunFinish | RunProgress | None) -> tuple
     return None, ""
 
 
-__all__ = ["BisectResult", "CheckpointOracle", "Distance", "FLOP_TOLERANCE", "FunctionOracle", "GroupDistance",
-           "LocalRunner", "REPORT_FRACTIONS", "Sample", "SegmentOutcome", "SegmentRunner", "SegmentTask",
-           "StateOracle", "Tolerance", "VerificationResult", "bisect_segment", "calibrate", "checkpoint_after",
-           "choose_sample", "compare_states", "count_step_flop", "data_check", "p_detect", "run_segment",
-           "sample_size", "seed_from_checkpoint", "seed_from_log", "sign_report", "tasks_for", "uniform_sample",
-           "update_norms", "verify_transcript"]
+__all__ = ["BisectResult", "CheckpointOracle", "DEFAULT_BUDGET", "Distance", "FLOP_TOLERANCE", "FunctionOracle",
+           "GroupDistance", "LocalRunner", "REPORT_FRACTIONS", "Sample", "SegmentOutcome", "SegmentRunner",
+           "SegmentTask", "StateOracle", "Tolerance", "VerificationResult", "bisect_segment", "budget_segments",
+           "calibrate", "checkpoint_after", "choose_sample", "compare_states", "count_step_flop", "data_check",
+           "p_detect", "run_segment", "sample_size", "seed_from_checkpoint", "seed_from_log", "sign_report",
+           "tasks_for", "uniform_sample", "update_norms", "verify_transcript"]

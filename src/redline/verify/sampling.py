@@ -20,6 +20,13 @@ least the target (hypergeometric: ``P = 1 - C(m-k, n) / C(m, n)``). On top of
 the uniform draw, the segments with the largest parameter update (L2 distance
 between their start and end model weights) are always replayed; they are extra
 and do not enter the stated probability, which is therefore a lower bound.
+
+A compute budget caps the sample: with ``max_segments`` given, the uniform draw
+shrinks to ``max_segments`` minus the largest-update segments, but never below a
+floor (the size that catches a spoofer who faked half the segments with
+probability 0.99, seven segments on long runs). When the cap bites, the target is
+not reached; the sample says so (``capped``) and its P(detect) table is the true,
+lower one.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ if TYPE_CHECKING:
 SAMPLE_DOMAIN = b"redline-verify-sample/v1\n"
 #: Fake fractions for which the report states P(detect).
 REPORT_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5)
+#: Whatever the budget, the uniform draw catches a spoofer who faked this share of the segments ...
+FLOOR_FAKE_FRACTION = 0.5
+#: ... with at least this probability.
+FLOOR_P_DETECT = 0.99
 
 
 def seed_from_checkpoint(note_bytes: bytes) -> bytes:
@@ -139,6 +150,8 @@ class Sample:
     target_p_detect: float
     assumed_fake_fraction: float
     p_detect: dict[float, float] = field(default_factory=dict)
+    max_segments: int | None = None  # the compute budget's cap on segments replayed, if any
+    capped: bool = False  # the cap kept the uniform draw below the size the target needs
 
     @property
     def indexes(self) -> list[int]:
@@ -150,25 +163,40 @@ class Sample:
         return {"seed": self.seed.hex(), "segment_count": self.segment_count, "uniform": list(self.uniform),
                 "largest": list(self.largest), "target_p_detect": self.target_p_detect,
                 "assumed_fake_fraction": self.assumed_fake_fraction,
-                "p_detect": {str(f): p for f, p in self.p_detect.items()}}
+                "p_detect": {str(f): p for f, p in self.p_detect.items()},
+                "max_segments": self.max_segments, "capped": self.capped}
 
 
 def choose_sample(seed: bytes, segment_count: int, *, target_p_detect: float = 0.95,
                   assumed_fake_fraction: float = 0.1, update_norms: Sequence[float] | None = None,
-                  largest: int = 2, fractions: Sequence[float] = REPORT_FRACTIONS) -> Sample:
-    """Draw the sample: ``sample_size`` uniform segments plus the ``largest`` ones by ``update_norms``."""
+                  largest: int = 2, fractions: Sequence[float] = REPORT_FRACTIONS,
+                  max_segments: int | None = None) -> Sample:
+    """Draw the sample: ``sample_size`` uniform segments plus the ``largest`` ones by ``update_norms``.
+
+    ``max_segments`` (the compute budget, in segments) caps uniform + largest-update segments, down to
+    the floor described in the module docs; ``None`` means no cap.
+    """
     if not 0 < target_p_detect <= 1 or not 0 < assumed_fake_fraction <= 1:
         raise ValueError("target_p_detect and assumed_fake_fraction must lie in (0, 1]")
-    n = sample_size(segment_count, target_p_detect, assumed_fake_fraction)
-    uni = tuple(uniform_sample(seed, segment_count, n))
+    if max_segments is not None and max_segments < 0:
+        raise ValueError(f"max_segments must be at least 0, not {max_segments}")
     top: tuple[int, ...] = ()
     if update_norms is not None and largest > 0:
         if len(update_norms) != segment_count:
             raise ValueError("update_norms must have one entry per segment")
         top = tuple(sorted(range(segment_count), key=lambda i: (-update_norms[i], i))[:largest])
+    n = sample_size(segment_count, target_p_detect, assumed_fake_fraction)
+    capped = False
+    if max_segments is not None:
+        floor = sample_size(segment_count, FLOOR_P_DETECT, FLOOR_FAKE_FRACTION)
+        allowed = max(floor, max_segments - len(top))
+        if allowed < n:
+            n, capped = allowed, True
+    uni = tuple(uniform_sample(seed, segment_count, n))
     table = {f: p_detect(segment_count, n, f) for f in sorted({*fractions, assumed_fake_fraction})}
-    return Sample(seed, segment_count, uni, top, target_p_detect, assumed_fake_fraction, table)
+    return Sample(seed, segment_count, uni, top, target_p_detect, assumed_fake_fraction, table,
+                  max_segments=max_segments, capped=capped)
 
 
-__all__ = ["REPORT_FRACTIONS", "Sample", "checkpoint_after", "choose_sample", "p_detect", "sample_size",
+__all__ = ["FLOOR_FAKE_FRACTION", "FLOOR_P_DETECT", "REPORT_FRACTIONS", "Sample", "checkpoint_after", "choose_sample", "p_detect", "sample_size",
            "seed_from_checkpoint", "seed_from_log", "uniform_sample"]
