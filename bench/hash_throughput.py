@@ -9,7 +9,7 @@ hashes from the page cache. Then, ``--reps`` times, in rotating order:
   hashing_algorithm="sha256").hash(dir)`` (its default: 1 MiB reads, files in parallel);
 - model-signing, BLAKE3: the same with ``hashing_algorithm="blake3"`` (memory map, all cores);
 - redline, SHA-256: ``redline.transcript.digest.hash_files(paths, "sha256")``
-  (cache-sized reads into one reused buffer, files in parallel);
+  (a read-only memory map, no copy out of the page cache; files in parallel);
 - redline, BLAKE3: ``hash_files(paths, "blake3")`` (memory map, all cores).
 
 Every side's digests are checked against ``hashlib``/``blake3`` (untimed). The
