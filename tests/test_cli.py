@@ -24,6 +24,7 @@ from redline.log import merkle
 from redline.log.checkpoint import open_checkpoint
 from redline.log.leaf import MAX_ENTRY_BYTES, encode_leaf
 from redline.log.receipt import Receipt
+from redline.log.tiles import encode_entry_bundle, parse_entry_bundle
 
 ORIGIN = "redline.test/cli-log"
 
@@ -233,9 +234,12 @@ def test_log_verify_refuses_a_tampered_database(logdir: Path, files: list[Path])
     ok("log", "append", logdir, *files)
     ok("log", "append", logdir, files[0])
     con = sqlite3.connect(logdir / "log.db")
-    with con:
-        (leaf,), = con.execute("SELECT leaf FROM leaves WHERE idx=2").fetchall()
-        con.execute("UPDATE leaves SET leaf=? WHERE idx=2", (bytes(leaf[:-1]) + b"\x00",))
+    with con:  # leaf 2's last byte zeroed inside the entry bundle row that holds it
+        (first, count, blob), = con.execute("SELECT first, count, leaves FROM leaf_chunks WHERE first <= 2 "
+                                            "ORDER BY first DESC LIMIT 1").fetchall()
+        leaves = parse_entry_bundle(bytes(blob), count)
+        leaves[2 - first] = leaves[2 - first][:-1] + b"\x00"
+        con.execute("UPDATE leaf_chunks SET leaves=? WHERE first=?", (encode_entry_bundle(leaves), first))
     con.close()
     result = failed(6, "log", "verify", logdir, match="entry 2")
     assert result.stdout == ""

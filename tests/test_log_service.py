@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import random
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from redline.crypto.keys import SigningKey, VerifierKey
+from redline.crypto.keys import SigningKey, VerifierKey, save_signing_key
 from redline.crypto.note import NoteSignature, parse_note, sign_note
 from redline.errors import (
     BadSignature,
@@ -31,7 +34,8 @@ from redline.log.checkpoint import Checkpoint, open_checkpoint
 from redline.log.leaf import MAX_ENTRY_BYTES, decode_leaf, encode_leaf
 from redline.log.receipt import MAX_RECEIPT_BYTES, Receipt, verify_receipt
 from redline.log.service import Log
-from redline.log.sqlite import TILE_HASHES, SqliteStore
+from redline.log.sqlite import BUNDLE_LEAVES, CHUNK_LEAVES, MAX_BLOCK_ROWS, TILE_HASHES, SqliteStore
+from redline.log.tiles import encode_entry_bundle, parse_entry_bundle
 
 ORIGIN = "redline.test/log"
 
@@ -412,6 +416,41 @@ def _raw(path: Path, query: str, *args):
     return rows
 
 
+def _leaf_row(path: Path, index: int) -> tuple[int, list[bytes]]:
+    """The ``leaf_chunks`` row holding leaf ``index``: its first index and its leaves (parsed as an entry bundle)."""
+    (first, count, blob), = _raw(path, "SELECT first, count, leaves FROM leaf_chunks WHERE first <= ? "
+                                       "ORDER BY first DESC LIMIT 1", index)
+    assert first <= index < first + count
+    return first, parse_entry_bundle(bytes(blob), count)
+
+
+def _get_leaf(path: Path, index: int) -> bytes:
+    first, leaves = _leaf_row(path, index)
+    return leaves[index - first]
+
+
+def _set_leaf(path: Path, index: int, leaf: bytes) -> None:
+    """Overwrite leaf ``index`` in its row with raw SQL (the row stays a well-formed bundle)."""
+    first, leaves = _leaf_row(path, index)
+    leaves[index - first] = leaf
+    _sql(path, "UPDATE leaf_chunks SET leaves=? WHERE first=?", encode_entry_bundle(leaves), first)
+
+
+def _delete_leaf(path: Path, index: int, *, fix_count: bool = True) -> None:
+    """Cut leaf ``index`` out of its row (and the row's count, unless ``fix_count`` is False)."""
+    first, leaves = _leaf_row(path, index)
+    del leaves[index - first]
+    if not leaves:
+        _sql(path, "DELETE FROM leaf_chunks WHERE first=?", first)
+    else:
+        _sql(path, "UPDATE leaf_chunks SET leaves=?, count=count-? WHERE first=?", encode_entry_bundle(leaves),
+             int(fix_count), first)
+
+
+def _insert_leaf(path: Path, index: int, leaf: bytes) -> None:
+    _sql(path, "INSERT INTO leaf_chunks(first, count, leaves) VALUES (?, 1, ?)", index, encode_entry_bundle([leaf]))
+
+
 def _refused(path: Path, index: int | None) -> InconsistentLog:
     with pytest.raises(InconsistentLog) as info:
         reopen(path)
@@ -435,18 +474,16 @@ def test_unaltered_store_opens_and_verifies(stored: Path, key: SigningKey) -> No
 
 @pytest.mark.parametrize("index", [0, 1, 12, 36])
 def test_altered_leaf_bytes_are_refused(stored: Path, index: int) -> None:
-    (leaf,), = _raw(stored, "SELECT leaf FROM leaves WHERE idx=?", index)
-    _sql(stored, "UPDATE leaves SET leaf=? WHERE idx=?", _flip(bytes(leaf), 8 * 8 + 3), index)
+    _set_leaf(stored, index, _flip(_get_leaf(stored, index), 8 * 8 + 3))
     err = _refused(stored, index)
     assert "altered" in str(err)
 
 
 @pytest.mark.parametrize("index", [3, 20])
 def test_altered_integration_time_is_refused(stored: Path, index: int) -> None:
-    (leaf,), = _raw(stored, "SELECT leaf FROM leaves WHERE idx=?", index)
-    _sql(stored, "UPDATE leaves SET leaf=? WHERE idx=?", encode_leaf(1, decode_leaf(bytes(leaf))[1]), index)
+    _set_leaf(stored, index, encode_leaf(1, decode_leaf(_get_leaf(stored, index))[1]))
     _refused(stored, index)
-    _sql(stored, "UPDATE leaves SET leaf=? WHERE idx=?", b"short", index)
+    _set_leaf(stored, index, b"short")
     _refused(stored, index)
 
 
@@ -460,9 +497,10 @@ def test_altered_stored_hash_is_refused(stored: Path, stored_index: int) -> None
     assert f"stored hash {stored_index}" in str(err)
 
 
+@pytest.mark.parametrize("fix_count", [True, False])
 @pytest.mark.parametrize("index", [0, 17, 35, 36])
-def test_deleted_leaf_is_refused(stored: Path, index: int) -> None:
-    _sql(stored, "DELETE FROM leaves WHERE idx=?", index)
+def test_deleted_leaf_is_refused(stored: Path, index: int, fix_count: bool) -> None:
+    _delete_leaf(stored, index, fix_count=fix_count)
     _refused(stored, index)
 
 
@@ -481,6 +519,120 @@ def test_torn_hash_tile_is_refused(stored: Path) -> None:
 def test_deleted_hash_tile_is_refused(stored: Path) -> None:
     _sql(stored, "DELETE FROM hash_tiles WHERE tile=0")
     _refused(stored, 0)
+
+
+BUNDLED_ENDS = [1, 2, 3, 4, 5, 6, 7, 8, 100, 300, 556, 600]
+
+
+@pytest.fixture
+def bundled(tmp_path: Path, key: SigningKey) -> Path:
+    """A closed log of 600 entries: two full entry bundles, then a partial one.
+
+    Eight single appends leave leaves 0..7 in eight rows; the append that fills their block merges it.
+    The later appends each start by filling a block that then holds two rows, which stay apart.
+    """
+    path = tmp_path / "log.db"
+    lg = new_log(path, key, clock=StepClock(*range(10_000, 20_000, 1000)))
+    prev = 0
+    for end in BUNDLED_ENDS:
+        lg.append([entry_for(i) for i in range(prev, end)])
+        prev = end
+    lg.store.close()
+    return path
+
+
+def test_leaf_rows_concatenate_to_c2sp_entry_bundles(bundled: Path) -> None:
+    assert (BUNDLE_LEAVES, CHUNK_LEAVES, MAX_BLOCK_ROWS) == (256, 16, 4)
+    rows = _raw(bundled, "SELECT first, count, leaves FROM leaf_chunks ORDER BY first")
+    spans = [(first, count) for first, count, _ in rows]
+    assert spans[:3] == [(0, 16), (16, 16), (32, 16)]  # block 0 merged from nine rows
+    assert {(96, 4), (100, 12), (288, 12), (300, 4), (544, 12), (556, 4), (592, 8)} <= set(spans)
+    ends = [first + count for first, count in spans]
+    assert [first for first, _ in spans] == [0] + ends[:-1] and ends[-1] == 600
+    assert all(first // CHUNK_LEAVES == (end - 1) // CHUNK_LEAVES for (first, _), end in zip(spans, ends))
+    lg = reopen(bundled)
+    leaves = [lg.leaf(i) for i in range(600)]
+    assert [decode_leaf(leaf)[1] for leaf in leaves] == [entry_for(i) for i in range(600)]
+    for b in range(3):
+        blob = b"".join(bytes(blob) for first, _, blob in rows if first // BUNDLE_LEAVES == b)
+        assert blob == encode_entry_bundle(leaves[BUNDLE_LEAVES * b : BUNDLE_LEAVES * (b + 1)])
+    assert lg.store.read_leaves(250, 300) == leaves[250:550]
+    assert lg.store.read_leaves(99, 2) == leaves[99:101]
+    assert list(lg.store.iter_leaves(300, chunk=7)) == list(enumerate(leaves))[300:]
+    assert lg.root() == merkle.root_of(leaf_hashes(lg))
+    with pytest.raises(IndexOutOfRange):
+        lg.store.read_leaves(590, 11)
+
+
+@pytest.mark.parametrize(("sizes", "spans"), [
+    ([1, 1, 1, 13, 3], [(0, 1), (1, 1), (2, 1), (3, 13), (16, 3)]),  # filled in MAX_BLOCK_ROWS rows: kept
+    ([1, 1, 1, 1, 12, 3], [(0, 16), (16, 3)]),                        # one more row: merged
+    ([1] * 33, [(0, 16), (16, 16), (32, 1)]),                          # single appends
+    ([40], [(0, 16), (16, 16), (32, 8)]),
+])
+def test_block_merging(db: Path, key: SigningKey, sizes: list[int], spans: list[tuple[int, int]]) -> None:
+    lg = new_log(db, key)
+    for n in sizes:
+        lg.append([entry_for(i) for i in range(lg.size, lg.size + n)])
+    assert [tuple(r) for r in lg.store._db.execute("SELECT first, count FROM leaf_chunks ORDER BY first")] == spans
+    assert [e for _, _, e in reopen(db).entries()] == [entry_for(i) for i in range(sum(sizes))]
+
+
+def test_crash_before_a_merging_commit_keeps_the_unmerged_rows(tmp_path: Path) -> None:
+    """SIGKILL just before the commit of an append that merges a block: the old rows and entries survive."""
+    helper = Path(__file__).resolve().parent / "helpers" / "crash_writer.py"
+    key = SigningKey.generate(ORIGIN)
+    key_file, db = tmp_path / "log.key", tmp_path / "log.db"
+    save_signing_key(key, key_file)
+    proc = subprocess.run([sys.executable, str(helper), "--die-at", "merge-commit", str(db), str(key_file)],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    acks = [line.split() for line in proc.stdout.decode().splitlines()]
+    assert [int(size) for size, _ in acks] == [1, 2, 3, 4]
+    lg = reopen(db, key=key)  # verifies the whole store
+    assert lg.size == 4 and lg.checkpoint() == base64.b64decode(acks[-1][1])
+    spans = [tuple(r) for r in lg.store._db.execute("SELECT first, count FROM leaf_chunks ORDER BY first")]
+    assert spans == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    lg.append([b"after %d" % i for i in range(12)])
+    spans = [tuple(r) for r in lg.store._db.execute("SELECT first, count FROM leaf_chunks ORDER BY first")]
+    assert spans == [(0, 16)]
+    assert reopen(db).size == 16
+
+
+@pytest.mark.parametrize("index", [0, 200, 255, 256, 511, 512, 555, 556, 599])
+def test_altered_leaf_in_a_bundle_is_refused(bundled: Path, index: int) -> None:
+    _set_leaf(bundled, index, _flip(_get_leaf(bundled, index), 8 * 8 + 1))
+    err = _refused(bundled, index)
+    assert "altered" in str(err)
+
+
+@pytest.mark.parametrize("fix_count", [True, False])
+@pytest.mark.parametrize("index", [0, 255, 300, 511])
+def test_leaf_cut_from_a_full_bundle_is_refused(bundled: Path, index: int, fix_count: bool) -> None:
+    _delete_leaf(bundled, index, fix_count=fix_count)
+    _refused(bundled, index)
+
+
+@pytest.mark.parametrize(("first", "cut", "index"), [(0, 5, 15), (0, -3, 15), (0, None, 0), (96, 5, 99),
+                                                     (96, -1, 99), (96, None, 96), (100, None, 100), (592, 1, 599)])
+def test_torn_leaf_row_is_refused(bundled: Path, first: int, cut: int | None, index: int) -> None:
+    """Bytes cut from the end of a row, bytes added after it, or the whole row gone."""
+    (blob,), = _raw(bundled, "SELECT leaves FROM leaf_chunks WHERE first=?", first)
+    if cut is None:
+        _sql(bundled, "DELETE FROM leaf_chunks WHERE first=?", first)
+    else:
+        torn = bytes(blob)[:-cut] if cut > 0 else bytes(blob) + bytes(-cut)
+        _sql(bundled, "UPDATE leaf_chunks SET leaves=? WHERE first=?", torn, first)
+    _refused(bundled, index)
+
+
+@pytest.mark.parametrize(("first", "count", "index"), [(0, 15, 14), (0, 17, 16), (100, 11, 110),
+                                                       (100, 13, 112), (592, 9, 600)])
+def test_leaf_row_with_a_wrong_count_is_refused(bundled: Path, first: int, count: int, index: int) -> None:
+    """A row counting fewer leaves than it holds is bad from its last counted leaf (bytes follow it); one
+    counting more is bad from the first leaf it lacks."""
+    _sql(bundled, "UPDATE leaf_chunks SET count=? WHERE first=?", count, first)
+    _refused(bundled, index)
 
 
 def test_latest_checkpoint_signed_by_another_key_is_refused(stored: Path, key: SigningKey) -> None:
@@ -506,12 +658,12 @@ def test_checkpoint_under_another_size_is_refused(stored: Path, key: SigningKey)
 
 
 def test_extra_leaf_row_is_refused(stored: Path) -> None:
-    _sql(stored, "INSERT INTO leaves(idx, leaf) VALUES (37, ?)", encode_leaf(99_999, b"smuggled"))
+    _insert_leaf(stored, 37, encode_leaf(99_999, b"smuggled"))
     _refused(stored, 37)
 
 
 def test_extra_leaf_row_beyond_a_gap_is_refused(stored: Path) -> None:
-    _sql(stored, "INSERT INTO leaves(idx, leaf) VALUES (40, ?)", encode_leaf(99_999, b"smuggled"))
+    _insert_leaf(stored, 40, encode_leaf(99_999, b"smuggled"))
     _refused(stored, 37)
 
 
@@ -523,14 +675,14 @@ def test_extra_hash_is_refused(stored: Path) -> None:
 
 def test_extra_leaf_with_its_hashes_but_no_checkpoint_is_refused(stored: Path) -> None:
     leaf = encode_leaf(99_999, b"smuggled")
-    _sql(stored, "INSERT INTO leaves(idx, leaf) VALUES (37, ?)", leaf)
+    _insert_leaf(stored, 37, leaf)
     (blob,), = _raw(stored, "SELECT hashes FROM hash_tiles WHERE tile=0")
     _sql(stored, "UPDATE hash_tiles SET hashes=? WHERE tile=0", bytes(blob) + merkle.leaf_hash(leaf))
     _refused(stored, 37)
 
 
 def test_open_without_verify_skips_the_check(stored: Path) -> None:
-    _sql(stored, "DELETE FROM leaves WHERE idx=5")
+    _delete_leaf(stored, 5)
     lg = reopen(stored, verify=False)
     assert lg.size == 37
     with pytest.raises(InconsistentLog):
@@ -560,10 +712,10 @@ def test_second_writer_is_refused_on_append(stored: Path, key: SigningKey) -> No
     assert b.size == 37
     # A raw writer shrinking the log underneath is refused too.
     leaf = a.leaf(37)
-    _sql(stored, "DELETE FROM leaves WHERE idx=37")
+    _delete_leaf(stored, 37)
     with pytest.raises(InconsistentLog, match="expected 38"):
         a.append([b"again from a"])
-    _sql(stored, "INSERT INTO leaves(idx, leaf) VALUES (37, ?)", leaf)
+    _insert_leaf(stored, 37, leaf)
     fresh = reopen(stored)
     assert fresh.size == 38
     assert fresh.checkpoint_sizes() == [0] + SIZES + [38]

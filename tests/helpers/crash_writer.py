@@ -8,8 +8,10 @@ the first line is the size and checkpoint it found (or created) on opening.
 
 ``crash_writer.py --die-at POINT DB KEYFILE`` instead kills itself with SIGKILL at
 one exact point: ``create`` (schema made, log not yet initialised),
-``init-commit`` (just before the creating transaction commits) or
-``append-commit`` (after one acknowledged batch, just before the next commits).
+``init-commit`` (just before the creating transaction commits),
+``append-commit`` (after one acknowledged batch, just before the next commits) or
+``merge-commit`` (after four acknowledged single-entry appends, just before the
+batch that fills their block, and so merges its rows, commits).
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ def die_at(point: str, db: Path, key_file: Path) -> None:
         ack(log.size, done.checkpoint)
         log.store._db = _DieOnCommit(log.store._db)
         log.append([entry_bytes(i) for i in range(log.size, log.size + 5)])
+    elif point == "merge-commit":
+        log = open_or_create(db, key_file)
+        for _ in range(4):
+            done = log.append([entry_bytes(log.size)])
+            ack(log.size, done.checkpoint)
+        log.store._db = _DieOnCommit(log.store._db)
+        log.append([entry_bytes(i) for i in range(log.size, log.size + 20)])
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -207,11 +207,14 @@ class Log:
             raise MalformedInput("an append batch must hold at least one entry")
         if len(entries) > MAX_BATCH:
             raise MalformedInput(f"batch of {len(entries)} entries is over the limit of {MAX_BATCH}")
-        for i, e in enumerate(entries):
-            if not isinstance(e, (bytes, bytearray)):
-                raise MalformedInput(f"entry {i} of the batch is not bytes")
-            if len(e) > MAX_ENTRY_BYTES:
-                raise EntryTooLarge(f"entry {i} of the batch is {len(e)} bytes, over the limit of {MAX_ENTRY_BYTES}")
+        if not all(map(isinstance, entries, itertools.repeat((bytes, bytearray)))) \
+                or max(map(len, entries)) > MAX_ENTRY_BYTES:  # one pass in C; name the culprit below
+            for i, e in enumerate(entries):
+                if not isinstance(e, (bytes, bytearray)):
+                    raise MalformedInput(f"entry {i} of the batch is not bytes")
+                if len(e) > MAX_ENTRY_BYTES:
+                    raise EntryTooLarge(f"entry {i} of the batch is {len(e)} bytes, over the limit of "
+                                        f"{MAX_ENTRY_BYTES}")
         now = max(self.clock(), self._last_time)
         size = self._size
         frontier = list(self._frontier)
@@ -267,11 +270,36 @@ def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int
     except (BadSignature, MalformedInput) as exc:
         raise _bad_checkpoint(sizes[-1], f"is the latest and does not verify: {exc}") from exc
     size = store.size()
+    short = None
     if cp.size != size:
-        raise InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {cp.size}",
-                              index=min(size, cp.size))
+        # Reported unless the entries show an earlier bad index (a leaf cut out of the middle shrinks the log too).
+        short = InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {cp.size}",
+                                index=min(size, cp.size))
+    try:
+        roots = _check_entries(store, set(sizes), size, progress)
+    except InconsistentLog as exc:
+        if short is not None and (exc.index is None or exc.index > short.index):
+            raise short from None
+        raise
+    if short is not None:
+        raise short
+    for s in sizes:
+        note = store.checkpoint(s)
+        assert note is not None
+        try:
+            c, _ = open_checkpoint(note, verifier)
+        except (BadSignature, MalformedInput) as exc:
+            raise _bad_checkpoint(s, f"does not verify: {exc}") from exc
+        if c.size != s or roots.get(s) != c.root:
+            raise _bad_checkpoint(s, "does not match the stored entries")
+    if progress is not None:
+        progress(size, size)
+
+
+def _check_entries(store: LogStore, wanted: set[int], size: int, progress: Callable[[int, int], None] | None
+                   ) -> dict[int, bytes]:
+    """Re-derive every stored hash from the stored leaves; the roots at the ``wanted`` sizes."""
     roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
-    wanted = set(sizes)
     frontier: list[bytes] = []
     hashes = store.iter_hashes()
     last_time = 0
@@ -300,17 +328,7 @@ def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int
     if extra is not None:
         raise InconsistentLog(f"stored hash {extra[0]} is beyond the last entry: it would belong to entry {n} "
                               "or later", index=n)
-    for s in sizes:
-        note = store.checkpoint(s)
-        assert note is not None
-        try:
-            c, _ = open_checkpoint(note, verifier)
-        except (BadSignature, MalformedInput) as exc:
-            raise _bad_checkpoint(s, f"does not verify: {exc}") from exc
-        if c.size != s or roots.get(s) != c.root:
-            raise _bad_checkpoint(s, "does not match the stored entries")
-    if progress is not None:
-        progress(size, size)
+    return roots
 
 
 def _bad_checkpoint(size: int, problem: str) -> InconsistentLog:

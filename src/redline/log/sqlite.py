@@ -4,30 +4,51 @@
 durable before ``append`` returns; a batch (leaves, hashes, checkpoint) is one
 ``BEGIN IMMEDIATE`` transaction, so a crash leaves either all of it or none.
 
-Leaves are one row each. Stored hashes (in the order ``redline.log.merkle``
-defines) are packed 256 to a row in ``hash_tiles``: tile ``t`` holds stored hashes
-``256·t`` onwards, concatenated; a batch rewrites the last partial tile and adds
-new ones. Packing keeps appends at about one row per entry and lets a proof read
-the few hashes it needs with one query.
+Leaves are packed as in C2SP entry bundles (each leaf as a big-endian uint16
+length, then its bytes) in ``leaf_chunks``: row ``first`` holds ``count`` leaves
+from index ``first`` on and never crosses a multiple of ``CHUNK_LEAVES`` (16), so
+the rows of entry bundle ``b`` (leaves ``256·b`` to ``256·b+255``), concatenated in
+order, are the bundle's ``tile/entries/<b>`` bytes. An append writes one row per
+16-leaf block it touches: a single-entry append writes one small row, a batch of
+1,000 writes about 63 rows of packed leaves instead of 1,000 rows. Rows are never
+rewritten, with one exception: the append that fills a block which would then be
+more than ``MAX_BLOCK_ROWS`` rows (one built by very small appends) merges the
+block into one row, in the same transaction. Blocks of 16 keep a random read of
+one leaf cheap (a row is a few pages; SQLite reads a long blob's overflow pages as
+a chain). The log's size is the end of the last row (one index lookup). A row that
+does not hold exactly ``count`` well-formed leaves is reported by ``iter_leaves``,
+so opening the log names the first entry it spoils.
+
+Stored hashes (in the order ``redline.log.merkle`` defines) are packed 256 to a row
+in ``hash_tiles``: tile ``t`` holds stored hashes ``256·t`` onwards, concatenated; a
+batch rewrites the last partial tile and adds new ones. Packing keeps appends to a
+few rows per batch and lets a proof read the few hashes it needs with one query.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from redline.errors import InconsistentLog, IndexOutOfRange, LogExists, LogNotFound
+from redline.errors import EntryTooLarge, InconsistentLog, IndexOutOfRange, LogExists, LogNotFound
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS leaves (idx INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS leaf_chunks (first INTEGER PRIMARY KEY, count INTEGER NOT NULL, leaves BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS hash_tiles (tile INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
 """
 
-_TABLES = frozenset({"meta", "leaves", "hash_tiles", "checkpoints"})
+_TABLES = frozenset({"meta", "leaf_chunks", "hash_tiles", "checkpoints"})
 
+#: Leaves per C2SP entry bundle: the concatenated ``leaf_chunks`` rows of leaves ``256·b`` onwards.
+BUNDLE_LEAVES = 256
+#: Leaves per block: a ``leaf_chunks`` row never crosses a multiple of this (it divides BUNDLE_LEAVES).
+CHUNK_LEAVES = 16
+#: Most rows a full block is kept in; an append that fills a block of more rows merges them into one.
+MAX_BLOCK_ROWS = 4
 #: Stored hashes per ``hash_tiles`` row, and the bytes of a full row.
 TILE_HASHES = 256
 _HASH = 32
@@ -86,8 +107,8 @@ class SqliteStore:
             raise
 
     def size(self) -> int:
-        row = self._db.execute("SELECT MAX(idx) FROM leaves").fetchone()
-        return 0 if row[0] is None else row[0] + 1
+        row = self._db.execute("SELECT first + count FROM leaf_chunks ORDER BY first DESC LIMIT 1").fetchone()
+        return 0 if row is None else row[0]
 
     def _tiles(self, tiles: Sequence[int]) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
@@ -111,22 +132,49 @@ class SqliteStore:
         return out
 
     def read_leaves(self, start: int, count: int) -> list[bytes]:
-        rows = self._db.execute("SELECT idx, leaf FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
-                                (start, start + count)).fetchall()
-        if len(rows) != count:
-            raise IndexOutOfRange(f"leaves {start}..{start + count - 1} are not all in the log")
-        return [bytes(r[1]) for r in rows]
+        if count <= 0:
+            return []
+        end = start + count
+        rows = self._db.execute("SELECT first, count, leaves FROM leaf_chunks WHERE first >= ? AND first < ? "
+                                "ORDER BY first", (start - start % CHUNK_LEAVES, end)).fetchall()
+        out: list[bytes] = []
+        for first, n, blob in rows:
+            if first + n <= start:
+                continue
+            if first != start + len(out) and not (not out and first <= start):
+                break  # a gap
+            leaves, sound = _unpack(blob, n, start - first, end - first)
+            out.extend(leaves)
+            if sound < min(n, end - first):
+                break  # a torn row
+        if len(out) != count:
+            raise IndexOutOfRange(f"leaves {start}..{end - 1} are not all in the log")
+        return out
 
     def iter_leaves(self, start: int = 0, chunk: int = 4096) -> Iterator[tuple[int, bytes]]:
-        pos = start
+        """Every (index, leaf) from ``start``; a row that does not hold ``count`` well-formed leaves yields
+        the ones it holds, then its first bad index with an empty leaf, and ends the iteration."""
+        pos = start - start % CHUNK_LEAVES
+        chunk = max(chunk, CHUNK_LEAVES)
         while True:
-            rows = self._db.execute("SELECT idx, leaf FROM leaves WHERE idx >= ? ORDER BY idx LIMIT ?",
-                                    (pos, chunk)).fetchall()
+            rows = self._db.execute("SELECT first, count, leaves FROM leaf_chunks WHERE first >= ? AND first < ? "
+                                    "ORDER BY first", (pos, pos + chunk)).fetchall()
             if not rows:
-                return
-            for idx, leaf in rows:
-                yield idx, bytes(leaf)
-            pos = rows[-1][0] + 1
+                last = self._db.execute("SELECT first FROM leaf_chunks WHERE first >= ? ORDER BY first LIMIT 1",
+                                        (pos,)).fetchone()
+                if last is None:
+                    return
+                pos = last[0]
+                continue
+            for first, n, blob in rows:
+                lo = max(0, start - first)
+                leaves, sound = _unpack(blob, n, lo)
+                yield from zip(range(first + lo, first + sound), leaves)
+                if sound != n or n <= 0:
+                    if first + sound >= start:
+                        yield first + sound, b""
+                    return
+            pos = rows[-1][0] + max(1, rows[-1][1])
 
     def iter_hashes(self, start: int = 0, chunk: int = 64) -> Iterator[tuple[int, bytes]]:
         tile = start // TILE_HASHES
@@ -164,9 +212,9 @@ class SqliteStore:
         try:
             if self.size() != expected_size:
                 raise InconsistentLog(f"log size changed underneath the writer (expected {expected_size})")
+            db.executemany("INSERT INTO leaf_chunks(first, count, leaves) VALUES (?, ?, ?)",
+                           self._chunk_rows(expected_size, leaves))
             first_hash = 2 * expected_size - expected_size.bit_count()
-            db.executemany("INSERT INTO leaves(idx, leaf) VALUES (?, ?)",
-                           zip(range(expected_size, expected_size + len(leaves)), leaves))
             tile, used = divmod(first_hash, TILE_HASHES)
             buf = b"".join(hashes)
             if used:
@@ -182,5 +230,73 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
 
+    def _chunk_rows(self, size: int, leaves: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
+        """The ``leaf_chunks`` rows that add ``leaves`` at ``size``: one per block they touch.
+
+        When they fill a block that would then be more than ``MAX_BLOCK_ROWS`` rows, the first row returned
+        holds the whole block and the block's earlier rows are deleted (inside the append's transaction).
+        """
+        lengths = list(map(len, leaves))
+        if lengths and max(lengths) > _MAX_LEAF:
+            k = next(k for k, n in enumerate(lengths) if n > _MAX_LEAF)
+            raise EntryTooLarge(f"leaf {size + k} is {lengths[k]} bytes, over the bundle limit of {_MAX_LEAF}")
+        parts: list[bytes] = [b""] * (2 * len(lengths))
+        parts[0::2] = map(_U16, lengths)  # each leaf as in a C2SP entry bundle: uint16 length, then the bytes
+        parts[1::2] = leaves
+        rows = []
+        pos, end = size, size + len(leaves)
+        while pos < end:
+            stop = min(end, pos - pos % CHUNK_LEAVES + CHUNK_LEAVES)
+            rows.append((pos, stop - pos, b"".join(parts[2 * (pos - size) : 2 * (stop - size)])))
+            pos = stop
+        used = size % CHUNK_LEAVES
+        if used and rows[0][1] == CHUNK_LEAVES - used:  # this append fills the last, partial block
+            base = size - used
+            if self._db.execute("SELECT COUNT(*) FROM leaf_chunks WHERE first >= ?", (base,)).fetchone()[0] \
+                    >= MAX_BLOCK_ROWS:
+                old = self._db.execute("SELECT first, count, leaves FROM leaf_chunks WHERE first >= ? "
+                                       "ORDER BY first", (base,)).fetchall()
+                pos, blobs = base, []
+                for first, n, blob in old:
+                    if first != pos:
+                        raise InconsistentLog(f"entry {pos} is missing from the store", index=pos)
+                    blobs.append(blob)
+                    pos += n
+                if pos != size:
+                    raise InconsistentLog(f"the leaf rows from entry {base} end at {pos}, not {size}", index=base)
+                self._db.execute("DELETE FROM leaf_chunks WHERE first >= ? AND first < ?", (base, size))
+                blobs.append(rows[0][2])
+                rows[0] = (base, CHUNK_LEAVES, b"".join(blobs))
+        return rows
+
     def close(self) -> None:
         self._db.close()
+
+
+#: A leaf's length is a big-endian uint16 in a bundle.
+_MAX_LEAF = 0xFFFF
+_U16 = struct.Struct(">H").pack
+
+
+def _unpack(blob: bytes, count: int, lo: int = 0, hi: int | None = None) -> tuple[list[bytes], int]:
+    """Leaves ``lo .. hi-1`` (default: all ``count``) of a packed row, and how many of its leaves are sound.
+
+    Reading stops at ``hi`` or at the first leaf that runs past the row's end. Bytes after all ``count``
+    leaves tear the row: its last leaf is then not sound, so the caller sees the row as bad from there.
+    """
+    hi = count if hi is None else min(count, hi)
+    out = []
+    pos, size, k = 0, len(blob), 0
+    while k < hi and pos + 2 <= size:
+        end = pos + 2 + (blob[pos] << 8 | blob[pos + 1])
+        if end > size:
+            break
+        if k >= lo:
+            out.append(blob[pos + 2 : end])
+        pos = end
+        k += 1
+    if k == count and pos != size:
+        k -= 1
+        if k >= lo:
+            out.pop()
+    return out, k
