@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -382,3 +383,58 @@ def test_one_bit_change_of_random_envelope_is_rejected(name: str, digest: bytes,
     assert got == st_ and signer == ALICE.verifier()
     bit = data.draw(st.integers(0, len(env) * 8 - 1), label="bit")
     _assert_envelope_rejected(_flip(env, bit))
+
+
+from redline.crypto.dsse import _from_canonical_json  # noqa: E402
+
+
+def _strict_envelope(data: bytes) -> tuple[Any, ...]:
+    """What the strict parser (no canonical-form shortcut) makes of ``data``."""
+    from redline.crypto.canonical import parse_json
+
+    try:
+        if len(data) > MAX_ENVELOPE_BYTES:
+            raise InputTooLarge("too large")
+        return ("ok", Envelope.from_dict(parse_json(data, what="DSSE envelope")))
+    except MalformedInput as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def _envelope_outcome(data: bytes) -> tuple[Any, ...]:
+    try:
+        return ("ok", Envelope.from_json(data))
+    except MalformedInput as exc:
+        return (type(exc).__name__, str(exc))
+
+
+_ENVELOPE_BYTES = [b'"', b"\\", b"\x00", b"\x1f", b"\x7f", b"A", b"=", b" ", b"}", b",", b"]", b"\xff", b"\xc3",
+                   b"\xe2\x80\xa8", b"\\u0041", b'"}', b'","sig":"', b'"},{"keyid":"', b""]
+
+
+def test_canonical_envelope_shortcut_agrees_with_the_strict_parser() -> None:
+    """Every one-byte replacement, insertion and deletion of a (two-signature) envelope: the same outcome."""
+    env = sign_statement(statement(), ALICE)
+    two = Envelope(env.payload, "application/vnd.in-toto+json; x=\u00e9\U0001f600",
+                   (*env.signatures, EnvelopeSignature("k\u00e9y\x7f", b"\x01\x02\x03")))
+    for data in (env.to_json(), two.to_json()):
+        assert _from_canonical_json(data) is not None  # the shortcut is taken
+        assert _envelope_outcome(data) == _strict_envelope(data) and _envelope_outcome(data)[0] == "ok"
+        positions = sorted({*range(0, len(data), 7), *range(len(data) - 40, len(data)), *range(0, 40)})
+        for i in positions:
+            for b in _ENVELOPE_BYTES:
+                for mutated in (data[:i] + b + data[i + 1:], data[:i] + b + data[i:]):
+                    assert _envelope_outcome(mutated) == _strict_envelope(mutated), mutated
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=40), ptype=st.text(max_size=12), keyids=st.lists(st.text(max_size=6), min_size=1,
+                                                                                  max_size=3),
+       sigs=st.lists(st.binary(max_size=5), min_size=3, max_size=3))
+def test_canonical_envelope_shortcut_on_random_envelopes(payload: bytes, ptype: str, keyids: list[str],
+                                                          sigs: list[bytes]) -> None:
+    env = Envelope(payload, ptype, tuple(EnvelopeSignature(k, s) for k, s in zip(keyids, sigs)))
+    try:
+        data = env.to_json()
+    except MalformedInput:  # a lone surrogate cannot be written
+        return
+    assert _envelope_outcome(data) == _strict_envelope(data) == ("ok", env)

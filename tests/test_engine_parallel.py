@@ -11,6 +11,7 @@ nested JSON, entries over the size limit, non-canonical payloads). Speed is meas
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gc
 import hashlib
 import json
@@ -248,6 +249,22 @@ def test_parallel_replay_gives_the_same_state(scenario: _Log, always_parallel: N
     assert len(bad) == 2 and all("does not verify" in r.message for r in bad)
 
 
+def test_leading_entries_admitted_while_the_workers_start(scenario: _Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first entries are admitted in the calling process, the rest come prepared: the same state."""
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_ENTRIES", 12)
+    monkeypatch.setattr(parallel, "HEAD_ENTRIES", 7)
+    used = []
+
+    def counting_apply(state: State, entry: Entry, pre: Prepared | None = None) -> State:
+        used.append(pre is not None)
+        return apply(state, entry, pre)
+
+    monkeypatch.setattr(parallel, "apply", counting_apply)
+    got = replay_parallel(scenario.entries, workers=2, chunk=3)
+    assert got.to_dict() == replay(scenario.entries).to_dict()
+    assert used[:7] == [False] * 7 and sum(used[7:]) > len(used) // 2
+
+
 def test_parallel_replay_from_an_iterator_and_a_given_state(scenario: _Log, always_parallel: None) -> None:
     entries = scenario.entries
     want = replay(entries).digest()
@@ -300,17 +317,22 @@ def test_prepared_admit_matches_admit_entry_by_entry(scenario: _Log) -> None:
     """``admit`` with a ``Prepared`` returns or raises exactly what it does without one, at every step."""
     cands = candidate_keys(e.data for e in scenario.entries)
     assert len(cands) == 1 + 5 + 1 + 1  # coordinator, five parties, the stranger, lab-b's new key
+    blob = parallel._encode_keys([k.to_string() for k in cands.values()])
     state = State()
     used = 0
     for e in scenario.entries:
         outcomes = []
-        for pre in (None, prepare(e.data, cands), prepare(e.data, {})):
+        full = prepare(e.data, cands)
+        compact = None if full is None else dataclasses.replace(full, envelope=None)  # as the workers send it
+        chunked = parallel._unpack(parallel._prepare_chunk([e.data], blob)[0])
+        assert chunked == compact
+        for pre in (None, full, prepare(e.data, {}), compact):
             try:
                 pred, party, key = admit(state, e.data, pre)
                 outcomes.append(("ok", pred, party.name if party else None, key))
             except RedlineError as exc:
                 outcomes.append((type(exc).__name__, str(exc)))
-        assert outcomes[1] == outcomes[0] and outcomes[2] == outcomes[0], e.index
+        assert outcomes[1:] == [outcomes[0]] * 3, e.index
         pre = prepare(e.data, cands)
         if outcomes[0][0] == "ok" and e.index > 0:
             assert pre is not None and pre.predicate is not None and pre.verified

@@ -53,6 +53,8 @@ from redline.statements import (
     VerificationReport,
     open_envelope,
     parse_predicate,
+    parse_payload,
+    parse_payload_canonical,
     parse_statement,
     predicate_digest,
     register,
@@ -682,3 +684,44 @@ def test_round_trip_property(value: float, flop: float, when: datetime, seq: int
         for again in (parse_statement(parse_json(text)), parse_statement(json.loads(text))):
             assert again == pred
             assert canonical_json(to_statement(again)) == text
+
+
+def _payload_outcome(parse: Any, payload: bytes) -> tuple[Any, ...]:
+    try:
+        return ("ok", parse(payload))
+    except (MalformedInput, RecursionError) as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def _parse_payload_reference(payload: bytes) -> Predicate:
+    """``parse_payload`` spelled out as ``open_statement`` and ``parse_statement`` check it, step by step."""
+    from redline.crypto.dsse import validate_statement
+
+    statement = validate_statement(parse_json(payload, what="in-toto statement"))
+    if canonical_json(statement) != payload:
+        raise MalformedInput("in-toto statement payload is not in RFC 8785 canonical form")
+    return parse_statement(statement)
+
+
+_PAYLOAD_BYTES = [b'"', b"\\", b"\x00", b"0", b"1", b".", b"e", b"-", b" ", b"{", b"}", b",", b"]", b":", b"\xff",
+                  b"\xc3", b"A", b"z", b"null", b'","predicateType":"', b'","subject":', b""]
+
+
+@pytest.mark.parametrize("pred", EXAMPLES, ids=IDS)
+def test_payload_shortcut_agrees_with_the_step_by_step_checks(pred: Predicate) -> None:
+    """Replacing, inserting or deleting bytes anywhere in a payload: the shortcut decides as the full checks do."""
+    from redline.statements.base import _parse_payload_fast
+
+    payload = canonical_json(to_statement(pred))
+    fast = _parse_payload_fast(payload)
+    assert fast is not None and fast[0] == pred and fast[1] == canonical_json(pred.model_dump(mode="json"))
+    assert parse_payload_canonical(payload) == fast
+    positions = sorted({*range(0, len(payload), 17), *range(len(payload) - 40, len(payload), 2)})
+    for i in positions:
+        for b in _PAYLOAD_BYTES:
+            for mutated in (payload[:i] + b + payload[i + 1:], payload[:i] + b + payload[i:]):
+                got = _payload_outcome(parse_payload, mutated)
+                assert got == _payload_outcome(_parse_payload_reference, mutated), mutated
+                short = _parse_payload_fast(mutated)
+                if short is not None:  # what the shortcut accepts, the full checks accept, with the same bytes
+                    assert got == ("ok", short[0]) and short[1] == canonical_json(short[0].model_dump(mode="json"))

@@ -48,7 +48,7 @@ def _prepare(value: Any) -> Any:
             raise _NeedsSlowPath  # the reference refuses it: a double cannot hold it exactly
         return value
     if t is float:
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise _NeedsSlowPath
         if value.is_integer():
             magnitude = abs(value)
@@ -70,10 +70,12 @@ def _prepare(value: Any) -> Any:
                 raise _NeedsSlowPath
             if not k.isascii() and any(ord(ch) > 0xFFFF for ch in k):
                 raise _NeedsSlowPath
-            out[k] = _prepare(v)
+            # Strings, null and booleans (most values) are written as they are: no call for them.
+            tv = type(v)
+            out[k] = v if tv is str or v is None or tv is bool else _prepare(v)
         return out
     if t is list or t is tuple:
-        return [_prepare(v) for v in value]
+        return [v if type(v) is str else _prepare(v) for v in value]
     raise _NeedsSlowPath
 
 

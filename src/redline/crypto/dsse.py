@@ -7,7 +7,9 @@ with RFC 8785 canonical JSON, so one statement has one payload and one digest.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +70,9 @@ class Envelope:
         """Parse envelope JSON strictly (exact fields, canonical base64, bounded size)."""
         if len(data) > MAX_ENVELOPE_BYTES:
             raise InputTooLarge(f"envelope is {len(data)} bytes, over the limit of {MAX_ENVELOPE_BYTES}")
+        env = _from_canonical_json(data)
+        if env is not None:
+            return env
         obj = parse_json(data, what="DSSE envelope")
         return cls.from_dict(obj)
 
@@ -112,6 +117,63 @@ class Envelope:
             return key
         raise UnknownKey("DSSE envelope has no signature from a known key "
                          f"(key IDs: {', '.join(s.keyid[:16] for s in self.signatures)})")
+
+
+def _b64(raw: bytes) -> bytes | None:
+    """``b64decode`` of canonical base64 bytes (what every accepted text is), else None."""
+    try:
+        data = binascii.a2b_base64(raw, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if binascii.b2a_base64(data, newline=False) == raw else None
+
+
+def _text(raw: bytes) -> str | None:
+    """The JSON string whose canonical body is ``raw`` (no quote, backslash or control byte), else None."""
+    if _NEEDS_ESCAPE.search(raw):
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f]')
+
+
+def _from_canonical_json(data: bytes) -> Envelope | None:
+    """The envelope, when ``data`` is exactly as ``to_json`` writes a valid envelope; else None.
+
+    That form is ``{"payload":"…","payloadType":"…","signatures":[{"keyid":"…","sig":"…"},…]}``
+    with canonical base64 and strings that need no escape: RFC 8785 output, so the strict
+    parser reads the same object from it (no duplicate keys, nothing to unescape), and it
+    passes every check of ``from_dict``. Anything else is left to ``parse_json`` and
+    ``from_dict``, which decide and name the problem.
+    """
+    if not data.startswith(b'{"payload":"') or not data.endswith(b'"}]}'):
+        return None
+    end = data.find(b'","payloadType":"', 12)
+    if end < 0:
+        return None
+    payload = _b64(data[12:end])
+    start = end + 17
+    end = data.find(b'","signatures":[{"keyid":"', start)
+    if payload is None or end < 0:
+        return None
+    payload_type = _text(data[start:end])
+    if payload_type is None:
+        return None
+    sigs = []
+    for part in data[end + 26:-4].split(b'"},{"keyid":"'):
+        keyid, sep, sig_b64 = part.partition(b'","sig":"')
+        text = _text(keyid)
+        sig = _b64(sig_b64) if sep else None
+        if text is None or sig is None:
+            return None
+        sigs.append(EnvelopeSignature(text, sig))
+    if len(sigs) > MAX_SIGNATURES:
+        return None
+    return Envelope(payload, payload_type, tuple(sigs))
 
 
 def sign_envelope(payload: bytes, key: SigningKey, payload_type: str = IN_TOTO_PAYLOAD_TYPE) -> Envelope:

@@ -20,7 +20,12 @@ to a process pool:
    ``Prepared``; ``admit`` decides which key is current for which party, roles,
    sequence numbers and semantics exactly as without it, and skips only the Ed25519
    verification of a key whose signature is already known to verify and the parsing
-   that is already done. An entry the workers could not prepare is admitted from scratch.
+   that is already done. An entry the workers could not prepare is admitted from scratch,
+   and so are the first ``HEAD_ENTRIES`` entries, by this process while the workers start up.
+
+The workers send back compact results (key IDs, the key IDs whose signature verified, the
+predicate's type and canonical bytes), and this process validates the predicate again from
+those bytes: cheaper than pickling models across, and nothing but plain data travels.
 
 Recursion: how deeply nested a document Python can parse depends on the stack depth it is
 parsed at, so the workers parse under a fixed recursion budget and their results are used
@@ -39,23 +44,26 @@ import json
 import multiprocessing
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
+from typing import Any, TypeVar
 
-from redline.crypto.dsse import Envelope, pae
+from redline.crypto.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, pae
 from redline.crypto.keys import VerifierKey
-from redline.engine.replay import MAX_ENTRY_BYTES, Entry, Prepared, _Verified, apply
+from redline.engine.replay import MAX_ENTRY_BYTES, Entry, Prepared, apply
 from redline.engine.state import State
 from redline.errors import BadSignature
-from redline.statements import open_predicate
+from redline.statements import PREDICATE_TYPES, Predicate, parse_payload_canonical
 
 __all__ = ["candidate_keys", "prepare", "replay_parallel"]
 
 #: Entries per task sent to a worker: large enough to amortise the IPC, small enough to balance.
 DEFAULT_CHUNK = 256
+#: Entries the calling process admits itself, from scratch, while the workers start up.
+HEAD_ENTRIES = 1024
 #: Chunks in flight per worker (bounds the memory held by results not yet applied).
 IN_FLIGHT_PER_WORKER = 4
 #: Below this many entries the pool is not worth starting.
@@ -80,13 +88,34 @@ _KEY_FIELDS = {
 # --- 1. candidate keys ------------------------------------------------------------------
 
 
+def _b64_forms(marker: bytes) -> tuple[bytes, ...]:
+    """The base64 text ``marker`` turns into, at each of its 3 possible alignments in the encoded bytes.
+
+    Only the characters that depend on the marker's bytes alone are kept: well-formed base64
+    of bytes holding the marker holds one of these.
+    """
+    forms = []
+    for align in range(3):
+        text = binascii.b2a_base64(b"\0" * align + marker, newline=False)
+        forms.append(text[(0, 2, 3)[align]:(align + len(marker)) // 3 * 4])
+    return tuple(forms)
+
+
+#: Every predicate naming a key has a field ending in ``_key`` (``coordinator_key``, ``verifier_key``,
+#: ``new_verifier_key``); in canonical JSON a quote inside a string is escaped, so this is a field name.
+_KEY_FIELD_FORMS = _b64_forms(b'_key":"')
+
+
 def _payload_bytes(data: bytes) -> bytes | None:
-    """The envelope's payload, decoded leniently (a hint only: the engine parses it strictly)."""
+    """The envelope's payload, decoded leniently, when it may name a key (a hint only: the engine parses it strictly)."""
     start = data.find(b'"payload":"')
     if start >= 0:
         start += 11
         end = data.find(b'"', start)
         b64 = data[start:end] if end >= 0 else b""
+        # Most statements name no key: look for the field in the base64 text before decoding it all.
+        if not any(form in b64 for form in _KEY_FIELD_FORMS):
+            return None
     else:  # not written the canonical way: parse it properly
         try:
             obj = json.loads(data)
@@ -134,12 +163,26 @@ def prepare(data: bytes, candidates: Mapping[str, VerifierKey]) -> Prepared | No
     the one ``Envelope.verify`` checks for that key. The statement is parsed only when a
     signature verifies (otherwise ``admit`` fails at the signature, or has to verify itself).
     """
+    env = _open(data)
+    if env is None:
+        return None
+    verified, signer = _check_signatures(env, candidates)
+    parsed = _parse(env, signer) if signer is not None else None
+    return Prepared(tuple(s.keyid for s in env.signatures), frozenset(verified),
+                    parsed[0] if parsed is not None else None, env)
+
+
+def _open(data: bytes) -> Envelope | None:
     if len(data) > MAX_ENTRY_BYTES:
         return None
     try:
-        env = Envelope.from_json(data)
+        return Envelope.from_json(data)
     except Exception:
         return None
+
+
+def _check_signatures(env: Envelope, candidates: Mapping[str, VerifierKey]) -> tuple[list[str], VerifierKey | None]:
+    """Key IDs whose (first) signature verifies with the candidate key, and the first such key."""
     verified: list[str] = []
     seen: set[str] = set()
     message = None
@@ -159,13 +202,36 @@ def prepare(data: bytes, candidates: Mapping[str, VerifierKey]) -> Prepared | No
             continue
         verified.append(s.keyid)
         signer = signer or key
+    return verified, signer
+
+
+def _parse(env: Envelope, signer: VerifierKey) -> tuple[Predicate, bytes] | None:
+    """``open_predicate`` after the signature by ``signer`` verified, with the predicate's canonical bytes."""
+    try:
+        if env.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            return None
+        return parse_payload_canonical(env.payload)
+    except Exception:
+        return None  # admit repeats the checks and raises exactly what replay would
+
+
+#: What a worker sends back for one entry: None (admit starts from scratch) or the signatures' key IDs,
+#: those verified, and the predicate's type and canonical bytes (None, None where it was not parsed).
+_Packed = tuple[tuple[str, ...], tuple[str, ...], str | None, bytes | None]
+
+
+def _unpack(item: _Packed | None) -> Prepared | None:
+    """The ``Prepared`` a worker's compact result stands for: the predicate validated again from its canonical bytes."""
+    if item is None:
+        return None
+    keyids, verified, ptype, raw = item
     predicate = None
-    if signer is not None:
+    if ptype is not None and raw is not None:
         try:
-            predicate, _ = open_predicate(env, [_Verified(signer)])  # type: ignore[list-item]
+            predicate = PREDICATE_TYPES[ptype].model_validate_json(raw)
         except Exception:
-            predicate = None  # admit repeats the checks and raises exactly what replay would
-    return Prepared(env, frozenset(verified), predicate)
+            predicate = None  # cannot happen (the worker validated these bytes); admit would do the work
+    return Prepared(keyids, frozenset(verified), predicate)
 
 
 def _depth() -> int:
@@ -201,26 +267,46 @@ def _candidates_from(blob: bytes) -> dict[str, VerifierKey]:
     return _CANDIDATES[1]
 
 
-def _prepare_chunk(datas: Sequence[bytes], blob: bytes) -> list[Prepared | None]:
-    """Worker task: ``prepare`` each entry under the recursion budget."""
+def _prepare_chunk(datas: Sequence[bytes], blob: bytes) -> list[_Packed | None]:
+    """Worker task: what ``prepare`` finds for each entry, under the recursion budget, sent back compactly.
+
+    The work goes in passes over the chunk (envelopes, then signatures, then statements): the
+    same results as ``prepare`` entry by entry, with each pass's code and data staying warm in
+    the caches (interleaving Ed25519 with the parsing costs a fifth more time).
+    """
     candidates = _candidates_from(blob)
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(_depth() + RECURSION_BUDGET)
     try:
-        return [_prepare_one(d, candidates) for d in datas]
+        envs = [_guarded(_open, d) for d in datas]
+        checks = [_guarded(_check_signatures, env, candidates) if env is not None else None for env in envs]
+        out: list[_Packed | None] = []
+        for env, check in zip(envs, checks):
+            if env is None or check is None:
+                out.append(None)
+                continue
+            verified, signer = check
+            parsed = _guarded(_parse, env, signer) if signer is not None else None
+            out.append((tuple(s.keyid for s in env.signatures), tuple(verified),
+                        parsed[0].PREDICATE_TYPE if parsed is not None else None,
+                        parsed[1] if parsed is not None else None))
+        return out
     finally:
         sys.setrecursionlimit(old)
 
 
-def _init_worker() -> None:
-    gc.freeze()  # the imported modules are permanent: collections need not scan them again and again
+_R = TypeVar("_R")
 
 
-def _prepare_one(data: bytes, candidates: Mapping[str, VerifierKey]) -> Prepared | None:
+def _guarded(fn: Callable[..., _R], *args: Any) -> _R | None:
     try:
-        return prepare(data, candidates)
+        return fn(*args)
     except RecursionError:
         return None
+
+
+def _init_worker() -> None:
+    gc.freeze()  # the imported modules are permanent: collections need not scan them again and again
 
 
 class _Reader:
@@ -260,15 +346,15 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
         strings: list[str] = []
         fingerprints: set[str] = set()
         blob = _encode_keys(strings)
-        pending: deque[tuple[list[Entry], Future[list[Prepared | None]] | None]] = deque()
-        backlog = [first[i:i + chunk] for i in range(0, len(first), chunk)]
+        pending: deque[tuple[list[Entry], Future[list[_Packed | None]] | None]] = deque()
+        # The first entries are admitted here, from scratch, while the workers start up (spawning
+        # and importing take a good fraction of a second); the workers begin after them.
+        lead = first[:HEAD_ENTRIES]
+        backlog = [first[i:i + chunk] for i in range(len(lead), len(first), chunk)]
         broken = False
 
-        def submit() -> None:
-            nonlocal blob, broken
-            batch = backlog.pop(0) if backlog else reader.take(chunk)
-            if not batch:
-                return
+        def learn(batch: list[Entry]) -> None:
+            nonlocal blob
             grew = False
             for fp, key in candidate_keys(e.data for e in batch).items():
                 if fp not in fingerprints and len(fingerprints) < MAX_CANDIDATES:
@@ -277,6 +363,13 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
                     grew = True
             if grew:
                 blob = _encode_keys(strings)
+
+        def submit() -> None:
+            nonlocal broken
+            batch = backlog.pop(0) if backlog else reader.take(chunk)
+            if not batch:
+                return
+            learn(batch)
             future = None
             if not broken:
                 try:
@@ -285,14 +378,17 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
                     broken = True
             pending.append((batch, future))
 
+        learn(lead)
         for _ in range(max(2, workers * IN_FLIGHT_PER_WORKER)):
             submit()
+        if lead:
+            yield lead, [None] * len(lead)
         while pending:
             batch, future = pending.popleft()
             results: list[Prepared | None] = [None] * len(batch)
             if future is not None:
                 try:
-                    results = future.result()
+                    results = [_unpack(item) for item in future.result()]
                 except Exception:  # a lost worker or a result that would not travel: admit does the work
                     pass
             submit()

@@ -112,17 +112,20 @@ class Entry:
 class Prepared:
     """The stateless part of admitting one entry's bytes, done ahead (``redline.engine.parallel.prepare``).
 
-    ``envelope`` is ``Envelope.from_json(data)``; ``verified`` holds the fingerprints of keys whose
-    signature (the envelope's first with that keyid) verifies over the envelope's PAE; ``predicate``,
-    when set, is what ``open_predicate`` yields once a signature verifies. All
-    are pure functions of the bytes (and the key), so ``admit`` may take them as given: everything that
-    depends on the state (which key is current for whom, roles, sequence numbers, semantics) is still
-    decided by ``admit`` exactly as without them.
+    ``keyids`` are the key IDs of the envelope's signatures, in order (``Envelope.from_json(data)`` parses);
+    ``verified`` holds the fingerprints of keys whose signature (the envelope's first with that keyid)
+    verifies over the envelope's PAE; ``predicate``, when set, is what ``open_predicate`` yields once a
+    signature verifies; ``envelope``, when set, is ``Envelope.from_json(data)`` (else ``admit`` parses the
+    bytes again in the rare case it needs the envelope itself). All are pure functions of the bytes (and
+    the key), so ``admit`` may take them as given: everything that depends on the state (which key is
+    current for whom, roles, sequence numbers, semantics) is still decided by ``admit`` exactly as
+    without them.
     """
 
-    envelope: Envelope
+    keyids: tuple[str, ...]
     verified: frozenset[str] = frozenset()
     predicate: Predicate | None = None
+    envelope: Envelope | None = None
 
 
 class _Verified:
@@ -155,25 +158,37 @@ def admit(state: State, data: bytes, pre: Prepared | None = None) -> tuple[Predi
     """
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryTooLarge(f"entry is {len(data)} bytes, over the limit of {MAX_ENTRY_BYTES}")
-    env = Envelope.from_json(data) if pre is None else pre.envelope
+    if pre is None:
+        env: Envelope | None = Envelope.from_json(data)
+        keyids: Iterable[str] = [s.keyid for s in env.signatures]
+    else:
+        env, keyids = pre.envelope, pre.keyids
     if state.next_index == 0 and not state.parties:
-        return _admit_genesis(env)
-    signer_keys = [state.parties[state.keys[s.keyid]].key for s in env.signatures if s.keyid in state.keys]
+        return _admit_genesis(env if env is not None else Envelope.from_json(data))
+    signer_keys = [state.parties[state.keys[k]].key for k in keyids if k in state.keys]
     if not signer_keys:
-        for s in env.signatures:
-            if s.keyid in state.retired_keys:
-                raise RevokedKey(f"statement is signed by a retired key of party {state.retired_keys[s.keyid]!r}")
+        for k in keyids:
+            if k in state.retired_keys:
+                raise RevokedKey(f"statement is signed by a retired key of party {state.retired_keys[k]!r}")
         raise UnknownParty("statement is not signed by the key of any admitted party")
     if pre is None:
+        assert env is not None
         pred, key = open_predicate(env, signer_keys)
     else:
-        keys = [_Verified(k) if k.fingerprint in pre.verified else k for k in signer_keys]
-        if pre.predicate is None:
-            pred, signer = open_predicate(env, keys)
-        else:  # every check open_predicate makes after the signature passed on these bytes
-            signer = env.verify(keys)
-            pred = pre.predicate
-        key = signer.key if isinstance(signer, _Verified) else signer
+        by_id = {k.fingerprint: k for k in signer_keys}
+        # Envelope.verify decides on the first signature by a known key: known to verify, it is the signer.
+        first = next(k for k in keyids if k in by_id)
+        if pre.predicate is not None and first in pre.verified:
+            pred, key = pre.predicate, by_id[first]  # every check open_predicate makes after the signature passed
+        else:
+            keys = [_Verified(k) if k.fingerprint in pre.verified else k for k in signer_keys]
+            env = env if env is not None else Envelope.from_json(data)
+            if pre.predicate is None:
+                pred, signer = open_predicate(env, keys)
+            else:
+                signer = env.verify(keys)
+                pred = pre.predicate
+            key = signer.key if isinstance(signer, _Verified) else signer
     party = state.parties[state.keys[key.fingerprint]]
     if party.revoked:
         raise RevokedKey(f"party {party.name!r} has no valid key")

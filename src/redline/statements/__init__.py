@@ -13,6 +13,7 @@ from redline.statements.base import (
     open_envelope,
     open_predicate,
     parse_payload,
+    parse_payload_canonical,
     parse_predicate,
     parse_statement,
     predicate_digest,
@@ -44,6 +45,6 @@ __all__ = [
     "KeyRevocation", "KeyRotation", "PauseAcknowledgement", "PolicyPublication", "Predicate", "Release",
     "ResumeApproval", "ResumeProposal", "ReviewDecision", "ReviewFinding", "ReviewSubmission", "RunFinish",
     "RunProgress", "RunStart", "RunUsage", "TranscriptCommitments", "VerificationReport",
-    "open_envelope", "open_predicate", "parse_payload", "parse_predicate", "parse_statement", "predicate_digest", "register", "sign_predicate",
+    "open_envelope", "open_predicate", "parse_payload", "parse_payload_canonical", "parse_predicate", "parse_statement", "predicate_digest", "register", "sign_predicate",
     "to_statement",
 ]

@@ -68,13 +68,29 @@ _URN = re.compile(r"urn:redline:[a-z0-9]+(?:-[a-z0-9]+)*:v[1-9][0-9]*")
 
 
 def _check_name(value: str) -> str:
+    if value.isprintable() and " " not in value:  # the one printable whitespace character is the space
+        return value
     for ch in value:
         if ch.isspace() or not ch.isprintable():
             raise ValueError(f"must be printable with no whitespace, found {ch!r}")
     return value
 
 
+#: Party names already checked (a pure check; a log names few parties, many times over).
+_GOOD_PARTIES: set[str] = set()
+_GOOD_PARTIES_MAX = 4096
+
+
 def _check_party(value: str) -> str:
+    if value in _GOOD_PARTIES:
+        return value
+    _check_party_once(value)
+    if len(_GOOD_PARTIES) < _GOOD_PARTIES_MAX:
+        _GOOD_PARTIES.add(value)
+    return value
+
+
+def _check_party_once(value: str) -> str:
     _check_name(value)
     if "+" in value:
         raise ValueError("a party name (a key name) must not contain '+'")
@@ -86,6 +102,10 @@ def _check_party(value: str) -> str:
 
 
 def _check_label(value: str) -> str:
+    if value.isprintable():
+        if value != value.strip():
+            raise ValueError("must not start or end with whitespace")
+        return value
     for ch in value:
         if not ch.isprintable():
             raise ValueError(f"must be printable on one line, found {ch!r}")
@@ -94,7 +114,13 @@ def _check_label(value: str) -> str:
     return value
 
 
+#: Control characters (Unicode category Cc) other than newline and tab, and lone surrogates (Cs).
+_NOT_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _check_text(value: str) -> str:
+    if not _NOT_TEXT.search(value):
+        return value
     for ch in value:
         if ch not in "\n\t" and unicodedata.category(ch) in ("Cc", "Cs"):
             raise ValueError(f"must not contain control characters or lone surrogates, found {ch!r}")
@@ -478,46 +504,110 @@ def parse_statement(statement: Any) -> Predicate:
     return pred
 
 
-def _parse_payload_fast(payload: bytes) -> Predicate | None:
-    """The predicate, if ``payload`` is byte for byte the canonical statement it implies; else None.
+#: How every canonical in-toto statement payload begins (its keys sort as ``_type``, ``predicate``, ...).
+_STATEMENT_HEAD = b'{"_type":' + canonical_json(STATEMENT_TYPE) + b',"predicate":{'
+#: What separates the predicate from the predicate type, and the predicate type from the subjects.
+_TYPE_MARK = b',"predicateType":"'
+_SUBJECT_MARK = b'","subject":'
+
+
+_SUBJECT_FIELDS = {"name", "digest"}
+
+
+def _subjects_json(subjects: list[dict[str, Any]]) -> bytes | None:
+    """``canonical_json`` of in-toto subjects (string names, string digests under ASCII algorithm names), or None.
+
+    Written piece by piece with the stdlib's string encoder, which escapes exactly as RFC 8785
+    does; keys in RFC 8785 order (``digest`` before ``name``, algorithms sorted: ASCII sorts the
+    same in UTF-16). Subjects of any other shape are None: the slow path decides.
+    """
+    parts = []
+    for s in subjects:
+        if type(s) is not dict or s.keys() != _SUBJECT_FIELDS:
+            return None
+        name, digest = s["name"], s["digest"]
+        if type(name) is not str or type(digest) is not dict or not digest:
+            return None
+        algs = []
+        for alg in sorted(digest) if len(digest) > 1 else digest:
+            value = digest[alg]
+            if type(alg) is not str or not alg.isascii() or type(value) is not str:
+                return None
+            algs.append(f"{_string(alg)}:{_string(value)}")
+        parts.append(f'{{"digest":{{{",".join(algs)}}},"name":{_string(name)}}}')
+    return f"[{','.join(parts)}]".encode("utf-8")
+
+
+#: The stdlib's JSON string encoder (``ensure_ascii=False``): RFC 8785's escaping.
+_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _parse_payload_fast(payload: bytes) -> tuple[Predicate, bytes] | None:
+    """The predicate and its canonical bytes, if ``payload`` is byte for byte the canonical statement it implies; else None.
 
     One serialisation replaces the four separate checks of ``open_statement`` and
     :func:`parse_statement` (canonical payload, canonical predicate, normal form,
-    subjects): when the statement rebuilt from the parsed predicate is the payload
-    itself, each of them holds. Anything else goes the slow way, which names the problem.
+    subjects): the payload is cut where the canonical statement of a predicate of this
+    type puts its parts (the predicate, its type, its subjects), the predicate is
+    validated from its own bytes, and the payload is accepted only when it is exactly
+    ``{"_type":…,"predicate":P,"predicateType":T,"subject":S}`` with ``P`` the canonical
+    JSON of the validated predicate, ``T`` its registered type and ``S`` the canonical
+    JSON of the subjects it implies. Then each of the four checks holds (and the slow
+    path would validate the very same predicate bytes ``P``). Anything else goes the
+    slow way, which names the problem.
     """
     try:
-        obj = json.loads(payload)
-        cls = PREDICATE_TYPES.get(obj["predicateType"])
-        if cls is None or type(obj["predicate"]) is not dict:
+        if not payload.startswith(_STATEMENT_HEAD) or payload[-1:] != b"}":
             return None
-        pred = cls.model_validate_json(json.dumps(obj["predicate"], allow_nan=False))
-        predicate = canonical_json(pred.model_dump(mode="json"))
-        token = _KNOWN_DIGEST.set((id(pred), hashlib.sha256(predicate).hexdigest()))
+        cut = payload.rfind(_TYPE_MARK)
+        if cut < 0:
+            return None
+        begin = len(_STATEMENT_HEAD) - 1
+        raw = payload[begin:cut]
+        if len(raw) > MAX_PREDICATE_BYTES:
+            return None
+        type_start = cut + len(_TYPE_MARK)
+        type_end = payload.find(_SUBJECT_MARK, type_start)
+        if type_end < 0:
+            return None
+        cls = PREDICATE_TYPES.get(payload[type_start:type_end].decode("ascii"))
+        if cls is None:
+            return None
+        pred = cls.model_validate_json(raw)
+        if canonical_json(pred.model_dump(mode="json")) != raw:
+            return None
+        token = _KNOWN_DIGEST.set((id(pred), hashlib.sha256(raw).hexdigest()))
         try:
-            subjects = [{"name": s["name"], "digest": dict(s["digest"])} for s in pred.subjects()]
+            subjects = _subjects_json(pred.subjects())
         finally:
             _KNOWN_DIGEST.reset(token)
-        # The canonical statement, put together from its canonical parts (its keys sort in this order).
-        rebuilt = b"".join((b'{"_type":', canonical_json(STATEMENT_TYPE), b',"predicate":', predicate,
-                            b',"predicateType":', canonical_json(cls.PREDICATE_TYPE), b',"subject":',
-                            canonical_json(subjects), b"}"))
-        if rebuilt == payload:
-            return pred
+        if subjects is None or payload[type_end + len(_SUBJECT_MARK):-1] != subjects:
+            return None
+        if payload[type_start - 1:type_end + 1] != canonical_json(cls.PREDICATE_TYPE):
+            return None
+        return pred, raw
     except Exception:  # any doubt: the slow path decides and explains
         return None
-    return None
 
 
 def parse_payload(payload: bytes) -> Predicate:
     """Parse a DSSE payload as a redline statement: exactly :func:`parse_statement` of ``open_statement``'s result."""
-    pred = _parse_payload_fast(payload)
-    if pred is not None:
-        return pred
+    return parse_payload_canonical(payload)[0]
+
+
+def parse_payload_canonical(payload: bytes) -> tuple[Predicate, bytes]:
+    """:func:`parse_payload`, with the predicate's canonical JSON bytes (what its digest is the SHA-256 of).
+
+    ``PREDICATE_TYPES[pred.PREDICATE_TYPE].model_validate_json(raw)`` gives the same predicate again.
+    """
+    fast = _parse_payload_fast(payload)
+    if fast is not None:
+        return fast
     statement = validate_statement(parse_json(payload, what="in-toto statement"))
     if canonical_json(statement) != payload:
         raise MalformedInput("in-toto statement payload is not in RFC 8785 canonical form")
-    return parse_statement(statement)
+    pred = parse_statement(statement)
+    return pred, canonical_json(statement["predicate"])
 
 
 def open_predicate(env: Envelope, keys: Iterable[VerifierKey]) -> tuple[Predicate, VerifierKey]:
@@ -554,7 +644,7 @@ __all__ = [
     "BoundedList", "Count", "Digest", "FiniteFloat", "Flop", "HexBytes", "Hours", "Label", "MAX_FLOP", "MAX_LABEL",
     "MAX_LIST", "MAX_NAME", "MAX_PREDICATE_BYTES", "MAX_SAFE_INT", "MAX_TEXT", "Model", "Name", "NonEmptyText",
     "PREDICATE_KINDS", "PREDICATE_TYPES", "PartyName", "Predicate", "Probability", "Seq", "Sha256Hex", "Text",
-    "Timestamp", "VerifierKeyString", "format_time", "json_doubles", "open_envelope", "open_predicate", "parse_payload", "parse_predicate",
+    "Timestamp", "VerifierKeyString", "format_time", "json_doubles", "open_envelope", "open_predicate", "parse_payload", "parse_payload_canonical", "parse_predicate",
     "parse_statement", "predicate_digest", "register", "sign_predicate", "to_statement", "unique",
     "verifier_key_string",
 ]
