@@ -63,6 +63,23 @@ def _timed(step):
 Recorder.step = _timed(Recorder.step)  # type: ignore[method-assign]
 
 
+def memory(device: str) -> str:
+    """Live Python objects, threads and (on CUDA) device and pinned host memory: what would show a leak across runs."""
+    import gc
+    import threading
+
+    out = f"; {len(gc.get_objects()):,} objects, {threading.active_count()} threads"
+    if device.startswith("cuda"):
+        try:
+            host = torch.cuda.host_memory_stats()
+            pinned = host.get("allocated_bytes.current", host.get("allocated_bytes", {}).get("current", 0))
+        except Exception:  # older torch: no host allocator statistics
+            pinned = float("nan")
+        out += (f", CUDA allocated {torch.cuda.memory_allocated() / 2**20:.0f} MiB, reserved "
+                f"{torch.cuda.memory_reserved() / 2**20:.0f} MiB, pinned host {pinned / 2**20:.0f} MiB")
+    return out
+
+
 def flop_count_cost(cfg: TrainConfig, device: str) -> float:
     """Seconds one training step takes longer under ``FlopCounterMode`` than without (median of 3 pairs)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -159,7 +176,7 @@ def main() -> int:
             print(f"rep {rep + 1}: plain {pw:.2f} s ({pl / args.steps * 1000:.1f} ms/step in the loop), recorded "
                   f"{rw:.2f} s (loop {rl:.2f} s, of which in Recorder.step {shares[-1] * rl * 1000:.0f} ms = "
                   f"{shares[-1] * rl / args.steps * 1e6:.0f} µs/step; start + close {rw - rl:.2f} s); ratio loop "
-                  f"{loop[-1]:.4f}, whole run {whole[-1]:.4f}  (load {os.getloadavg()[0]:.2f})")
+                  f"{loop[-1]:.4f}, whole run {whole[-1]:.4f}  (load {os.getloadavg()[0]:.2f}{memory(args.device)})")
         for i in range(counter):
             load_transcript(root / f"t{i + 1}", verify_checkpoints=False)
     print(f"loop ratios {min(loop):.4f}..{max(loop):.4f}; whole-run ratios {min(whole):.4f}..{max(whole):.4f}")
