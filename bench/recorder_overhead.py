@@ -116,6 +116,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--blake3", action="store_true", help="also record BLAKE3 digests of checkpoints")
+    p.add_argument("--writer-idle", action="store_true",
+                   help="run the checkpoint writer thread in SCHED_IDLE (Linux) instead of at nice 10")
     p.add_argument("--count-flop", action="store_true",
                    help="also count the first step's FLOP in the recorded runs (a one-off cost; off by default, as in "
                         "Recorder, and measured separately at the end)")
@@ -154,7 +156,7 @@ def main() -> int:
             out = root / f"t{counter}"
             inside_step[0] = 0.0
             result = train(cfg, out, checkpoint_every=args.checkpoint_every, digests=digests, device=args.device,
-                           record_thread=record_thread, count_flop=args.count_flop)
+                           record_thread=record_thread, count_flop=args.count_flop, writer_idle=args.writer_idle)
             shares.append(inside_step[0] / result.loop_seconds)
             return result.seconds, result.loop_seconds
 

@@ -4,11 +4,13 @@ digests, canonical records, the background writer, and closing after a failure."
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -419,3 +421,23 @@ def test_import_redline_and_loading_a_transcript_need_no_torch(tmp_path: Path) -
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+@pytest.mark.parametrize("idle", [False, True])
+def test_the_checkpoint_writer_yields_to_training(tmp_path: Path, idle: bool) -> None:
+    model, opt = _tiny()
+    rec = Recorder(tmp_path / "t", model, opt, checkpoint_every=2, writer_idle=idle).start()
+    try:
+        tid = rec._writer._thread.native_id
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the thread lowers its own priority as it starts
+            policy, nice = os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
+            if policy == os.SCHED_IDLE or nice == 10:
+                break
+            time.sleep(0.01)
+        assert (policy, nice) == ((os.SCHED_IDLE, 0) if idle else (os.SCHED_OTHER, 10))
+        _loop(rec, model, opt, 4)
+    finally:
+        manifest = rec.close()
+    assert [c.step for c in manifest.checkpoints] == [0, 2, 4]

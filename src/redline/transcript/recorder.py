@@ -86,11 +86,12 @@ class _CheckpointWriter:
     """A daemon thread that serialises, hashes and stores checkpoints handed to it through a bounded queue."""
 
     def __init__(self, store: BlobStore, algorithms: Sequence[str], *, durable: bool, queue_size: int,
-                 nice: int) -> None:
+                 nice: int, idle: bool = False) -> None:
         self.store = store
         self.algorithms = tuple(algorithms)
         self.durable = durable
         self.nice = nice
+        self.idle = idle
         self.entries: list[CheckpointEntry] = []
         self.error: BaseException | None = None
         self._queue: queue.Queue[tuple[int, CapturedState] | None] = queue.Queue(maxsize=queue_size)
@@ -98,11 +99,7 @@ class _CheckpointWriter:
         self._thread.start()
 
     def _run(self) -> None:
-        if self.nice:
-            try:  # on Linux a thread is a task with its own priority: let training threads go first
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except (AttributeError, OSError):
-                pass
+        _lower_priority(self.nice, self.idle)
         while True:
             item = self._queue.get()
             try:
@@ -149,6 +146,25 @@ class _CheckpointWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+
+def _lower_priority(nice: int, idle: bool) -> None:
+    """Lower the calling thread's scheduling priority (Linux: a thread is a task with its own).
+
+    ``idle``: ``SCHED_IDLE``, run only on CPU time nothing else wants; else ``nice``. Best effort.
+    """
+    tid = threading.get_native_id()
+    if idle:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+            return
+        except (AttributeError, OSError):
+            pass
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except (AttributeError, OSError):
+            pass
 
 
 @dataclass
@@ -329,7 +345,9 @@ class Recorder:
     that is due to checkpoint waits while the queue is full); ``writer_nice``
     lowers that thread's scheduling priority (Linux), so that on a busy CPU it
     yields to the training threads — on a machine oversubscribed by other
-    processes it may then finish later, which only ``close()`` waits for.
+    processes it may then finish later, which only ``close()`` waits for;
+    ``writer_idle`` puts it in ``SCHED_IDLE`` instead (Linux), where it runs only
+    on CPU time nothing else wants.
     ``record_thread`` hashes and writes the per-step records on a thread of
     their own, leaving the training thread only a snapshot to take; by default
     it does so when the model is on an accelerator (whose training leaves CPU
@@ -341,7 +359,8 @@ class Recorder:
     def __init__(self, out: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  scheduler: Any | None = None, declaration: Declaration | None = None, checkpoint_every: int = 100,
                  digests: Sequence[str] = ("sha256",), count_flop: bool = False, durable: bool = True,
-                 queue_size: int = 1, writer_nice: int = 10, record_thread: bool | None = None) -> None:
+                 queue_size: int = 1, writer_nice: int = 10, writer_idle: bool = False,
+                 record_thread: bool | None = None) -> None:
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise MalformedInput(f"checkpoint_every must be a positive integer, not {checkpoint_every!r}")
         unknown = [d for d in digests if d not in ALGORITHMS]
@@ -359,6 +378,7 @@ class Recorder:
         self.manifest: Manifest | None = None
         self._queue_size = queue_size
         self._writer_nice = writer_nice
+        self._writer_idle = writer_idle
         self.record_thread = record_thread if record_thread is not None else \
             any(p.device.type != "cpu" for p in model.parameters())
         self._step = 0
@@ -413,7 +433,8 @@ class Recorder:
         self._records = _RecordWriter(self._steps_file, self._data_file, self._rng, threaded=self.record_thread,
                                       queue_size=1024)
         self._writer = _CheckpointWriter(BlobStore(self.path / BLOBS_DIR), self.algorithms, durable=self.durable,
-                                         queue_size=self._queue_size, nice=self._writer_nice)
+                                         queue_size=self._queue_size, nice=self._writer_nice,
+                                         idle=self._writer_idle)
         try:
             self._checkpoint(RngState.capture())
         except BaseException:

@@ -210,10 +210,12 @@ def seed_everything(seed: int) -> None:
 
 def train(cfg: TrainConfig, out: str | Path | None = None, *, checkpoint_every: int = 100, count_flop: bool = True,
           digests: Sequence[str] = ("sha256",), device: str = "cpu", record_thread: bool | None = None,
-          on_step: Callable[[int, TinyGPT, torch.optim.Optimizer], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, TinyGPT, torch.optim.Optimizer], None] | None = None,
+          writer_idle: bool = False) -> TrainResult:
     """Train a tiny GPT for ``cfg.steps`` steps, recording a transcript into ``out`` (none if ``out`` is None).
 
-    The loop is the declared update rule, with the recorder's one line added.
+    The loop is the declared update rule, with the recorder's one line added. ``record_thread`` and
+    ``writer_idle`` go to the :class:`~redline.transcript.recorder.Recorder`.
     """
     from redline.transcript.recorder import Recorder
 
@@ -226,7 +228,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, checkpoint_every: 
     if out is not None:
         recorder = Recorder(out, model, optimizer, scheduler=scheduler, declaration=cfg.declaration(),
                             checkpoint_every=checkpoint_every, count_flop=count_flop, digests=digests,
-                            record_thread=record_thread)
+                            record_thread=record_thread, writer_idle=writer_idle)
     losses: list[torch.Tensor] = []
     start = time.perf_counter()
     if recorder is not None:
