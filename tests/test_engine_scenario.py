@@ -129,6 +129,27 @@ def test_expired_commitments_do_not_count_towards_the_quorum(world: World) -> No
     assert world.state.crossings[-2].note == "no pause: the commitments' quorum is not met"
 
 
+def test_a_pause_resumed_before_the_acknowledgement_deadline_needs_no_acknowledgement(world: World) -> None:
+    for lab in LABS:
+        world.sub(lab, Commitment, **commitment_fields(POLICY))
+    world.clock.advance(hours=1)
+    start = world.sub("lab-a", RunStart, **run_start_fields("ra1", "A-1", 3e25))
+    assert world.state.status == "paused"
+    world.clock.advance(hours=1)
+    ack = world.sub("lab-a", PauseAcknowledgement, pause_id=str(start.index))
+    world.sub("lab-a", ResumeProposal, proposal_id="r", reason="a false alarm")
+    world.sub("lab-b", ResumeApproval, proposal_id="r")
+    resumed = world.sub("lab-c", ResumeApproval, proposal_id="r")
+    assert world.state.status == "resumed"
+    world.clock.advance(hours=100)  # well past the 72-hour acknowledgement window
+    world.sub("lab-a", Commitment, **commitment_fields(POLICY))  # any entry moves the log's time on
+    st = world.state
+    assert violations(world) == []  # lab-b and lab-c never acknowledged, but the pause was over in time
+    acks = {o.party: o for o in st.obligations if o.kind == "acknowledgement"}
+    assert acks["lab-a"].met_index == ack.index  # by its acknowledgement
+    assert acks["lab-b"].met_index == acks["lab-c"].met_index == resumed.index  # by the resume
+
+
 def test_the_whole_pause_story(world: World) -> None:
     clock: Clock = world.clock
     clock.advance(hours=1)

@@ -696,8 +696,10 @@ def _apply_resume_approval(state: State, pred: ResumeApproval, party: Party, ind
         pause.ended_ms, pause.ended_index = now, index
         for ob in state.obligations:
             if ob.met_index is None and not ob.violated and ob.ref.endswith(f"pause {pause.pause_id}") \
-                    and ob.kind == "usage-report" and ob.due_ms > now:
-                ob.met_index = index  # a period cut short by the resume needs no report
+                    and ob.kind in ("usage-report", "acknowledgement") and ob.due_ms > now:
+                # a period cut short by the resume needs no report; a pause that ended before the
+                # deadline to acknowledge it needs no acknowledgement
+                ob.met_index = index
         _event(state, index, now, "resume", f"pause {pause.pause_id} ends: a majority of bound parties approved")
 
 
