@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from redline.transcript import load_transcript
-from redline.transcript.recorder import Recorder
+from redline.transcript.recorder import Recorder, _CheckpointWriter
 from redline.transcript.tinygpt import TrainConfig, train
 
 #: Seconds the training thread spent inside ``Recorder.step`` (per-step work and checkpoint copies).
@@ -61,6 +61,22 @@ def _timed(step):
 
 
 Recorder.step = _timed(Recorder.step)  # type: ignore[method-assign]
+
+#: CPU seconds the checkpoint writer thread spent serialising, hashing and storing checkpoints.
+writer_cpu = [0.0]
+
+
+def _cpu_timed(write):
+    def timed_write(self, *args, **kwargs):
+        start = time.thread_time()  # this thread's CPU time: what it could take from training, load or not
+        try:
+            return write(self, *args, **kwargs)
+        finally:
+            writer_cpu[0] += time.thread_time() - start
+    return timed_write
+
+
+_CheckpointWriter._write = _cpu_timed(_CheckpointWriter._write)  # type: ignore[method-assign]
 
 
 def memory(device: str) -> str:
@@ -145,6 +161,7 @@ def main() -> int:
         root = Path(tmp)
         counter = 0
         shares: list[float] = []
+        writer_shares: list[float] = []  # the writer thread's CPU time per recorded run / its loop time
 
         def plain() -> tuple[float, float]:
             result = train(cfg, None, device=args.device, count_flop=False)
@@ -154,10 +171,11 @@ def main() -> int:
             nonlocal counter
             counter += 1
             out = root / f"t{counter}"
-            inside_step[0] = 0.0
+            inside_step[0] = writer_cpu[0] = 0.0
             result = train(cfg, out, checkpoint_every=args.checkpoint_every, digests=digests, device=args.device,
                            record_thread=record_thread, count_flop=args.count_flop, writer_idle=args.writer_idle)
             shares.append(inside_step[0] / result.loop_seconds)
+            writer_shares.append(writer_cpu[0] / result.loop_seconds)
             return result.seconds, result.loop_seconds
 
         plain()
@@ -184,6 +202,11 @@ def main() -> int:
     print(f"loop ratios {min(loop):.4f}..{max(loop):.4f}; whole-run ratios {min(whole):.4f}..{max(whole):.4f}")
     print(f"training thread inside Recorder.step (median over recorded runs, warm-up excluded): "
           f"{statistics.median(shares[1:]) * 100:.2f} % of the loop")
+    ws = statistics.median(writer_shares[1:])
+    print(f"checkpoint writer thread CPU time (median, every checkpoint of the run, step 0's included): "
+          f"{ws * 100:.2f} % of the loop; recorder CPU in all, training thread + writer: "
+          f"{(statistics.median(shares[1:]) + ws) * 100:.2f} % of the loop (an upper bound on the slowdown "
+          f"when training keeps every core busy)")
     print(f"median whole-run ratio (start, loop, final checkpoint and close): {statistics.median(whole):.4f}")
     if not args.count_flop:
         print(f"one-off cost of counting FLOP (Recorder(count_flop=True), first step under FlopCounterMode), "

@@ -344,9 +344,11 @@ def test_the_record_thread_changes_nothing_in_the_transcript(tmp_path: Path) -> 
     roots = []
     for threaded in (False, True):
         model, opt = _tiny()
-        with Recorder(tmp_path / f"t{threaded}", model, opt, checkpoint_every=4, record_thread=threaded) as rec:
+        # 75 steps, a checkpoint every 50: unthreaded records are made in bursts of 32 (steps 1-32, 33-50 at the
+        # checkpoint, 51-75 at close), which must change nothing either
+        with Recorder(tmp_path / f"t{threaded}", model, opt, checkpoint_every=50, record_thread=threaded) as rec:
             assert rec.record_thread is threaded
-            _loop(rec, model, opt, 10)
+            _loop(rec, model, opt, 75)
         roots.append(load_transcript(tmp_path / f"t{threaded}").commitments)
     assert roots[0] == roots[1]
     model, _ = _tiny()
