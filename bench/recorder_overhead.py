@@ -2,31 +2,34 @@
 """Benchmark: the cost of recording a training transcript, against the same training without it.
 
 The tiny GPT (``redline.transcript.tinygpt``) is trained twice per repetition, in
-the same process and with the same seed: once plain (the baseline), once with the
+the same process and with the same seed: plain (the baseline) and with the
 ``Recorder`` writing a transcript (checkpoint every ``--checkpoint-every`` steps,
 durable writes — the script's defaults). Counting FLOP (``count_flop``, off in
 ``Recorder`` by default) is a one-off cost of one step, which on a short
 benchmark run would weigh hundreds of times more than on a real one: it is left
 out of the recorded runs unless ``--count-flop`` is given and measured on its own
-at the end instead. The two
-runs alternate, and which goes first alternates between repetitions, so drifts in
-the machine's load hit both alike. Each run's time covers the whole training
-loop, including the recorder's start (the checkpoint of step 0) and close (the
-final checkpoint, waiting for the writer thread, the manifest). The result is the
-median over repetitions of the per-repetition ratio ``recorded / plain`` of the
-training loop's time (the steady state: every step's recording and the periodic
-checkpoints; the goal is at most 1.01, 1 % slower), printed last; the ratio of the
-whole runs, which adds the recorder's fixed start and close costs (the checkpoint
-of step 0, waiting for the final checkpoint to be written), is printed before it.
-A warm-up pair is run first and not counted. Because a shared machine's
-load moves run times by several per cent, the time the training thread spends
-inside ``Recorder.step`` (hashing, records, and the checkpoint copies) is also
-measured directly and printed as a share of the loop: that is the recorder's
-cost on the training thread, free of run-to-run noise (the writer thread's
-competition for CPU is not in it; the ratio shows that).
+at the end instead.
 
-    .venv/bin/python bench/recorder_overhead.py                 # full run
+Default, paired: the two trainings advance step by step, alternately (which goes
+first alternates), each step timed with what it includes (the recorded one: its
+``Recorder.step``, checkpoint captures included). A slow or fast spell of a shared
+machine, which moves whole runs made seconds apart by ±10 % here, then falls on
+both sides alike. The checkpoint writer thread's work runs beside both sides and
+slows both alike, so its CPU time (measured with ``time.thread_time`` in the
+thread) is added to the recorded side in full. The ratio per repetition is
+(recorded steps + writer CPU) / plain steps; the median over ``--reps`` is printed
+last. The recorder's start (the checkpoint of step 0) and close are outside the
+steps, but the writer CPU of every checkpoint, step 0's included, is counted.
+
+``--runs``: the older measurement, whole runs one after the other (alternating
+which goes first), ratio of the training loops; on a shared VM its repetitions
+scatter by ±10 %, too much to resolve 1 %. It also prints the time the training
+thread spends inside ``Recorder.step`` and the writer thread's CPU time, as
+shares of the loop.
+
+    .venv/bin/python bench/recorder_overhead.py                 # full run, paired
     .venv/bin/python bench/recorder_overhead.py --quick         # smoke run
+    .venv/bin/python bench/recorder_overhead.py --runs          # whole runs instead
 """
 
 from __future__ import annotations
@@ -120,6 +123,54 @@ def flop_count_cost(cfg: TrainConfig, device: str) -> float:
     return statistics.median(extra)
 
 
+def paired(cfg: TrainConfig, out: Path, args: argparse.Namespace, digests: tuple[str, ...],
+           record_thread: bool | None) -> tuple[float, float, float]:
+    """One paired repetition: the plain and the recorded training advance step by step, alternately.
+
+    Two identical models (same seed, same data), one with the ``Recorder``. Each step of one is
+    followed by the same step of the other (which goes first alternates), and each step is timed
+    with what it includes (the recorded one: its ``Recorder.step``, checkpoint captures included).
+    A slow or fast spell of the machine falls on both alike, within ~0.1 s, so the ratio of the
+    sums is far steadier than a ratio of whole runs made seconds apart. The checkpoint writer's work
+    runs beside both and slows both alike, so its CPU time is added to the recorded side in full.
+    Returns ``(plain seconds, recorded seconds + writer CPU, writer CPU)``.
+    """
+    from redline.transcript.tinygpt import make_model, make_scheduler, seed_everything, text_batches, train_step
+
+    def build() -> tuple[torch.nn.Module, torch.optim.Optimizer, object]:
+        seed_everything(cfg.seed)
+        model = make_model(**cfg.model).to(args.device)
+        optimizer = torch.optim.AdamW(model.parameters(), **cfg.optimizer_kwargs())
+        return model, optimizer, make_scheduler(optimizer, cfg.warmup_steps, cfg.steps)
+
+    sides = [build(), build()]
+    rec = Recorder(out, sides[1][0], sides[1][1], scheduler=sides[1][2], declaration=cfg.declaration(),
+                   checkpoint_every=args.checkpoint_every, digests=digests, record_thread=record_thread,
+                   writer_idle=args.writer_idle).start()
+    source = text_batches(cfg.seed, cfg.batch_size, cfg.model_kwargs()["seq_len"])
+    writer_cpu[0] = 0.0
+    spent = [0.0, 0.0]
+    cuda = args.device.startswith("cuda")
+    for position in range(cfg.steps):
+        batch = source.batch(position)
+        for side in ((0, 1) if position % 2 == 0 else (1, 0)):
+            model, optimizer, scheduler = sides[side]
+            t = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = train_step(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if side:
+                rec.step(batch, loss, position=position)
+            if cuda:
+                torch.cuda.synchronize()
+            spent[side] += time.perf_counter() - t
+    rec.close()
+    return spent[0], spent[1] + writer_cpu[0], writer_cpu[0]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300, help="steps per run (default 300)")
@@ -132,6 +183,9 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--blake3", action="store_true", help="also record BLAKE3 digests of checkpoints")
+    p.add_argument("--runs", action="store_true",
+                   help="time whole runs, plain then recorded (alternating), instead of the paired step-by-step "
+                        "measurement (the default)")
     p.add_argument("--writer-idle", action="store_true",
                    help="run the checkpoint writer thread in SCHED_IDLE (Linux) instead of at nice 10")
     p.add_argument("--count-flop", action="store_true",
@@ -186,8 +240,18 @@ def main() -> int:
               f"{args.steps} steps, checkpoint every {args.checkpoint_every} ({len(m.checkpoints)} checkpoints of "
               f"{size / 2**20:.1f} MiB: model, AdamW state, generators); digests {', '.join(digests)}; "
               + (f"FLOP per step (counted) {m.flop.per_step:.3g}" if m.flop else "FLOP not counted"))
+        if not args.runs:
+            ratios = []
+            for rep in range(args.reps):
+                inside_step[0] = 0.0
+                pl, rl, wc = paired(cfg, root / f"p{rep}", args, digests, record_thread)
+                ratios.append(rl / pl)
+                print(f"rep {rep + 1} (paired): plain {pl:.2f} s ({pl / args.steps * 1000:.1f} ms/step), recorded "
+                      f"{rl - wc:.2f} s (of which in Recorder.step {inside_step[0] * 1000:.0f} ms) + checkpoint "
+                      f"writer CPU {wc * 1000:.0f} ms; ratio {ratios[-1]:.4f}  (load {os.getloadavg()[0]:.2f})",
+                      flush=True)
         whole, loop = [], []
-        for rep in range(args.reps):
+        for rep in range(args.reps if args.runs else 0):
             order = (plain, recorded) if rep % 2 == 0 else (recorded, plain)
             times = {f.__name__: f() for f in order}
             (pw, pl), (rw, rl) = times["plain"], times["recorded"]
@@ -199,14 +263,22 @@ def main() -> int:
                   f"{loop[-1]:.4f}, whole run {whole[-1]:.4f}  (load {os.getloadavg()[0]:.2f}{memory(args.device)})")
         for i in range(counter):
             load_transcript(root / f"t{i + 1}", verify_checkpoints=False)
+    if not args.runs:
+        m = statistics.median(ratios)
+        print(f"paired ratios {min(ratios):.4f}..{max(ratios):.4f}")
+        if not args.count_flop:
+            print(f"one-off cost of counting FLOP (Recorder(count_flop=True), first step under FlopCounterMode), "
+                  f"median of 3: {flop_count_cost(cfg, args.device) * 1000:.0f} ms")
+        print(f"median ratio recorded/plain (paired steps, writer CPU counted against the recorder): {m:.4f} "
+              f"({(m - 1) * 100:+.2f} %; goal ≤ +1 %)")
+        return 0
     print(f"loop ratios {min(loop):.4f}..{max(loop):.4f}; whole-run ratios {min(whole):.4f}..{max(whole):.4f}")
     print(f"training thread inside Recorder.step (median over recorded runs, warm-up excluded): "
           f"{statistics.median(shares[1:]) * 100:.2f} % of the loop")
     ws = statistics.median(writer_shares[1:])
     print(f"checkpoint writer thread CPU time (median, every checkpoint of the run, step 0's included): "
           f"{ws * 100:.2f} % of the loop; recorder CPU in all, training thread + writer: "
-          f"{(statistics.median(shares[1:]) + ws) * 100:.2f} % of the loop (an upper bound on the slowdown "
-          f"when training keeps every core busy)")
+          f"{(statistics.median(shares[1:]) + ws) * 100:.2f} % of the loop")
     print(f"median whole-run ratio (start, loop, final checkpoint and close): {statistics.median(whole):.4f}")
     if not args.count_flop:
         print(f"one-off cost of counting FLOP (Recorder(count_flop=True), first step under FlopCounterMode), "
