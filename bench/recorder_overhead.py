@@ -135,7 +135,7 @@ def paired(cfg: TrainConfig, out: Path, args: argparse.Namespace, digests: tuple
     runs beside both and slows both alike, so its CPU time is added to the recorded side in full.
     Returns ``(plain seconds, recorded seconds + writer CPU, writer CPU)``.
     """
-    from redline.transcript.tinygpt import make_model, make_scheduler, seed_everything, text_batches, train_step
+    from redline.transcript.tinygpt import make_model, make_scheduler, seed_everything, text_batches, update
 
     def build() -> tuple[torch.nn.Module, torch.optim.Optimizer, object]:
         seed_everything(cfg.seed)
@@ -156,12 +156,7 @@ def paired(cfg: TrainConfig, out: Path, args: argparse.Namespace, digests: tuple
         for side in ((0, 1) if position % 2 == 0 else (1, 0)):
             model, optimizer, scheduler = sides[side]
             t = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = train_step(model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            loss = update(model, optimizer, scheduler, batch, cfg.max_grad_norm)
             if side:
                 rec.step(batch, loss, position=position)
             if cuda:

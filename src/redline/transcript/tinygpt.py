@@ -208,6 +208,18 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, batch: dict[str, torch.Tensor],
+           max_grad_norm: float) -> torch.Tensor:
+    """One optimizer step of the declared update rule on ``batch``; returns the step's loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = train_step(model, batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
 def train(cfg: TrainConfig, out: str | Path | None = None, *, checkpoint_every: int = 100, count_flop: bool = True,
           digests: Sequence[str] = ("sha256",), device: str = "cpu", record_thread: bool | None = None,
           on_step: Callable[[int, TinyGPT, torch.optim.Optimizer], None] | None = None,
@@ -237,12 +249,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, checkpoint_every: 
     try:
         for position in range(cfg.steps):
             batch = source.batch(position)
-            optimizer.zero_grad(set_to_none=True)
-            loss = train_step(model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            loss = update(model, optimizer, scheduler, batch, cfg.max_grad_norm)
             losses.append(loss.detach())
             if recorder is not None:
                 recorder.step(batch, loss, position=position)
