@@ -92,6 +92,23 @@ def test_verify_with_the_log_submits_a_passing_report(world: dict[str, Path], tr
     assert "compute budget allows 0 of 4 segments" in segments.detail
 
 
+def test_a_key_rotated_after_the_declaration_leaves_it_verifiable(tmp_path: Path, world: dict[str, Path],
+                                                                   transcript: Path) -> None:
+    old = load_signing_key(world["lab-a"]).verifier()
+    new = SigningKey.generate("lab-a")
+    rotation = tmp_path / "rotation.json"
+    rotation.write_text(json.dumps({"new_verifier_key": new.verifier().to_string()}))
+    ok("submit", world["log"], rotation, "--key", world["lab-a"], "--kind", "key-rotation")
+    _, state = _state(world["log"])
+    assert state.parties["lab-a"].key.fingerprint == new.verifier().fingerprint  # the declaration's key is retired
+    result = ok("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--log", world["log"],
+                "--json", "--out", tmp_path / "report.json", "--workers", "1")
+    report = json.loads(result.stdout)
+    declaration = next(c for c in report["checks"] if c["name"] == "declaration")
+    assert declaration["passed"] and old.to_string()[:40] in declaration["detail"]
+    assert report["verdict"] == "pass"
+
+
 def test_verify_json_without_the_log_needs_a_seed(tmp_path: Path, world: dict[str, Path], transcript: Path) -> None:
     assert run("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"]).exit_code == 2
     out = tmp_path / "report.json"

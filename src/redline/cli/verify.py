@@ -33,7 +33,8 @@ def verify() -> None:
 def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> tuple[Any, int, bytes, int, list[Check]]:
     """The run's final declaration, its log index, the seed and its checkpoint size, and the log checks."""
     from redline.crypto.dsse import Envelope
-    from redline.engine import Entry, replay
+    from redline.crypto.keys import VerifierKey
+    from redline.engine import Entry, State, apply
     from redline.log.receipt import verify_receipt
     from redline.log.service import Log
     from redline.log.sqlite import SqliteStore
@@ -47,7 +48,14 @@ def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> t
 
         raise LogNotFound(f"no log in {logdir}")
     log = Log.open(SqliteStore(db))
-    state = replay(Entry(i, t, e) for i, t, e in log.entries())
+    state = State()
+    held: dict[str, list[VerifierKey]] = {}  # every key each party has held, in order (rotations included)
+    for i, t, e in log.entries():
+        apply(state, Entry(i, t, e))
+        for p in state.parties.values():
+            keys = held.setdefault(p.name, [])
+            if not keys or keys[-1].fingerprint != p.key.fingerprint:
+                keys.append(p.key)
     runs = [r for r in state.runs.values() if r.run_id == run_id and (run_party is None or r.party == run_party)]
     if not runs:
         raise InvalidStatement(f"field 'run_id': no run {run_id!r}" + (f" declared by {run_party!r}" if run_party
@@ -56,12 +64,13 @@ def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> t
         raise click.UsageError(f"several parties declared a run {run_id!r}: name one with --run-party")
     run = runs[0]
     party = state.parties[run.party]
-    decl, index = None, -1
+    decl, index, signer = None, -1, party.key
     for i in run.indexes:
         _, entry = log.entry(i)
-        pred, _ = open_envelope(Envelope.from_json(entry), [party.key])  # the signature, re-verified
+        # the signature, re-verified with the keys the party has held (a later rotation leaves it valid)
+        pred, key = open_envelope(Envelope.from_json(entry), held.get(run.party, [party.key]))
         if isinstance(pred, (RunFinish, RunProgress)) and pred.run_id == run_id and pred.party == run.party:
-            decl, index = pred, i
+            decl, index, signer = pred, i, key
     if decl is None:
         raise InvalidStatement(f"run {run.party}/{run_id} has no RunProgress or RunFinish on the log: "
                                "there are no committed roots to verify against")
@@ -70,7 +79,7 @@ def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> t
     cp, _ = verify_receipt(log.receipt(index, size), entry, log.verifier)
     checks = [Check(name="declaration", passed=True,
                     detail=f"{decl.KIND} #{decl.seq} of {run.party} at log entry {index}: signature verified "
-                           f"against {party.key.to_string()[:40]}…, included in the log's signed checkpoint "
+                           f"against {signer.to_string()[:40]}…, included in the log's signed checkpoint "
                            f"of size {cp.size} (proof re-verified)")]
     return decl, index, seed_from_checkpoint(note), size, checks
 
