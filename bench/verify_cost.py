@@ -37,24 +37,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-#: case id -> (attack name, parameters); the cases of tests/test_attacks.py plus tampering.
-CASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "skipped-steps": ("skipped-steps", {"fraction": 0.25}),
-    "data-substitution": ("data-substitution", {}),
-    "data-substitution-actual": ("data-substitution", {"commit": "actual"}),
-    "data-reordering": ("data-reordering", {}),
-    "data-reordering-actual": ("data-reordering", {"commit": "actual", "order": "shuffle"}),
-    "under-declared-steps": ("compute-under-declaration", {"mode": "steps", "factor": 2}),
-    "under-declared-width": ("compute-under-declaration", {"mode": "width"}),
-    "forged-final-weights": ("forged-final-weights", {}),
-    "splice": ("splice", {"at": 1}),
-    "adversarial-eps-0": ("adversarial-tolerance", {"epsilon": 0.0}),
-    "adversarial-eps-1e-3": ("adversarial-tolerance", {"epsilon": 1e-3}),
-    "adversarial-eps-1": ("adversarial-tolerance", {"epsilon": 1.0}),
-    "tamper-checkpoint": ("tamper", {"target": "checkpoint"}),
-    "tamper-steps": ("tamper", {"target": "steps"}),
-    "tamper-data": ("tamper", {"target": "data"}),
-}
+from redline.verify.attacks import CASES as ATTACK_CASES
+from redline.verify.attacks import TAMPER_CASES
+
+#: case id -> (attack name, parameters): the cases of tests/test_attacks.py plus tampering.
+CASES: dict[str, tuple[str, dict[str, Any]]] = {**ATTACK_CASES, **TAMPER_CASES}
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 1.0)
 TARGET, ASSUMED_F, LARGEST = 0.95, 0.1, 2
 BUDGET = 0.05

@@ -12,24 +12,9 @@ torch = pytest.importorskip("torch")
 
 from redline.errors import MalformedInput  # noqa: E402
 from redline.transcript import load_transcript, replay_segment  # noqa: E402
-from redline.verify.attacks import ATTACKS, SpoofedRun  # noqa: E402
+from redline.verify.attacks import ATTACKS, CASES, SpoofedRun  # noqa: E402
 
 STEPS, EVERY, SEED = 40, 10, 0
-#: case id -> (attack name, parameters)
-CASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "skipped-steps": ("skipped-steps", {"fraction": 0.25}),
-    "data-substitution": ("data-substitution", {}),
-    "data-substitution-actual": ("data-substitution", {"commit": "actual"}),
-    "data-reordering": ("data-reordering", {}),
-    "data-reordering-actual": ("data-reordering", {"commit": "actual", "order": "shuffle"}),
-    "under-declared-steps": ("compute-under-declaration", {"mode": "steps", "factor": 2}),
-    "under-declared-width": ("compute-under-declaration", {"mode": "width"}),
-    "forged-final-weights": ("forged-final-weights", {}),
-    "splice": ("splice", {"at": 1}),
-    "adversarial-eps-0": ("adversarial-tolerance", {"epsilon": 0.0}),
-    "adversarial-eps-1e-3": ("adversarial-tolerance", {"epsilon": 1e-3}),
-    "adversarial-eps-1": ("adversarial-tolerance", {"epsilon": 1.0}),
-}
 VERIFY_SEED = bytes(range(32))
 
 _cache: dict[str, SpoofedRun] = {}

@@ -78,6 +78,26 @@ class Attack(Protocol):
             **params: Any) -> SpoofedRun: ...
 
 
+#: The attack cases the test suite and ``bench/verify_cost.py`` run: case id -> (attack name, parameters).
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "skipped-steps": ("skipped-steps", {"fraction": 0.25}),
+    "data-substitution": ("data-substitution", {}),
+    "data-substitution-actual": ("data-substitution", {"commit": "actual"}),
+    "data-reordering": ("data-reordering", {}),
+    "data-reordering-actual": ("data-reordering", {"commit": "actual", "order": "shuffle"}),
+    "under-declared-steps": ("compute-under-declaration", {"mode": "steps", "factor": 2}),
+    "under-declared-width": ("compute-under-declaration", {"mode": "width"}),
+    "forged-final-weights": ("forged-final-weights", {}),
+    "splice": ("splice", {"at": 1}),
+    "adversarial-eps-0": ("adversarial-tolerance", {"epsilon": 0.0}),
+    "adversarial-eps-1e-3": ("adversarial-tolerance", {"epsilon": 1e-3}),
+    "adversarial-eps-1": ("adversarial-tolerance", {"epsilon": 1.0}),
+}
+#: Tampering after commitment, one case per file kind (refused on load rather than caught by replay).
+TAMPER_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    f"tamper-{target}": ("tamper", {"target": target}) for target in ("checkpoint", "steps", "data")}
+
+
 def _registry() -> dict[str, Attack]:
     from redline.verify.attacks.adversarial import AdversarialCheckpoints
     from redline.verify.attacks.data import DataReordering, DataSubstitution
@@ -103,4 +123,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'redline.verify.attacks' has no attribute {name!r}")
 
 
-__all__ = ["ATTACKS", "Attack", "Declared", "HONEST", "SpoofedRun"]
+__all__ = ["ATTACKS", "Attack", "CASES", "Declared", "HONEST", "SpoofedRun", "TAMPER_CASES"]
