@@ -144,7 +144,8 @@ def paired(cfg: TrainConfig, out: Path, args: argparse.Namespace, digests: tuple
         return model, optimizer, make_scheduler(optimizer, cfg.warmup_steps, cfg.steps)
 
     sides = [build(), build()]
-    rec = Recorder(out, sides[1][0], sides[1][1], scheduler=sides[1][2], declaration=cfg.declaration(),
+    rec = Recorder(out, sides[1][0], sides[1][1], party=cfg.party, run_id=cfg.run_id, init=cfg.init(),
+                   scheduler=sides[1][2], declaration=cfg.declaration(),
                    checkpoint_every=args.checkpoint_every, digests=digests, record_thread=record_thread,
                    writer_idle=args.writer_idle).start()
     source = text_batches(cfg.seed, cfg.batch_size, cfg.model_kwargs()["seq_len"])

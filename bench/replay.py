@@ -12,12 +12,15 @@ Baseline and redline run in the same process on the same entries, ratio last:
 
 The log (``--n`` entries, default 100,000) is generated deterministically from ``--seed``:
 the genesis, 20 admitted parties (12 labs, 5 auditors, 3 regulators), the
-``coordinated-pause`` policy, compute inventories and commitments, then a realistic mix of
-run starts, progress and finishes, indicators, evaluation results, verification reports,
-review submissions, findings and decisions, releases, compute usage reports, key
-rotations, and pauses (a run over 10^25 FLOP starts one: acknowledgements, a resume
-proposal and approvals end it). About 0.2% of entries are bad on purpose (an altered
-payload under a valid signature, a replayed statement, garbage bytes) and must be rejected.
+``coordinated-pause`` policy, three registered base models, compute inventories and
+commitments, then a realistic mix of run starts (most bound to a run spec, a fifth of them
+fine-tunes from a finished run's weights or a registered base), progress and finishes,
+indicators, evaluation results (a lab evaluates its own runs' final weights), verification
+reports (mostly on a RunFinish), review submissions of final weights, findings and decisions,
+releases of final weights, compute usage reports, key rotations, and pauses (a run over 10^25
+FLOP starts one: acknowledgements, a resume proposal and approvals end it). About 0.2% of
+entries are bad on purpose (an altered payload under a valid signature, a replayed statement,
+garbage bytes) and must be rejected.
 Every statement is signed (deterministic keys); generation takes a while, so the entries
 are cached in ``bench/out/`` keyed by the parameters.
 
@@ -56,6 +59,7 @@ from redline.engine.parallel import DEFAULT_CHUNK, replay_parallel
 from redline.policy import load_pack
 from redline.statements import (
     Admission,
+    BaseModelRegistration,
     Check,
     ChipCount,
     Cluster,
@@ -63,10 +67,14 @@ from redline.statements import (
     ComputeInventory,
     ComputeUsageReport,
     CountQuorum,
+    Declaration,
+    Environment,
     EvaluationResult,
+    FactoryRef,
     FlopEstimates,
     Genesis,
     Indicator,
+    Init,
     KeyRotation,
     PauseAcknowledgement,
     PolicyPublication,
@@ -79,6 +87,7 @@ from redline.statements import (
     ReviewSubmission,
     RunFinish,
     RunProgress,
+    RunSpec,
     RunStart,
     RunUsage,
     TranscriptCommitments,
@@ -87,7 +96,7 @@ from redline.statements import (
 )
 
 GOAL_PER_S = 8_000
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: run specs, base models, weights bound by digest (statements v2)
 OUT = Path(__file__).resolve().parent / "out"
 T0_MS = 1_800_000_000_000
 HOUR_MS = 3_600_000
@@ -131,14 +140,17 @@ class _Generator:
         self.seq: dict[str, int] = {}
         self.runs: dict[str, list[dict[str, Any]]] = {lab: [] for lab in LABS}  # open runs per lab
         self.finished: list[dict[str, Any]] = []  # finished runs (any lab)
+        self.bases: list[str] = []  # registered base model digests
+        self.base_flop: dict[str, float] = {}  # their training compute
         self.run_counter = 0
         self.needs_review: dict[str, str] = {}  # model -> lab (models over 10^24 FLOP of lineage)
         self.reviews: list[dict[str, Any]] = []  # open review submissions
-        self.releasable: list[tuple[str, str]] = []  # (lab, model) cleared or below the review line
+        self.releasable: list[dict[str, Any]] = []  # finished runs cleared or below the review line
         self.committed: list[str] = []
         self.pause: dict[str, Any] | None = None
         self.pauses_left = max(1, n // 40_000)
         self.policy_digest = ""
+        self.last_signed = b""
 
     # -- plumbing
 
@@ -151,6 +163,7 @@ class _Generator:
         pred = cls(party=party, seq=self.seq[party], **fields)
         data = sign_predicate(pred, self.keys[party]).to_json()
         self.add(data)
+        self.last_signed = data
         return data
 
     def digest(self) -> dict[str, str]:
@@ -177,6 +190,13 @@ class _Generator:
         self.policy_digest = pol.digest
         self.statement("coordinator", PolicyPublication, policy_id=pol.id, version=str(pol.version),
                        document=pol.document(), document_digest=pol.digest, effective_from=self.when())
+        for i in range(3):
+            digest = _hex(self.rng)
+            self.bases.append(digest)
+            self.base_flop[digest] = 10 ** self.rng.uniform(22, 23.9)
+            self.statement(self.rng.choice(REGULATORS), BaseModelRegistration, model_name=f"open-base-{i}",
+                           model_digest=digest, training_flop=self.base_flop[digest],
+                           source=f"published weights, release {i}")
         for lab in LABS:
             self.inventory(lab)
         for lab in LABS[:8]:
@@ -195,23 +215,56 @@ class _Generator:
     def bound(self) -> list[str]:
         return self.pause["bound"] if self.pause else []
 
+    def spec(self, lab: str, run_id: str, base: str | None) -> RunSpec:
+        """A run spec as the recorder writes it: environment, pinned factories, initialisation."""
+        def ref(name: str) -> FactoryRef:
+            return FactoryRef(name=name, distribution=f"{lab}-trainer", version="3.1.4", files_digest=_hex(self.rng),
+                              kwargs={"d_model": self.rng.choice([512, 1024, 4096]), "layers": self.rng.randint(4, 80)})
+
+        init = Init(kind="base", base_model_digest=base) if base else Init(kind="fresh", seed=self.rng.randrange(2**32))
+        return RunSpec(format="redline-run-spec/v1", party=lab, run_id=run_id, redline_version="0.1.0",
+                       environment=Environment(python="3.12.3", torch="2.5.1", numpy="2.1.3",
+                                               platform="Linux-6.8-x86_64", device_type="cuda",
+                                               device_name="NVIDIA H100 80GB HBM3", cuda="12.4",
+                                               cpu_capability="AVX512", blas="MKL 2024.2", onednn="3.5.3",
+                                               deterministic_algorithms=True, num_threads=8),
+                       declaration=Declaration(model_factory=ref("model"), optimizer=ref("adamw"),
+                                               scheduler=ref("cosine"), train_step=ref("lm-step"), max_grad_norm=1.0),
+                       init=init, parameter_count=self.rng.randint(10**8, 10**11),
+                       checkpoint_every=self.rng.choice([100, 500, 1000]), digest_algorithms=["sha256"])
+
     def run_start(self, lab: str, *, big: bool = False) -> None:
         self.run_counter += 1
         run_id = f"run-{self.run_counter}"
         model = f"{lab}-m{self.run_counter}"
         r = self.rng.random()
         flop = 2e25 if big else (self.rng.uniform(1e24, 9e24) if r < 0.03 else 10 ** self.rng.uniform(20, 23.7))
-        base = None
-        if self.finished and self.rng.random() < 0.2:
-            b = self.rng.choice(self.finished)
-            base = b["model"]
+        with_spec = self.rng.random() >= 0.1  # one run in ten is declared without a spec
+        base = base_digest = None
+        lineage = flop  # the run's compute plus its base's (the engine's review line is on the lineage)
+        if self.rng.random() < 0.2:
+            verified = [b for b in self.finished if b["verified"]]
+            if not with_spec and self.finished:  # named by model, its compute found on the log by name
+                b = self.rng.choice(self.finished)
+                base, lineage = b["model"], flop + b["lineage"]
+            elif with_spec and (verified or self.bases):  # by weights digest
+                pick = self.rng.randrange(len(verified) + len(self.bases))
+                if pick < len(verified):
+                    base_digest, lineage = verified[pick]["final"], flop + verified[pick]["lineage"]
+                else:
+                    base_digest = self.bases[pick - len(verified)]
+                    lineage = flop + self.base_flop[base_digest]
+        spec = self.spec(lab, run_id, base_digest) if with_spec else None
         self.statement(lab, RunStart, run_id=run_id, model_name=model, declared_flop=flop,
                        flop_method=self.rng.choice(["6ND", "counted"]), base_model=base,
                        hardware=[ChipCount(chip_model=self.rng.choice(CHIPS), count=self.rng.randint(8, 20_000))],
-                       started_at=self.when())
-        run = {"lab": lab, "run_id": run_id, "model": model, "flop": flop, "step": 0, "so_far": 0.0}
+                       started_at=self.when(), spec=spec,
+                       init_model_digest=None if spec is None else base_digest or _hex(self.rng))
+        run = {"lab": lab, "run_id": run_id, "model": model, "flop": flop, "step": 0, "so_far": 0.0,
+               "spec": None if spec is None else spec.digest(), "final": None, "finish_index": None,
+               "verified": False, "lineage": lineage}
         self.runs[lab].append(run)
-        if flop > 1e24:
+        if lineage > 1e24:
             self.needs_review[model] = lab
         if big:
             bound = self.committed[:]
@@ -224,22 +277,26 @@ class _Generator:
         self.statement(run["lab"], RunProgress, run_id=run["run_id"], step=run["step"], flop_so_far=run["so_far"],
                        commitments=TranscriptCommitments(steps_root=_hex(self.rng), data_root=_hex(self.rng),
                                                          checkpoints_root=_hex(self.rng), step_count=run["step"]),
-                       as_of=self.when())
+                       spec_digest=run["spec"], as_of=self.when())
+        run["progress_index"] = len(self.entries) - 1
 
     def run_finish(self, run: dict[str, Any]) -> None:
         total = run["flop"] * self.rng.uniform(0.9, 1.0)
+        run["final"] = _hex(self.rng)
         self.statement(run["lab"], RunFinish, run_id=run["run_id"], total_flop=total,
                        flop_estimates=FlopEstimates(six_nd=total, hardware=total * self.rng.uniform(0.95, 1.3)),
-                       estimates_disagree=False, final_model_digest=self.digest(),
+                       estimates_disagree=False, final_model_digest={"sha256": run["final"]},
                        commitments=TranscriptCommitments(steps_root=_hex(self.rng), data_root=_hex(self.rng),
                                                          checkpoints_root=_hex(self.rng), step_count=run["step"]),
+                       spec_digest=run["spec"], manifest_digest=None if run["spec"] is None else _hex(self.rng),
                        finished_at=self.when())
+        run["finish_index"] = len(self.entries) - 1
         self.runs[run["lab"]].remove(run)
         self.finished.append(run)
         if len(self.finished) > 400:
             self.finished.pop(0)
         if run["model"] not in self.needs_review:
-            self.releasable.append((run["lab"], run["model"]))
+            self.releasable.append(run)
 
     def indicator(self) -> None:
         party = self.rng.choice(LABS + AUDITORS + REGULATORS)
@@ -254,26 +311,39 @@ class _Generator:
                        method_version="2.1", evidence_digest=self.digest())
 
     def evaluation(self) -> None:
+        """An evaluation of a finished run's final weights: by an auditor or regulator, or by the lab that ran it."""
         if not self.finished:
             return
         party = self.rng.choice(LABS + AUDITORS + REGULATORS)
         run = self.rng.choice(self.finished)
-        self.statement(party, EvaluationResult, model_name=run["model"], model_digest=self.digest(),
+        if party in LABS:
+            party = run["lab"]
+        self.statement(party, EvaluationResult, model_name=run["model"], model_digest={"sha256": run["final"]},
                        suite=self.rng.choice(["cyber-ranges", "bio-qa", "swe-bench-verified", "re-bench"]),
                        task=f"task-{self.rng.randint(1, 500)}", metric=self.rng.choice(["accuracy", "pass@1"]),
                        value=self.rng.random(), evaluator=party, log_digest=self.digest(), evaluated_at=self.when())
 
     def verification(self) -> None:
-        pool = self.finished or [r for rs in self.runs.values() for r in rs]
-        if not pool:
-            return
-        run = self.rng.choice(pool)
+        """A report on a finished run's RunFinish (one not verified yet, mostly), else on an open run's progress."""
+        waiting = [r for r in self.finished if not r["verified"] and r["spec"] is not None]
+        if waiting and self.rng.random() < 0.8:
+            run = self.rng.choice(waiting)
+        else:
+            pool = self.finished or [r for rs in self.runs.values() for r in rs if "progress_index" in r]
+            if not pool:
+                return
+            run = self.rng.choice(pool)
+        on = run["finish_index"] if run["finish_index"] is not None else run.get("progress_index")
         verdict = "pass" if self.rng.random() < 0.97 else "inconclusive"
-        checks = [Check(name=n, passed=True, detail="ok") for n in ("segments", "data-order", "checkpoints")]
+        checks = [Check(name=n, passed=True, detail="ok") for n in ("segments", "data-order")]
+        checks.append(Check(name="checkpoints", passed=True, detail="ok") if verdict == "pass" else
+                      Check(name="checkpoints", passed=False, inconclusive=True, detail="another device type"))
         self.statement(self.rng.choice(AUDITORS), VerificationReport, run_id=run["run_id"], run_party=run["lab"],
                        checks=checks, verdict=verdict, compute_spent_flop=run["flop"] * 1e-4,
                        sample_seed=self.rng.randbytes(16).hex(), segments_checked=self.rng.randint(4, 64),
-                       p_detect=0.99)
+                       p_detect=0.99, declaration_index=on)
+        if verdict == "pass" and on == run["finish_index"] and run["spec"] is not None:
+            run["verified"] = True
 
     def review_flow(self) -> None:
         r = self.rng.random()
@@ -288,24 +358,33 @@ class _Generator:
                 self.statement(self.rng.choice(REGULATORS), ReviewDecision, submission_id=rev["id"],
                                decision="clear", reason="No finding blocks release.")
                 self.reviews.remove(rev)
-                self.releasable.append((rev["lab"], rev["model"]))
-        elif self.needs_review:
-            model, lab = next(iter(self.needs_review.items()))
-            if lab in self.bound():
+                self.releasable.append(rev["run"])
+        else:
+            # the final weights of a finished run that needs a review
+            run = next((r for r in self.finished if r["model"] in self.needs_review), None)
+            if run is None or run["lab"] in self.bound():
                 return
-            del self.needs_review[model]
-            sid = f"rev-{model}"
-            self.statement(lab, ReviewSubmission, submission_id=sid, model_name=model, model_digest=self.digest())
-            self.reviews.append({"id": sid, "lab": lab, "model": model, "findings": 0})
+            del self.needs_review[run["model"]]
+            sid = f"rev-{run['model']}"
+            self.statement(run["lab"], ReviewSubmission, submission_id=sid, model_name=run["model"],
+                           model_digest={"sha256": run["final"]}, run_id=run["run_id"])
+            self.reviews.append({"id": sid, "lab": run["lab"], "model": run["model"], "run": run, "findings": 0})
 
     def release(self) -> None:
         if not self.releasable:
             return
-        lab, model = self.releasable.pop(0)
-        if lab in self.bound():
-            self.releasable.append((lab, model))
+        # a lab releases verified weights (now and then, weights not verified yet: a violation)
+        run = next((r for r in self.releasable if r["verified"]), None)
+        if run is None and self.rng.random() < 0.02:
+            run = self.releasable[0]
+        if run is None:
             return
-        self.statement(lab, Release, model_name=model, model_digest=self.digest(), released_at=self.when())
+        self.releasable.remove(run)
+        if run["lab"] in self.bound():
+            self.releasable.append(run)
+            return
+        self.statement(run["lab"], Release, model_name=run["model"], model_digest={"sha256": run["final"]},
+                       released_at=self.when())
 
     def rotate(self) -> None:
         party = self.rng.choice(LABS + AUDITORS + REGULATORS)
@@ -349,7 +428,7 @@ class _Generator:
         """An entry the engine must reject: altered payload, replayed statement, or garbage."""
         r = self.rng.random()
         if r < 0.4 and self.entries:
-            env = Envelope.from_json(self.entries[-1].data)
+            env = Envelope.from_json(self.last_signed)  # the last entry may itself be garbage
             payload = env.payload.replace(b'"seq":', b'"seq":1', 1)
             forged = Envelope(payload, env.payload_type, env.signatures)
             self.add(forged.to_json())

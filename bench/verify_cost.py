@@ -19,6 +19,14 @@ largest parameter updates (PoL's top-Q rule, Q ≈ half the updates here), with 
 redline: the default sample. Honest runs are verified end to end with both, ``--honest-seeds`` of them,
 timed; the compute ratio redline / baseline is printed last.
 
+Binding attacks (``redline.testing.attacks.BINDING_CASES``: code execution, hidden pre-training, transcript
+reuse, releasing unverified weights) are not sampled: each is a deterministic binding, so each story is played
+end to end, ``--seeds`` times, through the same API a lab and an auditor use (a real log, ``redline run
+start|declare``, the registry, ``verify_transcript`` with the log's RunStart and declaration) at
+``--binding-steps`` steps; a story counts as caught iff every attacking move in it was stopped (refused,
+failed or left inconclusive by the verifier without running anything, or met with a violation). As their
+baseline, ``--honest-seeds`` honest runs are declared and verified through the same API (false rejections).
+
     .venv/bin/python bench/verify_cost.py [--seeds 20] [--honest-seeds 50] [--quick] [--out DIR]
 """
 
@@ -37,8 +45,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from redline.verify.attacks import CASES as ATTACK_CASES
-from redline.verify.attacks import TAMPER_CASES
+from redline.testing.attacks import BINDING_CASES, TAMPER_CASES
+from redline.testing.attacks import CASES as ATTACK_CASES
 
 #: case id -> (attack name, parameters): the cases of tests/test_attacks.py plus tampering.
 CASES: dict[str, tuple[str, dict[str, Any]]] = {**ATTACK_CASES, **TAMPER_CASES}
@@ -73,7 +81,7 @@ def forge_and_replay(case: str, seed: int, steps: int, every: int, end_to_end: b
     from redline.verify.segments import run_segment, tasks_for
 
     name, params = CASES[case]
-    from redline.verify.attacks import ATTACKS
+    from redline.testing.attacks import ATTACKS
 
     work = tempfile.mkdtemp(prefix="verify-cost-")
     try:
@@ -125,9 +133,9 @@ def forge_and_replay(case: str, seed: int, steps: int, every: int, end_to_end: b
 def honest_job(seed: int, steps: int, every: int) -> dict[str, Any]:
     """An honest run verified end to end by redline (default sample) and by the PoL-style baseline, timed."""
     _one_thread()
+    from redline.testing.attacks import HONEST
     from redline.transcript.transcript import load_transcript
     from redline.verify import count_step_flop, data_check, update_norms, verify_transcript
-    from redline.verify.attacks import HONEST
     from redline.verify.distance import Tolerance
     from redline.verify.segments import run_segment, tasks_for
 
@@ -166,8 +174,8 @@ def honest_job(seed: int, steps: int, every: int) -> dict[str, Any]:
 def scale_job(case: str, seed: int, steps: int) -> dict[str, Any]:
     """A long run (``steps`` segments of one step, micro model) verified end to end at the defaults."""
     _one_thread()
+    from redline.testing.attacks import ATTACKS, HONEST
     from redline.verify import verify_transcript
-    from redline.verify.attacks import ATTACKS, HONEST
 
     name, params = ("honest", {}) if case == "honest" else CASES[case]
     attack = HONEST if case == "honest" else ATTACKS[name]
@@ -187,6 +195,55 @@ def scale_job(case: str, seed: int, steps: int) -> dict[str, Any]:
                "sample_compute_fraction": (sum(o.steps for o in r.outcomes) + 1) / r.total_steps if r.outcomes else 0.0,
                "failing_step": r.failing_step, "forge_s": forge_s, "verify_s": time.perf_counter() - t0}
         return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def stopped_by(story: Any) -> list[str]:
+    """What stopped a binding attack's moves: refusals (by the command line or the registry), the verifier's
+    failed or inconclusive checks, and the engine's violations."""
+    out = set()
+    for a in story.answers:
+        if a.refused:
+            out.add("refused:" + ("redline run" if a.via.startswith("redline run") else
+                                  "statement builder" if a.via.endswith(".build") else "registry"))
+    for audit in story.audits.values():
+        if audit.verdict != "pass":
+            out.update(f"{audit.verdict}:{c.name}" for c in audit.result.checks if not c.passed)
+    out.update(f"violation:{v.kind}" for v in story.violations)
+    return sorted(out)
+
+
+def binding_job(case: str, seed: int, steps: int, every: int) -> dict[str, Any]:
+    """Play one binding attack's story end to end on its own log; what was stopped, by what, at what cost."""
+    _one_thread()
+    from redline.testing.attacks import ATTACKS
+
+    name, params = BINDING_CASES[case]
+    work = tempfile.mkdtemp(prefix="verify-cost-binding-")
+    try:
+        t0 = time.perf_counter()
+        s = ATTACKS[name].run(work, seed=seed, steps=steps, checkpoint_every=every, **params)
+        return {"case": case, "seed": seed, "caught": s.caught, "stopped": s.stopped, "cost": s.cost,
+                "stopped_by": stopped_by(s), "verdicts": {k: a.verdict for k, a in s.audits.items()},
+                "violations": [v.kind for v in s.violations], "fired": s.details.get("fired"),
+                "seconds": time.perf_counter() - t0}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def honest_log_job(seed: int, steps: int, every: int) -> dict[str, Any]:
+    """The binding attacks' baseline: an honest run declared on a log and verified through the same API."""
+    _one_thread()
+    from redline.testing.attacks._binding import honest_story
+
+    work = tempfile.mkdtemp(prefix="verify-cost-honest-log-")
+    try:
+        t0 = time.perf_counter()
+        _, audit, _ = honest_story(work, seed=seed, steps=steps, checkpoint_every=every)
+        return {"seed": seed, "verdict": audit.verdict, "failing": audit.failed_checks(),
+                "report_refused": audit.report is None or audit.report.refused,
+                "checks": [c.name for c in audit.result.checks], "seconds": time.perf_counter() - t0}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -251,9 +308,8 @@ def budget_table() -> list[dict[str, Any]]:
 
 
 def smallest_m_within_budget() -> int:
-    from redline.verify.sampling import sample_size
-
     from redline.verify import budget_segments
+    from redline.verify.sampling import sample_size
 
     m = 1  # one-step segments: the budget must hold the target's sample, the largest updates and the FLOP step
     while budget_segments([1] * m, m, BUDGET) < sample_size(m, TARGET, ASSUMED_F) + LARGEST:
@@ -300,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=10, help="checkpoint every (default 10)")
     ap.add_argument("--honest-steps", type=int, default=60, help="steps per honest run (default 60)")
     ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
-    ap.add_argument("--cases", nargs="+", choices=sorted(CASES), help="only these attack cases (default: all)")
+    ap.add_argument("--cases", nargs="+", choices=sorted(CASES) + sorted(BINDING_CASES),
+                    help="only these attack cases, sampled and binding (default: all)")
+    ap.add_argument("--binding-steps", type=int, default=20,
+                    help="steps per run of the binding attacks and their honest baseline (default 20)")
     ap.add_argument("--scale-steps", type=int, default=640,
                     help="steps (= one-step segments) of the long runs verified at the defaults (default 640)")
     ap.add_argument("--scale-seeds", type=int, default=20, help="long runs per attack case (default 20)")
@@ -311,21 +370,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.honest_seeds, args.scale_seeds, args.scale_honest = 3, 5, 3, 3
     args.out.mkdir(parents=True, exist_ok=True)
-    cases = args.cases or list(CASES)
+    cases = [c for c in args.cases or list(CASES) if c in CASES]
+    bcases = [c for c in args.cases or list(BINDING_CASES) if c in BINDING_CASES]
     import multiprocessing
 
     import torch
 
     began = time.perf_counter()
     print(f"verify_cost: {len(cases)} attack cases × {args.seeds} seeds ({args.steps} steps, a checkpoint every "
-          f"{args.every}), {args.honest_seeds} honest runs ({args.honest_steps} steps); torch {torch.__version__}, "
-          f"{os.cpu_count()} CPUs, {args.workers} workers, 1 torch thread each", flush=True)
+          f"{args.every}), {args.honest_seeds if cases else 0} honest runs ({args.honest_steps} steps); "
+          f"{len(bcases)} binding cases × {args.seeds} seeds and {args.honest_seeds} honest runs on a log "
+          f"({args.binding_steps} steps); "
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.workers} workers, 1 torch thread each", flush=True)
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
-        hfuts = [pool.submit(honest_job, s, args.honest_steps, args.every) for s in range(args.honest_seeds)]
+        # the plain honest runs and the long runs are the sampled cases' baseline and scale: only with them
+        hfuts = [pool.submit(honest_job, s, args.honest_steps, args.every)
+                 for s in range(args.honest_seeds if cases else 0)]
         afuts = [pool.submit(forge_and_replay, c, s, args.steps, args.every, s == 0)
                  for s in range(args.seeds) for c in cases]
-        sfuts = [pool.submit(scale_job, "honest", s, args.scale_steps) for s in range(args.scale_honest)]
+        bfuts = [pool.submit(binding_job, c, s, args.binding_steps, args.every)
+                 for s in range(args.seeds) for c in bcases]
+        hlfuts = [pool.submit(honest_log_job, s, args.binding_steps, args.every) for s in range(args.honest_seeds)]
+        sfuts = [pool.submit(scale_job, "honest", s, args.scale_steps)
+                 for s in range(args.scale_honest if cases else 0)]
         sfuts += [pool.submit(scale_job, c, s, args.scale_steps) for s in range(args.scale_seeds) for c in cases]
         recs = []
         for i, fut in enumerate(afuts):
@@ -334,6 +403,39 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  seed {(i + 1) // len(cases) - 1} forged and replayed "
                       f"({time.perf_counter() - began:.0f} s)", flush=True)
         honest = [f.result() for f in hfuts]
+        brecs = [f.result() for f in bfuts]
+        honest_log = [f.result() for f in hlfuts]
+        print(f"  {len(brecs)} binding stories and {len(honest_log)} honest runs on a log done "
+              f"({time.perf_counter() - began:.0f} s)", flush=True)
+        # the binding attacks' results, printed as soon as they are in (they use no sampling emulation)
+        binding: dict[str, Any] = {}
+        for case in bcases:
+            rs = [r for r in brecs if r["case"] == case]
+            binding[case] = {"seeds": len(rs), "caught": sum(r["caught"] for r in rs) / len(rs),
+                             "stopped_by": sorted({b for r in rs for b in r["stopped_by"]}),
+                             "moves": len(rs[0]["stopped"]),
+                             "moves_stopped": sum(sum(r["stopped"].values()) for r in rs) / len(rs),
+                             "cost_mean": mean([r["cost"] for r in rs]),
+                             "code_ran": sum(bool(r["fired"]) for r in rs),
+                             "escaped": sorted({m for r in rs for m, ok in r["stopped"].items() if not ok}),
+                             "seconds_mean": mean([r["seconds"] for r in rs])}
+        honest_log_rej = [h for h in honest_log if h["verdict"] != "pass" or h["report_refused"]]
+        if bcases:
+            print(f"\nBinding attacks over {args.seeds} seeds ({args.binding_steps} steps, a checkpoint every "
+                  f"{args.every}; deterministic, no sample: each story played end to end on its own log through "
+                  f"redline run start|declare, the registry and verify_transcript with the log's RunStart and "
+                  f"declaration; caught = every attacking move stopped):")
+            print("| attack | caught | stopped by | attacking moves stopped (mean) | attacker cost | s per story |")
+            print("|---|---:|---|---:|---:|---:|")
+            for case, b in binding.items():
+                print(f"| {case} | {b['caught']:.2f} | {', '.join(b['stopped_by'])} | {b['moves_stopped']:.1f} of "
+                      f"{b['moves']} | {b['cost_mean']:.2f} | {b['seconds_mean']:.2f} |")
+            ran = sum(b["code_ran"] for b in binding.values())
+            print(f"Code named by a transcript run during a story: {ran} times. Honest runs on a log "
+                  f"({len(honest_log)}, {args.binding_steps} steps, verified with the log's RunStart and RunFinish): "
+                  f"false rejections {len(honest_log_rej)}/{len(honest_log)}"
+                  + (f" {[(h['seed'], h['failing']) for h in honest_log_rej]}" if honest_log_rej else "")
+                  + f"; {mean([h['seconds'] for h in honest_log]):.2f} s per story")
         print(f"  {len(recs)} forged runs and {len(honest)} honest runs done; now {len(sfuts)} long runs "
               f"({time.perf_counter() - began:.0f} s)", flush=True)
         scale = []
@@ -341,6 +443,18 @@ def main(argv: list[str] | None = None) -> int:
             scale.append(fut.result())
             if (i + 1) % 20 == 0:
                 print(f"  {i + 1}/{len(sfuts)} long runs verified ({time.perf_counter() - began:.0f} s)", flush=True)
+
+    escaped = [c for c, b in binding.items() if b["caught"] < 1.0 or b["code_ran"]]
+    if not cases:  # binding cases only: nothing sampled to evaluate
+        (args.out / "verify_cost.json").write_text(json.dumps(
+            {"config": {"seeds": args.seeds, "honest_seeds": args.honest_seeds, "every": args.every,
+                        "torch": torch.__version__},
+             "binding": {"steps": args.binding_steps, "attacks": binding, "runs": brecs, "honest_on_log": honest_log},
+             "seconds": time.perf_counter() - began}, indent=1, default=str))
+        print(f"\nwrote {args.out / 'verify_cost.json'} ({time.perf_counter() - began:.0f} s)")
+        if escaped:
+            print(f"binding attacks NOT always caught: {[(c, binding[c]['escaped']) for c in escaped]}")
+        return 1 if (escaped or honest_log_rej) else 0
 
     # --- per-attack detection --------------------------------------------------------------------------------
     from redline.verify.sampling import p_detect
@@ -393,7 +507,6 @@ def main(argv: list[str] | None = None) -> int:
     false_rej = [h for h in honest if h["verdict"] != "pass"]
     base_rej = [h for h in honest if not h["base_pass"]]
     hm = honest[0]["m"] if honest else 0
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     red_cf = mean([h["red_compute_fraction"] for h in honest])
     base_cf = mean([h["base_compute_fraction"] for h in honest])
     print(f"\nHonest runs ({len(honest)}, {args.honest_steps} steps, m = {hm} segments): redline false rejections "
@@ -457,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
                               "expected_by_fraction": {str(k): v for k, v in s["expected_by_fraction"].items()}}
                           for c, s in summary.items()},
               "scale": {"steps": args.scale_steps, "model": MICRO_MODEL, "attacks": scale_summary, "runs": scale},
+              "binding": {"steps": args.binding_steps, "attacks": binding, "runs": brecs,
+                          "honest_on_log": honest_log},
               "records": recs, "honest": honest, "budget": rows, "budget_from_m": m_star, "end_to_end_mismatches": mismatches,
               "seconds": time.perf_counter() - began}
     png = plot(result, args.out / "detection_vs_fraction.png")
@@ -465,6 +580,10 @@ def main(argv: list[str] | None = None) -> int:
     never = [c for c, s_ in scale_summary.items() if s_["caught"] < 1.0]
     if never:
         print(f"NOT always caught at the default sample on long runs: {never}")
+    if escaped:
+        print(f"binding attacks NOT always caught: {[(c, binding[c]['escaped']) for c in escaped]}")
+    if honest_log_rej:
+        print(f"HONEST RUNS ON A LOG REJECTED: {[(h['seed'], h['failing']) for h in honest_log_rej]}")
     over = scale_cf > BUDGET
     if over:
         print(f"OVER BUDGET: honest long runs spent up to {scale_cf * 100:.2f} % of their training compute")
@@ -472,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compute ratio redline / PoL-style baseline: measured on {hm}-segment honest runs "
           f"{red_cf / base_cf:.2f}× ({red_cf:.3f} vs {base_cf:.3f}); at m = 1,000 segments {r1000['ratio']:.3f}× "
           f"({r1000['redline_fraction'] * 100:.1f} % vs {r1000['pol_fraction'] * 100:.0f} %)")
-    return 1 if (false_rej or scale_false or mismatches or never or over) else 0
+    return 1 if (false_rej or scale_false or mismatches or never or over or escaped or honest_log_rej) else 0
 
 
 if __name__ == "__main__":

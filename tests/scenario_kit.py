@@ -35,10 +35,17 @@ from redline.statements import (
     Admission,
     ChipCount,
     Cluster,
+    Check,
     ComputeInventory,
     CountQuorum,
+    Declaration,
+    Environment,
+    FactoryRef,
+    FlopEstimates,
+    Init,
     PolicyPublication,
     Predicate,
+    RunSpec,
     TranscriptCommitments,
     sign_predicate,
 )
@@ -83,9 +90,44 @@ class Clock:
         return ms
 
 
-def commits(step_count: int = 100) -> TranscriptCommitments:
-    """Some transcript commitments."""
-    return TranscriptCommitments(steps_root=H64, data_root=H64B, checkpoints_root=H64C, step_count=step_count)
+def commits(step_count: int = 100, *, run: str = "") -> TranscriptCommitments:
+    """Transcript commitments of ``run`` at ``step_count`` steps: each (run, step count) has its own three roots,
+    as real roots domain-separated by the run's spec have (the engine refuses roots another run declared)."""
+    def root(part: str) -> str:
+        return canonical_digest(["test-roots", run, part, step_count])
+
+    return TranscriptCommitments(steps_root=root("steps"), data_root=root("data"),
+                                 checkpoints_root=root("checkpoints"), step_count=step_count)
+
+
+def weights(name: str) -> str:
+    """A deterministic model weights digest (sha256 hex) per name."""
+    return canonical_digest(["test-weights", name])
+
+
+def factory(name: str) -> FactoryRef:
+    """A well-formed pinned factory reference (nothing is ever imported by the engine)."""
+    return FactoryRef(name=name, distribution="redline-test-models", version="1.0", files_digest=H64,
+                      kwargs={"width": 8})
+
+
+def cpu_environment() -> Environment:
+    """A CPU recording environment; any machine-description field not set here (all optional) is null."""
+    known: dict[str, Any] = {"python": "3.12.0", "torch": "2.5.0", "platform": "linux-x86_64", "device_type": "cpu",
+                             "cpu_capability": "AVX2", "deterministic_algorithms": True, "num_threads": 1}
+    return Environment(**{name: known.get(name) for name in Environment.model_fields})
+
+
+def run_spec(party: str, run_id: str, *, seed: int | None = 0, base: str | None = None,
+             parameter_count: int = 1000) -> RunSpec:
+    """A minimal valid ``RunSpec`` for ``party/run_id``: a fresh initialisation from ``seed``, or from the
+    weights ``base`` (a sha256 hex) when given."""
+    init = Init(kind="base", base_model_digest=base) if base is not None else Init(kind="fresh", seed=seed)
+    return RunSpec(format="redline-run-spec/v1", party=party, run_id=run_id, redline_version="0.0.test",
+                   environment=cpu_environment(),
+                   declaration=Declaration(model_factory=factory("tiny"), optimizer=factory("sgd"),
+                                           notes=["no data source: a test spec"]),
+                   init=init, parameter_count=parameter_count, checkpoint_every=10, digest_algorithms=["sha256"])
 
 
 def h100(count: int) -> list[ChipCount]:
@@ -100,10 +142,46 @@ def inventory_fields(count: int, *, cluster_id: str = "c1", when: datetime | Non
 
 
 def run_start_fields(run_id: str, model: str, flop: float, *, base_model: str | None = None,
-                     base_model_flop: float | None = None, when: datetime | None = None) -> dict[str, Any]:
-    """Fields of a ``RunStart`` declaring ``flop`` planned FLOP (6ND, no hardware listed)."""
+                     base_model_flop: float | None = None, when: datetime | None = None,
+                     spec: RunSpec | None = None) -> dict[str, Any]:
+    """Fields of a ``RunStart`` declaring ``flop`` planned FLOP (6ND, no hardware listed); with ``spec``, bound to
+    it (checkpoint 0 is the base's weights for a base initialisation, else a digest derived from the spec)."""
+    init_digest = None
+    if spec is not None:
+        init_digest = spec.init.base_model_digest or weights(f"init/{spec.party}/{spec.run_id}")
     return {"run_id": run_id, "model_name": model, "declared_flop": flop, "flop_method": "6ND", "hardware": [],
-            "base_model": base_model, "base_model_flop": base_model_flop, "started_at": when or utc(T0_MS)}
+            "base_model": base_model, "base_model_flop": base_model_flop, "started_at": when or utc(T0_MS),
+            "spec": spec, "init_model_digest": init_digest}
+
+
+def progress_fields(run_id: str, step: int, flop: float, *, spec: RunSpec | None = None,
+                    run: str | None = None, when: datetime | None = None) -> dict[str, Any]:
+    """Fields of a ``RunProgress`` of ``run_id`` at ``step`` (roots of ``run``, default the run id)."""
+    return {"run_id": run_id, "step": step, "flop_so_far": flop, "commitments": commits(step, run=run or run_id),
+            "spec_digest": None if spec is None else spec.digest(), "as_of": when or utc(T0_MS)}
+
+
+def finish_fields(run_id: str, flop: float, final_weights: str, *, spec: RunSpec | None = None, steps: int = 100,
+                  run: str | None = None, when: datetime | None = None) -> dict[str, Any]:
+    """Fields of a ``RunFinish`` of ``run_id``: ``flop`` in total, final weights ``final_weights`` (sha256 hex)."""
+    return {"run_id": run_id, "total_flop": flop, "flop_estimates": FlopEstimates(six_nd=flop),
+            "estimates_disagree": False, "final_model_digest": {"sha256": final_weights},
+            "commitments": commits(steps, run=run or run_id),
+            "spec_digest": None if spec is None else spec.digest(),
+            "manifest_digest": None if spec is None else weights(f"manifest/{run_id}"),
+            "finished_at": when or utc(T0_MS)}
+
+
+def report_fields(run_party: str, run_id: str, declaration_index: int | None, verdict: str = "pass"
+                  ) -> dict[str, Any]:
+    """Fields of a ``VerificationReport`` on ``run_party/run_id``'s declaration at ``declaration_index``."""
+    check = {"pass": Check(name="segment-replay", passed=True, detail=""),
+             "fail": Check(name="segment-replay", passed=False, detail="step 7 diverges"),
+             "inconclusive": Check(name="segment-replay", passed=False, inconclusive=True,
+                                   detail="recorded on cuda, replayed on cpu")}[verdict]
+    return {"run_id": run_id, "run_party": run_party, "checks": [check], "verdict": verdict,
+            "compute_spent_flop": 1e18, "sample_seed": "00ff", "segments_checked": 4,
+            "failing_step": 7 if verdict == "fail" else None, "declaration_index": declaration_index}
 
 
 def publication_fields(policy: Policy, *, when: datetime | None = None) -> dict[str, Any]:

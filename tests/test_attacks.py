@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from redline.errors import MalformedInput  # noqa: E402
+from redline.testing.attacks import ATTACKS, CASES, SpoofedRun  # noqa: E402
 from redline.transcript import load_transcript, replay_segment  # noqa: E402
-from redline.verify.attacks import ATTACKS, CASES, SpoofedRun  # noqa: E402
 
 STEPS, EVERY, SEED = 40, 10, 0
 VERIFY_SEED = bytes(range(32))
@@ -45,10 +45,62 @@ def spoof(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_registry_has_every_family() -> None:
+    from redline.testing.attacks import BINDING_CASES, TAMPER_CASES
+
     assert set(ATTACKS) == {"skipped-steps", "data-substitution", "data-reordering", "compute-under-declaration",
-                            "forged-final-weights", "splice", "tamper", "adversarial-tolerance"}
+                            "forged-final-weights", "splice", "tamper", "adversarial-tolerance", "code-execution",
+                            "hidden-pretraining", "transcript-reuse", "release-unverified-weights"}
     for name, attack in ATTACKS.items():
         assert attack.name == name and attack.description
+    for table in (CASES, TAMPER_CASES, BINDING_CASES):
+        assert {name for name, _ in table.values()} <= set(ATTACKS)
+    assert not set(CASES) & set(TAMPER_CASES) and not set(CASES) & set(BINDING_CASES)
+
+
+def test_attack_decorator_registers_by_name_and_refuses_a_second_attack_of_that_name() -> None:
+    from redline.testing import attacks
+    from redline.testing.attacks import attack
+    from redline.testing.attacks._base import BaseAttack
+
+    @attack
+    class Probe(BaseAttack):
+        name = "probe-attack"
+        description = "registered by a test"
+
+    try:
+        assert isinstance(ATTACKS["probe-attack"], Probe)
+        assert attacks.registered() is ATTACKS  # one registry: the decorator writes where ATTACKS reads
+
+        class Other(BaseAttack):
+            name = "probe-attack"
+            description = "another attack under a taken name"
+
+        with pytest.raises(ValueError, match="already registered"):
+            attack(Other)
+
+        @attack(name="probe-renamed")
+        class Renamed(BaseAttack):
+            name = ""
+            description = "named by the decorator"
+
+        assert ATTACKS["probe-renamed"].name == "probe-renamed"
+        with pytest.raises(TypeError, match="not an attack"):
+            attack(type("Nameless", (BaseAttack,), {"description": "no name"}))
+    finally:
+        ATTACKS.pop("probe-attack", None)
+        ATTACKS.pop("probe-renamed", None)
+
+
+def test_the_attack_suite_is_not_in_the_products_import_path() -> None:
+    import importlib.util
+    import subprocess
+    import sys
+
+    assert importlib.util.find_spec("redline.verify.attacks") is None
+    code = ("import sys, redline.verify, redline.engine, redline.registry, redline.cli.main, "
+            "redline.transcript.recorder; print(sorted(m for m in sys.modules if m.startswith('redline.testing')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -105,7 +157,7 @@ def test_tampering_after_commitment_is_refused_naming_the_file(tmp_path: Path, t
 
 
 def test_fabricated_generator_states_are_faithful() -> None:
-    from redline.verify.attacks._forge import Run, advance_rng, make_config
+    from redline.testing.attacks._forge import Run, advance_rng, make_config
 
     cfg = make_config(SEED, STEPS)
     run = Run(cfg)
@@ -117,7 +169,7 @@ def test_fabricated_generator_states_are_faithful() -> None:
 
 
 def test_adversarial_checkpoints_fit_a_loose_tolerance_but_not_bitwise(spoof: Any) -> None:
-    from redline.verify.attacks.adversarial import replay_deviation
+    from redline.testing.attacks.adversarial import replay_deviation
     from redline.verify.distance import GroupDistance, Tolerance, compare_states
 
     worst = {}
@@ -170,7 +222,7 @@ def test_verifier_fails_every_spoof(spoof: Any, case: str) -> None:
 
 
 def test_verifier_passes_the_honest_baseline(tmp_path: Path) -> None:
-    from redline.verify.attacks import HONEST
+    from redline.testing.attacks import HONEST
 
     s = HONEST.run(tmp_path, seed=SEED, steps=STEPS, checkpoint_every=EVERY)
     assert s.faked_segments == [] and s.cost == 1.0

@@ -7,6 +7,7 @@ few through the installed console script in a real subprocess.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sqlite3
 import stat
@@ -47,6 +48,30 @@ def failed(code: int, *args: str | Path, match: str | list[str] = ()) -> Result:
     for part in [match] if isinstance(match, str) else match:
         assert part in result.stderr, f"{part!r} not in {result.stderr!r}"
     return result
+
+
+def test_base_models_registered_and_shown_by_state(tmp_path: Path) -> None:
+    """A base model registered through ``redline submit`` shows in ``redline state`` (table and JSON); a second
+    registration of the same weights is refused and writes nothing."""
+    d, coord = tmp_path / "log", tmp_path / "coordinator.key"
+    ok("log", "init", d, "--origin", ORIGIN)
+    ok("key", "new", "coordinator.example", "-o", coord)
+    ok("party", "genesis", d, "--key", coord)
+    digest = "5e" * 32
+    fields = tmp_path / "base.json"
+    fields.write_text(json.dumps({"model_name": "Open-9", "model_digest": digest, "training_flop": 7e24,
+                                  "source": "published weights"}))
+    assert "accepted: entry 1, base-model #2 from coordinator.example" in ok(
+        "submit", d, fields, "--key", coord, "--kind", "base-model").stdout
+    failed(65, "submit", d, fields, "--key", coord, "--kind", "base-model",
+           match=f"field 'model_digest': {digest[:12]} is already registered as base model Open-9 at entry 1")
+    shown = ok("state", d).stdout
+    assert "registered base models" in shown and "Open-9" in shown and digest[:12] in shown
+    as_json = json.loads(ok("state", d, "--json").stdout)
+    assert as_json["bases"] == {digest: {"model_name": "Open-9", "training_flop": 7e24,
+                                         "source": "published weights", "party": "coordinator.example",
+                                         "index": 1}}
+    assert as_json["next_index"] == 2
 
 
 def mode(path: Path) -> int:

@@ -37,15 +37,18 @@ def test_demo_trains_and_declares_a_real_run(played):
 def test_demo_honest_run_passes(played):
     base, out = played
     assert "verification of lab-a/a-1: pass" in out
-    assert "audit-co verifies lab-a/a-1: pass" in out
+    assert re.search(r"audit-co verifies lab-a/a-1 \(its RunFinish, entry \d+\): pass", out)
     st = open_registry_readonly(base)
-    assert st.runs["lab-a/a-1"].verified == "pass"
+    assert st.runs["lab-a/a-1"].verified == "pass" and st.runs["lab-a/a-1"].verified_final
+    # every binding was checked: the RunStart's spec and checkpoint 0, the code, the initialisation
+    for check in ("identity", "start", "commitments", "code", "init"):
+        assert re.search(rf"│ {check} +│ yes", out), check
 
 
 def test_demo_spoof_fails_at_a_step(played):
     base, out = played
     assert "verification of lab-c/c-3: fail" in out
-    m = re.search(r"audit-co verifies lab-c/c-3: fail \(first bad step (\d+)\)", out)
+    m = re.search(r"audit-co verifies lab-c/c-3 \(its RunFinish, entry \d+\): fail \(first bad step (\d+)\)", out)
     assert m, out
     # skipped-steps fakes every segment from the middle one on (steps 31..60 of 60)
     assert 31 <= int(m.group(1)) <= 60
@@ -55,11 +58,18 @@ def test_demo_spoof_fails_at_a_step(played):
 
 def test_demo_lists_the_violations(played):
     base, out = played
-    kinds = {"training-during-pause", "missed-acknowledgement", "release-before-clearance", "failed-verification"}
+    kinds = {"training-during-pause", "missed-acknowledgement", "release-before-clearance", "failed-verification",
+             "release-unverified-weights"}
     for kind in kinds:
         assert re.search(rf"^\s*{kind} by lab-[abc]: ", out, re.M), kind
     st = open_registry_readonly(base)
     assert {v.kind for v in st.violations} == kinds
     assert {(v.party, v.kind) for v in st.violations} >= {("lab-c", "failed-verification"),
-                                                           ("lab-c", "missed-acknowledgement")}
+                                                           ("lab-c", "missed-acknowledgement"),
+                                                           ("lab-b", "release-unverified-weights")}
+    # released weights that no verified run produced are a violation; the verified weights of a-1 are not
+    unverified = [v for v in st.violations if v.kind == "release-unverified-weights"]
+    assert [v.party for v in unverified] == ["lab-b"] and "B-7" in unverified[0].detail
+    released = {r["model"]: r for r in st.releases}
+    assert released["A-1-tiny"]["digest"] == st.runs["lab-a/a-1"].final_digest
     assert "receipt verified offline" in out

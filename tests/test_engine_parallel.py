@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import pytest
+from scenario_kit import finish_fields, report_fields, run_spec, run_start_fields, weights
 
 from redline.crypto.canonical import canonical_json
 from redline.crypto.dsse import Envelope, EnvelopeSignature, sign_envelope, sign_statement
@@ -47,9 +48,11 @@ from redline.statements import (
     Release,
     ReviewDecision,
     ReviewSubmission,
+    RunFinish,
     RunProgress,
     RunStart,
     TranscriptCommitments,
+    VerificationReport,
     sign_predicate,
     to_statement,
 )
@@ -138,7 +141,7 @@ def _scenario() -> _Log:
     for i in range(6):
         log.sub("lab-b", RunProgress, run_id="r2", step=100 * (i + 1), flop_so_far=1e19 * (i + 1),
                 commitments=TranscriptCommitments(steps_root=H64, data_root=H64, checkpoints_root=H64,
-                                                  step_count=100 * (i + 1)), as_of=now)
+                                                  step_count=100 * (i + 1)), spec_digest=None, as_of=now)
         log.sub("audit" if i % 2 else "gov", Indicator, name="time-horizon-50", subject="B-1", value=1.5 + i,
                 unit="hours", window_start=now, window_end=now, method="metr", method_version="1",
                 evidence_digest={"sha256": H64})
@@ -197,7 +200,15 @@ def _scenario() -> _Log:
     noncanonical = json.dumps(base_stmt, indent=1).encode()
     log.add(sign_envelope(noncanonical, lab_a).to_json())
 
-    # Life goes on: review and release after the pause.
+    # A run bound to its spec, finished and verified (the spec is parsed in the workers), and its weights released.
+    spec = run_spec("lab-c", "r3")
+    log.sub("lab-c", RunStart, **run_start_fields("r3", "C-1", 1e21, spec=spec, when=now))
+    finish_index = len(log.entries)
+    log.sub("lab-c", RunFinish, **finish_fields("r3", 1e21, weights("C-1"), spec=spec, when=now))
+    log.sub("audit", VerificationReport, **report_fields("lab-c", "r3", finish_index))
+    log.sub("lab-c", Release, model_name="C-1", model_digest={"sha256": weights("C-1")}, released_at=now)
+
+    # Life goes on: a review and a release (of weights no finished run produced: a violation).
     log.sub("lab-b", ReviewSubmission, submission_id="s1", model_name="B-1", model_digest={"sha256": H64})
     log.sub("gov", ReviewDecision, submission_id="s1", decision="clear", reason="fine")
     log.sub("lab-b", Release, model_name="B-1", model_digest={"sha256": H64}, released_at=now)
@@ -223,6 +234,9 @@ def test_scenario_is_what_it_claims(scenario: _Log) -> None:
     state = replay(scenario.entries)
     errors = _rejections(state)
     assert state.pauses and state.releases and "lab-b" in state.parties
+    assert state.runs["lab-c/r3"].verified_final and state.runs["lab-c/r3"].spec_digest is not None
+    assert [(v.party, v.kind) for v in state.violations if v.kind.startswith("release")] == [
+        ("lab-c", "release-during-pause"), ("lab-b", "release-during-pause"), ("lab-b", "release-unverified-weights")]
     assert list(errors.values()).count("BadSignature") == 2  # altered payload; bad signature before a good one
     assert "UnknownParty" in errors.values() and "RevokedKey" in errors.values()
     assert len(errors) < len(scenario.entries) // 2

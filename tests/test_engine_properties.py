@@ -41,8 +41,10 @@ from scenario_kit import (
     inventory_fields,
     key,
     publication_fields,
+    run_spec,
     run_start_fields,
     utc,
+    weights,
 )
 
 import redline.errors
@@ -54,10 +56,12 @@ from redline.policy import Policy, load_pack, policy_from_document
 from redline.registry import Registry
 from redline.statements import (
     Admission,
+    BaseModelRegistration,
     Check,
     Commitment,
     ComputeInventory,
     ComputeUsageReport,
+    EvaluationResult,
     Genesis,
     Indicator,
     KeyRevocation,
@@ -114,7 +118,9 @@ KINDS = ("inventory", "commitment", "run-start", "run-progress", "run-finish", "
          "policy", "rotation", "revocation", "genesis",
          # the statements a pause story is made of, again, so that stories happen often
          "commitment", "commitment", "commitment", "run-start", "run-start", "run-start", "ack", "ack",
-         "approval", "approval", "run-progress", "usage", "inventory")
+         "approval", "approval", "run-progress", "usage", "inventory",
+         # weights: bases registered, runs bound to specs finishing, evaluated and released by digest
+         "base-model", "evaluation", "run-finish", "verification", "release")
 TIME_STEPS = (0, 1, 60_000, HOUR_MS, 30 * HOUR_MS, 3 * DAY_MS, 8 * DAY_MS)
 MUTATIONS = ("none",) * 30 + ("flip-sig", "edit-payload", "random-bytes", "truncated", "unknown-field",
                               "missing-field", "wrong-type", "unknown-type", "not-json", "empty")
@@ -122,7 +128,10 @@ LABS = ("lab-a", "lab-b", "lab-c")
 #: The parties that may make each kind of statement (an op picks one of them most of the time).
 SPEAKERS = {"finding": ("gov", "audit"), "decision": ("gov",), "verification": ("audit",),
             "indicator": (*LABS, "audit", "gov"), "admission": ("coordinator",), "policy": ("coordinator",),
-            "genesis": ("coordinator",), "rotation": PARTIES, "revocation": ("coordinator", *LABS)}
+            "genesis": ("coordinator",), "rotation": PARTIES, "revocation": ("coordinator", *LABS),
+            "base-model": ("gov", "coordinator"), "evaluation": (*LABS, "audit")}
+#: Registered base weights the generator uses (and one digest never registered nor produced).
+BASE_WEIGHTS = (weights("base-0"), weights("base-1"), weights("base-2"))
 SEQ_SHIFTS = (0,) * 8 + (-1, 1, 5)
 
 
@@ -136,17 +145,40 @@ def _fields(kind: str, party: str, a: int, b: int, shadow: State, now_ms: int) -
         digest = shadow.policy_digest if a % 4 else PACKS[PACK_NAMES[b % len(PACKS)]].digest
         fields = commitment_fields(PACKS["coordinated-pause"], threshold=1 + b % 3, days=1 + 30 * (a % 3))
         return Commitment, {**fields, "policy_digest": digest or PACKS["eu-ai-act"].digest}
+    finals = sorted(shadow.final_weights)  # the final weights of runs finished so far
+    open_runs = [r.run_id for r in shadow.runs.values() if r.party == party and not r.finished]
+    if kind in ("run-progress", "run-finish") and open_runs and a % 3:
+        run = open_runs[b % len(open_runs)]  # mostly one of the party's open runs
+    known = shadow.runs.get(f"{party}/{run}")
     if kind == "run-start":
+        if b % 3 == 0:  # bound to a spec: fresh, from a finished run's weights, a registered base, or unknown weights
+            pool = [None, *finals, *BASE_WEIGHTS, weights("nowhere")]
+            return RunStart, run_start_fields(run, model, flop, spec=run_spec(party, run, seed=a,
+                                                                              base=pool[a % len(pool)]), when=when)
         base = MODELS[(b + 1) % 3] if a % 3 == 0 else None
         return RunStart, run_start_fields(run, model, flop, base_model=base,
                                           base_model_flop=1e24 if base and b % 2 else None, when=when)
+    # mostly the run's own spec digest and roots; sometimes another's (refused)
+    spec_digest = known.spec_digest if known is not None and a % 5 else (H64 if a % 2 else None)
+    roots = commits(b, run=f"{party}/{run}" if a % 6 else "lab-a/r1")
     if kind == "run-progress":
         return RunProgress, {"run_id": run, "step": b * 10, "flop_so_far": FLOPS[b % len(FLOPS)],
-                             "commitments": commits(b), "as_of": when}
+                             "commitments": roots, "spec_digest": spec_digest, "as_of": when}
     if kind == "run-finish":
+        final = weights(f"{party}/{run}") if a % 4 else (finals + list(BASE_WEIGHTS))[b % (len(finals) + 3)]
         return RunFinish, {"run_id": run, "total_flop": flop, "flop_estimates": {"six_nd": flop},
-                           "estimates_disagree": bool(b % 2), "final_model_digest": MODEL_DIGEST,
-                           "commitments": commits(b), "finished_at": when}
+                           "estimates_disagree": bool(b % 2), "final_model_digest": {"sha256": final},
+                           "commitments": roots, "spec_digest": spec_digest,
+                           "manifest_digest": None if spec_digest is None else H64, "finished_at": when}
+    if kind == "base-model":
+        return BaseModelRegistration, {"model_name": f"Base-{a % 3}", "model_digest": BASE_WEIGHTS[a % 3]
+                                       if b % 4 else weights(f"{LABS[a % 3]}/{run}"), "training_flop": FLOPS[b % 5],
+                                       "source": "published weights"}
+    if kind == "evaluation":
+        digest = (finals + [H64])[b % (len(finals) + 1)]
+        return EvaluationResult, {"model_name": model, "model_digest": {"sha256": digest}, "suite": "s", "task": "t",
+                                  "metric": "time-horizon-50", "value": (0.5, 9.0, 3.0)[b % 3], "evaluator": "e",
+                                  "log_digest": MODEL_DIGEST, "evaluated_at": when}
     if kind == "ack":
         pause_id = shadow.pauses[-1].pause_id if shadow.pauses and a % 4 else str(a + b)
         return PauseAcknowledgement, {"pause_id": pause_id}
@@ -165,13 +197,23 @@ def _fields(kind: str, party: str, a: int, b: int, shadow: State, now_ms: int) -
     if kind == "decision":
         return ReviewDecision, {"submission_id": f"s{a % 3}", "decision": ("clear", "block")[b % 2], "reason": "r"}
     if kind == "release":
-        return Release, {"model_name": model, "model_digest": MODEL_DIGEST, "released_at": when}
+        digest = (finals + [H64, *BASE_WEIGHTS])[(a + b) % (len(finals) + 4)]
+        return Release, {"model_name": model, "model_digest": {"sha256": digest}, "released_at": when}
     if kind == "verification":
         verdict = ("pass", "fail", "inconclusive")[b % 3]
-        return VerificationReport, {"run_id": run, "run_party": ("lab-a", "lab-b", "lab-c")[a % 3],
-                                    "checks": [Check(name="replay", passed=verdict != "fail", detail="")],
+        done = [r for r in shadow.runs.values() if r.finished]
+        target = done[b % len(done)] if done and a % 3 else shadow.runs.get(f"{LABS[a % 3]}/{run}")
+        run_party, run = (target.party, target.run_id) if target is not None else (LABS[a % 3], run)
+        declarations = target.indexes[1:] if target is not None else []
+        # mostly the RunFinish or a RunProgress of the run; sometimes none, or an entry that is not one (refused)
+        on = (None if a % 4 == 3 else declarations[b % len(declarations)] if declarations and a % 4 else
+              target.finish_index if target is not None and target.finish_index is not None else a)
+        return VerificationReport, {"run_id": run, "run_party": run_party,
+                                    "checks": [Check(name="replay", passed=verdict == "pass",
+                                                     inconclusive=verdict == "inconclusive", detail="")],
                                     "verdict": verdict, "compute_spent_flop": 1e19, "sample_seed": "0a",
-                                    "segments_checked": a, "failing_step": 3 if verdict == "fail" else None}
+                                    "segments_checked": a, "failing_step": 3 if verdict == "fail" else None,
+                                    "declaration_index": on}
     if kind == "indicator":
         name = ("time-horizon-50", "ai-code-share", "research-task-completion")[a % 3]
         return Indicator, {"name": name, "subject": model if a % 3 != 1 else party, "value": (0.3, 0.9, 12.0)[b % 3],
@@ -307,16 +349,22 @@ def test_the_generator_exercises_the_engine() -> None:
     """The generated logs reach pauses, violations, reviews and every kind of rejection (or the properties are weak)."""
     rng = random.Random(7)
     errors: set[str] = set()
-    pauses = violations = reviews = accepted = 0
+    pauses = violations = reviews = accepted = bases = specs = 0
+    kinds: set[str] = set()
     for _ in range(60):
         ops = [tuple(rng.randrange(41) for _ in range(6)) + (rng.randrange(6), rng.randrange(6)) for _ in range(30)]
         state = replay(build_log(ops))
         errors |= {r.error for r in state.rejected}
         pauses += len(state.pauses)
         violations += len(state.violations)
+        kinds |= {v.kind for v in state.violations}
         reviews += len(state.reviews)
+        bases += len(state.bases)
+        specs += sum(r.spec_digest is not None for r in state.runs.values())
         accepted += state.next_index - len(state.rejected)
     assert pauses >= 3 and violations >= 10 and reviews >= 5 and accepted >= 60 * 12
+    assert bases >= 5 and specs >= 5
+    assert {"release-unverified-weights", "evaluation-of-undeclared-weights"} <= kinds, kinds
     assert {"BadSignature", "MalformedInput", "InvalidStatement", "NotAuthorized", "SequenceError", "UnknownParty",
             "RevokedKey"} <= errors, errors
 

@@ -6,6 +6,11 @@ count quorum of 3, a run over the pause line starting the pause, acknowledgement
 (one missed), training during the pause, compute-usage periods (one missed), a
 quorum resume, pre-release reviews and releases, and a failing verification
 report. Every assertion names the log indexes and logged times the engine must cite.
+
+Releases are bound to weights: a model released with weights no finished, verified run
+produced is a ``release-unverified-weights`` violation, and a review clears one weights
+digest. The review tests here release verified weights (``_verified_weights``) so that
+they test the review alone; ``test_engine_binding.py`` tests the binding itself.
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ from scenario_kit import (
     Clock,
     World,
     commitment_fields,
-    commits,
+    finish_fields,
     key,
     labs_world,
+    progress_fields,
+    report_fields,
+    run_spec,
     run_start_fields,
     utc,
+    weights,
 )
 
 from redline.engine import Entry, replay
@@ -43,6 +52,7 @@ from redline.statements import (
     ReviewDecision,
     ReviewFinding,
     ReviewSubmission,
+    RunFinish,
     RunProgress,
     RunStart,
     RunUsage,
@@ -58,6 +68,17 @@ MODEL_DIGEST = {"sha256": H64}
 def violations(world: World) -> list[tuple[str, str, list[int]]]:
     """(party, kind, evidence) of every violation, in order."""
     return [(v.party, v.kind, v.evidence) for v in world.state.violations]
+
+
+def _verified_weights(world: World, lab: str, run_id: str, model: str, flop: float) -> dict[str, str]:
+    """Declare a run bound to a spec, finish it and have the auditor pass its RunFinish (three entries); return
+    its final weights digest."""
+    spec = run_spec(lab, run_id)
+    world.sub(lab, RunStart, **run_start_fields(run_id, model, flop, spec=spec))
+    finish = world.sub(lab, RunFinish, **finish_fields(run_id, flop, weights(model), spec=spec))
+    world.sub("audit", VerificationReport, **report_fields(lab, run_id, finish.index))
+    assert world.state.runs[f"{lab}/{run_id}"].verified_final
+    return {"sha256": weights(model)}
 
 
 def usage(world: World, party: str, start_ms: int, end_ms: int) -> dict:
@@ -195,8 +216,7 @@ def test_the_whole_pause_story(world: World) -> None:
 
     # --- lab-b reports progress on its run during the pause, exactly at the ack deadline -------------
     clock.set(ack_due)
-    progress = world.sub("lab-b", RunProgress, run_id="rb1", step=1000, flop_so_far=2e23, commitments=commits(),
-                         as_of=utc(ack_due))
+    progress = world.sub("lab-b", RunProgress, **progress_fields("rb1", 1000, 2e23, when=utc(ack_due)))
     assert (progress.index, progress.time_ms) == (17, ack_due)
     assert violations(world) == [("lab-b", "training-during-pause", [14, 17])]
     assert "beyond the paused limit of 1e+22 FLOP" in st.violations[0].detail
@@ -264,33 +284,48 @@ def test_the_whole_pause_story(world: World) -> None:
     assert (review.window_days, review.submitted_ms, review.window_end_ms) == (
         30.0, submitted.time_ms, submitted.time_ms + 30 * DAY_MS)
     clock.advance(days=3)
+    # rb1 never finished: no run on the log produced these weights, so they are unverified too.
     early = world.sub("lab-b", Release, model_name="B-1", model_digest=MODEL_DIGEST, released_at=utc(clock()))
     assert early.index == 25
-    assert violations(world)[4:] == [("lab-b", "release-before-clearance", [24, 25])]
+    assert violations(world)[4:] == [("lab-b", "release-unverified-weights", [25]),
+                                     ("lab-b", "release-before-clearance", [24, 25])]
+    assert st.violations[4].detail == (f"released B-1 with weights {H64[:12]} that no run on the log finished with "
+                                       "and no registered base model has")
 
-    rc1 = world.sub("lab-c", RunStart, **run_start_fields("rc1", "C-1", 2e24))
+    # lab-c's run is bound to a spec, finished, and its RunFinish verified: its final weights are reviewed.
+    spec = run_spec("lab-c", "rc1")
+    rc1 = world.sub("lab-c", RunStart, **run_start_fields("rc1", "C-1", 2e24, spec=spec))
     assert rc1.index == 26 and st.status == "resumed"  # under the pause line: no second pause
     assert st.review_required["C-1"]["index"] == 26
+    finish = world.sub("lab-c", RunFinish, **finish_fields("rc1", 2e24, weights("C-1"), spec=spec))
+    assert finish.index == 27
+    assert world.sub("audit", VerificationReport, **report_fields("lab-c", "rc1", 27)).index == 28
+    run_c = st.runs["lab-c/rc1"]
+    assert (run_c.spec_digest, run_c.final_digest, run_c.finish_index, run_c.verified_final,
+            run_c.verified_final_index) == (spec.digest(), weights("C-1"), 27, True, 28)
+    c1_weights = {"sha256": weights("C-1")}
     assert world.sub("lab-c", ReviewSubmission, submission_id="sub-c1", model_name="C-1",
-                     model_digest=MODEL_DIGEST, run_id="rc1").index == 27
+                     model_digest=c1_weights, run_id="rc1").index == 29
     clock.advance(days=2)
     assert world.sub("gov", ReviewFinding, submission_id="sub-c1", finding="no critical capability",
-                     severity="info").index == 28
+                     severity="info").index == 30
     assert world.sub("gov", ReviewDecision, submission_id="sub-c1", decision="clear",
-                     reason="evaluations within bounds").index == 29
-    assert (st.reviews["sub-c1"].decision, st.reviews["sub-c1"].decision_index) == ("clear", 29)
+                     reason="evaluations within bounds").index == 31
+    assert (st.reviews["sub-c1"].decision, st.reviews["sub-c1"].decision_index) == ("clear", 31)
     assert st.reviews["sub-c1"].findings == [
-        {"by": "gov", "severity": "info", "finding": "no critical capability", "index": 28}]
-    cleared = world.sub("lab-c", Release, model_name="C-1", model_digest=MODEL_DIGEST, released_at=utc(clock()))
-    assert cleared.index == 30
-    assert len(st.violations) == 5  # well within the window, but cleared: no violation
+        {"by": "gov", "severity": "info", "finding": "no critical capability", "index": 30}]
+    cleared = world.sub("lab-c", Release, model_name="C-1", model_digest=c1_weights, released_at=utc(clock()))
+    assert cleared.index == 32
+    assert len(st.violations) == 6  # well within the window, but cleared and verified: no violation
 
     unreviewed = world.sub("lab-a", Release, model_name="A-1", model_digest=MODEL_DIGEST, released_at=utc(clock()))
-    assert unreviewed.index == 31
-    assert violations(world)[5:] == [("lab-a", "release-without-review", [14, 31])]
-    assert st.releases == [{"party": "lab-b", "model": "B-1", "index": 25},
-                           {"party": "lab-c", "model": "C-1", "index": 30},
-                           {"party": "lab-a", "model": "A-1", "index": 31}]
+    assert unreviewed.index == 33
+    assert violations(world)[6:] == [("lab-a", "release-unverified-weights", [33]),
+                                     ("lab-a", "release-without-review", [14, 33])]
+    assert st.releases == [{"party": "lab-b", "model": "B-1", "index": 25, "digest": H64, "run": None},
+                           {"party": "lab-c", "model": "C-1", "index": 32, "digest": weights("C-1"),
+                            "run": "lab-c/rc1"},
+                           {"party": "lab-a", "model": "A-1", "index": 33, "digest": H64, "run": None}]
 
     # --- the whole story, once more ---------------------------------------------------------------
     assert violations(world) == [
@@ -298,13 +333,15 @@ def test_the_whole_pause_story(world: World) -> None:
         ("lab-c", "missed-acknowledgement", [14, 18]),
         ("lab-c", "missed-usage-report", [14, 20]),
         ("lab-a", "failed-verification", [14, 20]),
+        ("lab-b", "release-unverified-weights", [25]),
         ("lab-b", "release-before-clearance", [24, 25]),
-        ("lab-a", "release-without-review", [14, 31]),
+        ("lab-a", "release-unverified-weights", [33]),
+        ("lab-a", "release-without-review", [14, 33]),
     ]
     assert st.rejected == []
-    assert st.next_index == world.log.size == 32
+    assert st.next_index == world.log.size == 34
     assert {n: p.last_seq for n, p in st.parties.items()} == {
-        "coordinator": 7, "lab-a": 7, "lab-b": 9, "lab-c": 6, "gov": 2, "audit": 1}
+        "coordinator": 7, "lab-a": 7, "lab-b": 9, "lab-c": 7, "gov": 2, "audit": 2}
     kinds = [e.kind for e in st.timeline]
     assert kinds.count("pause") == 1 and kinds.count("resume") == 1 and kinds.count("crossing") == 7
 
@@ -316,31 +353,34 @@ def test_the_whole_pause_story(world: World) -> None:
 
 
 def test_a_release_after_the_window_without_a_decision_is_not_a_violation(world: World) -> None:
-    world.sub("lab-b", RunStart, **run_start_fields("rb1", "B-1", 5e24))
-    sub = world.sub("lab-b", ReviewSubmission, submission_id="s1", model_name="B-1", model_digest=MODEL_DIGEST)
+    b1 = _verified_weights(world, "lab-b", "rb1", "B-1", 5e24)  # entries 10..12
+    sub = world.sub("lab-b", ReviewSubmission, submission_id="s1", model_name="B-1", model_digest=b1)
     world.clock.set(sub.time_ms + 30 * DAY_MS - 1)
-    world.sub("lab-b", Release, model_name="B-1", model_digest=MODEL_DIGEST, released_at=utc(world.clock()))
-    assert [(v.kind, v.evidence) for v in world.state.violations] == [("release-before-clearance", [11, 12])]
+    world.sub("lab-b", Release, model_name="B-1", model_digest=b1, released_at=utc(world.clock()))
+    assert [(v.kind, v.evidence) for v in world.state.violations] == [("release-before-clearance", [13, 14])]
     world.clock.set(sub.time_ms + 30 * DAY_MS)
-    world.sub("lab-b", Release, model_name="B-1", model_digest=MODEL_DIGEST, released_at=utc(world.clock()))
+    world.sub("lab-b", Release, model_name="B-1", model_digest=b1, released_at=utc(world.clock()))
     assert len(world.state.violations) == 1
 
 
 def test_a_blocked_model_released_is_a_violation(world: World) -> None:
-    world.sub("lab-b", RunStart, **run_start_fields("rb1", "B-1", 5e24))
-    world.sub("lab-b", ReviewSubmission, submission_id="s1", model_name="B-1", model_digest=MODEL_DIGEST)
+    b1 = _verified_weights(world, "lab-b", "rb1", "B-1", 5e24)  # entries 10..12
+    world.sub("lab-b", ReviewSubmission, submission_id="s1", model_name="B-1", model_digest=b1)
     world.sub("gov", ReviewDecision, submission_id="s1", decision="block", reason="critical finding")
     world.clock.advance(days=40)
-    world.sub("lab-b", Release, model_name="B-1", model_digest=MODEL_DIGEST, released_at=utc(world.clock()))
+    world.sub("lab-b", Release, model_name="B-1", model_digest=b1, released_at=utc(world.clock()))
     assert [(v.party, v.kind, v.evidence) for v in world.state.violations] == [
-        ("lab-b", "release-blocked", [11, 12, 13])]
+        ("lab-b", "release-blocked", [13, 14, 15])]
+    assert world.state.violations[0].detail == (f"released B-1 (weights {b1['sha256'][:12]}, run lab-b/rb1) although "
+                                                "review s1 blocked these weights")
 
 
 def test_a_model_under_the_review_line_needs_no_review(world: World) -> None:
-    world.sub("lab-b", RunStart, **run_start_fields("rb1", "B-small", 1e24))  # not over 1e24
-    world.sub("lab-b", Release, model_name="B-small", model_digest=MODEL_DIGEST, released_at=utc(world.clock()))
+    small = _verified_weights(world, "lab-b", "rb1", "B-small", 1e24)  # not over 1e24
+    world.sub("lab-b", Release, model_name="B-small", model_digest=small, released_at=utc(world.clock()))
     assert world.state.review_required == {} and world.state.violations == []
-    assert world.state.releases == [{"party": "lab-b", "model": "B-small", "index": 11}]
+    assert world.state.releases == [{"party": "lab-b", "model": "B-small", "index": 13, "digest": small["sha256"],
+                                     "run": "lab-b/rb1"}]
 
 
 def _paused(world: World) -> int:
@@ -391,8 +431,7 @@ def test_training_under_the_paused_limit_is_allowed_and_over_it_is_not(world: Wo
     world.clock.set(start + DAY_MS)
     small = world.sub("lab-c", RunStart, **run_start_fields("rc-small", "C-small", 1e22))  # at the limit, not over
     assert small.index == 17 and world.state.violations == []
-    over = world.sub("lab-c", RunProgress, run_id="rc-small", step=5, flop_so_far=2e22, commitments=commits(),
-                     as_of=utc(world.clock()))
+    over = world.sub("lab-c", RunProgress, **progress_fields("rc-small", 5, 2e22, when=utc(world.clock())))
     assert [(v.party, v.kind, v.evidence, v.time_ms) for v in world.state.violations] == [
         ("lab-c", "training-during-pause", [13, over.index], over.time_ms)]
     assert world.state.runs["lab-c/rc-small"].flop_so_far == 2e22

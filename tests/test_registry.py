@@ -298,7 +298,7 @@ def test_commitment_to_an_unpublished_policy(world: World) -> None:
 
 def test_run_progress_for_an_undeclared_run(world: World) -> None:
     env = world.envelope("lab-b", RunProgress, run_id="ra1", step=10, flop_so_far=1e20, commitments=commits(),
-                         as_of=utc(world.clock()))  # ra1 is lab-a's run, not lab-b's
+                         spec_digest=None, as_of=utc(world.clock()))  # ra1 is lab-a's run, not lab-b's
     refused(world, env, InvalidStatement, r"field 'run_id': no run 'ra1' declared by 'lab-b'")
 
 

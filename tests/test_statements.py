@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -24,16 +25,21 @@ from redline.statements import (
     PREDICATE_KINDS,
     PREDICATE_TYPES,
     Admission,
+    BaseModelRegistration,
     Check,
     ChipCount,
     Cluster,
     Commitment,
     ComputeInventory,
     ComputeUsageReport,
+    Declaration,
+    Environment,
     EvaluationResult,
+    FactoryRef,
     FlopEstimates,
     Genesis,
     Indicator,
+    Init,
     KeyRevocation,
     KeyRotation,
     PauseAcknowledgement,
@@ -47,6 +53,7 @@ from redline.statements import (
     ReviewSubmission,
     RunFinish,
     RunProgress,
+    RunSpec,
     RunStart,
     RunUsage,
     TranscriptCommitments,
@@ -78,6 +85,21 @@ POLICY_DOC = {"lines": [{"id": "eu-ai-act", "metric": "training_flop", "threshol
 COMMITS = TranscriptCommitments(steps_root=H, data_root=H2, checkpoints_root=H3, step_count=1000)
 
 
+def spec(init: Init | None = None, *, run_id: str = "run-2") -> RunSpec:
+    """A run spec of lab-a's ``run_id`` (a fresh initialisation unless ``init`` says otherwise)."""
+    ref = FactoryRef(name="tinygpt", distribution="redline", version="0.1.0", files_digest=H3, kwargs={"d": 64})
+    return RunSpec(format="redline-run-spec/v1", party="lab-a", run_id=run_id, redline_version="0.1.0",
+                   environment=Environment(python="3.12.1", torch="2.5.1", numpy="2.1.0",
+                                                          platform="Linux-x86_64", device_type="cpu",
+                                                          device_name=None, cuda=None, cpu_capability="AVX512",
+                                                          blas="OpenBLAS 0.3.27", onednn="3.5.3",
+                                                          deterministic_algorithms=True, num_threads=1),
+                   declaration=Declaration(model_factory=ref, optimizer=ref, max_grad_norm=1.0,
+                                           notes=["no scheduler"]),
+                   init=init or Init(kind="fresh", seed=7), parameter_count=123456, checkpoint_every=50,
+                   digest_algorithms=["sha256", "blake3"])
+
+
 def examples() -> list[Predicate]:
     """One valid predicate of every registered type, exercising optional fields and nesting."""
     return [
@@ -99,10 +121,22 @@ def examples() -> list[Predicate]:
                  base_model_flop=3.2e24, declared_flop=9.5e25, flop_method="6ND",
                  hardware=[ChipCount(chip_model="H100 SXM", count=1024)], started_at=T0),
         RunProgress(party="lab-a", seq=7, run_id="run-1", step=500, flop_so_far=4.0e25, commitments=COMMITS,
-                    as_of=T0 + timedelta(days=3, microseconds=250)),
+                    spec_digest=None, as_of=T0 + timedelta(days=3, microseconds=250)),
         RunFinish(party="lab-a", seq=8, run_id="run-1", total_flop=9.1e25,
                   flop_estimates=FlopEstimates(counted=9.1e25, six_nd=8.8e25), estimates_disagree=False,
-                  final_model_digest={"blake3": H2}, commitments=COMMITS, finished_at=T0 + timedelta(days=10)),
+                  final_model_digest={"blake3": H2}, commitments=COMMITS, spec_digest=None, manifest_digest=None,
+                  finished_at=T0 + timedelta(days=10)),
+        RunStart(party="lab-a", seq=15, run_id="run-2", model_name="frontier-7-ft", base_model="frontier-7",
+                 declared_flop=1e23, flop_method="counted", hardware=[], started_at=T0,
+                 spec=spec(Init(kind="base", base_model_digest=H)), init_model_digest=H),
+        RunProgress(party="lab-a", seq=16, run_id="run-2", step=50, flop_so_far=5e22, commitments=COMMITS,
+                    spec_digest=spec(Init(kind="base", base_model_digest=H)).digest(), as_of=T0),
+        RunFinish(party="lab-a", seq=17, run_id="run-2", total_flop=1e23, flop_estimates=FlopEstimates(counted=1e23),
+                  estimates_disagree=False, final_model_digest={"sha256": H3}, commitments=COMMITS,
+                  spec_digest=spec(Init(kind="base", base_model_digest=H)).digest(), manifest_digest=H2,
+                  finished_at=T0),
+        BaseModelRegistration(party="regulator-eu", seq=4, model_name="open-weights-9", model_digest=H2,
+                              training_flop=7e24, source="https://example.org/open-weights-9"),
         EvaluationResult(party="auditor-x", seq=1, model_name="frontier-7", model_digest={"sha256": H},
                          suite="inspect_evals", task="swe-bench-verified", metric="accuracy", value=0.4125,
                          evaluator="Inspect AI 0.3", log_digest={"sha256": H2}, evaluated_at=T0),
@@ -114,7 +148,7 @@ def examples() -> list[Predicate]:
                            checks=[Check(name="segment-replay", passed=False, detail="step 412 diverges\nby 3e-2"),
                                    Check(name="flop-cross-check", passed=True, detail="")],
                            verdict="fail", compute_spent_flop=1.2e23, sample_seed="00ff" * 8, segments_checked=16,
-                           p_detect=0.99, failing_step=412),
+                           p_detect=0.99, failing_step=412, declaration_index=8),
         PolicyPublication(party="coordinator", seq=4, policy_id="eu-ai-act", version="2025.07", document=POLICY_DOC,
                           document_digest=canonical_digest(POLICY_DOC), effective_from=T0),
         Commitment(party="lab-a", seq=10, policy_digest=canonical_digest(POLICY_DOC),
@@ -152,10 +186,10 @@ def _reject(statement: dict[str, Any], *needles: str) -> str:
 
 
 def test_every_registered_type_has_an_example() -> None:
-    assert sorted(type(p).PREDICATE_TYPE for p in EXAMPLES) == sorted(PREDICATE_TYPES)
-    assert len(PREDICATE_TYPES) == len(PREDICATE_KINDS) == 21
+    assert sorted({type(p).PREDICATE_TYPE for p in EXAMPLES}) == sorted(PREDICATE_TYPES)
+    assert len(PREDICATE_TYPES) == len(PREDICATE_KINDS) == 22
     for ptype, cls in PREDICATE_TYPES.items():
-        assert ptype.startswith("urn:redline:") and ptype.endswith(":v1")
+        assert re.fullmatch(r"urn:redline:[a-z0-9-]+:v[1-9][0-9]*", ptype), ptype
         assert cls.__doc__ and cls.__doc__.strip()
 
 
@@ -281,7 +315,7 @@ def test_out_of_bounds_values_rejected(kind: str, field: str, value: Any) -> Non
 def test_bad_flop_rejected(value: Any) -> None:
     statement = to_statement(EXAMPLES[IDS.index("run-start")])
     statement["predicate"]["declared_flop"] = value
-    _reject(statement, "urn:redline:training-run-start:v1", "field 'declared_flop'")
+    _reject(statement, "urn:redline:training-run-start:v2", "field 'declared_flop'")
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
@@ -480,6 +514,56 @@ def test_run_rules() -> None:
             "field 'flop_estimates.counted'")
     progress = to_statement(EXAMPLES[IDS.index("run-progress")])
     assert {"name": "lab-a/run/run-1/steps", "digest": {"sha256": H}} in progress["subject"]
+    _reject(_with("run-progress", spec_digest="00"), "field 'spec_digest'")
+    _reject(_with("run-finish", spec_digest=H), "'spec_digest' and 'manifest_digest' are given together")
+    _reject(_with("run-finish", manifest_digest=H), "'spec_digest' and 'manifest_digest' are given together")
+    statement = to_statement(EXAMPLES[IDS.index("run-progress")])
+    del statement["predicate"]["spec_digest"]  # required, even when null
+    _reject(statement, "field 'spec_digest'")
+
+
+SPEC_START = next(p for p in EXAMPLES if isinstance(p, RunStart) and p.spec is not None)
+
+
+def _spec_start(**changes: Any) -> dict[str, Any]:
+    statement = copy.deepcopy(to_statement(SPEC_START))
+    statement["predicate"].update(changes)
+    return statement
+
+
+def test_run_spec_rules() -> None:
+    assert isinstance(SPEC_START, RunStart) and SPEC_START.spec is not None
+    assert SPEC_START.spec_digest == canonical_digest(SPEC_START.spec.model_dump(mode="json"))
+    assert EXAMPLES[IDS.index("run-start")].spec_digest is None  # type: ignore[attr-defined]
+    _reject(_spec_start(init_model_digest=None), "'spec' and 'init_model_digest' are given together")
+    _reject(_spec_start(init_model_digest=H2), "'init_model_digest' must be the base model's digest")
+    _reject(_spec_start(base_model_flop=1e20), "'base_model_flop' is not declared for a run with a spec")
+    fresh = spec().model_dump(mode="json")
+    _reject(_spec_start(spec=fresh, init_model_digest=H2), "'base_model' is given but 'spec.init' is a fresh")
+    ok = RunStart.build(**{**dict(SPEC_START), "spec": spec(), "init_model_digest": H2, "base_model": None})
+    assert parse_statement(to_statement(ok)) == ok and ok.spec_digest == spec().digest() != SPEC_START.spec_digest
+    _reject(_spec_start(spec={**fresh, "run_id": "run-9"}, base_model=None, init_model_digest=H2),
+            "field 'spec' is the spec of run lab-a/run-9, not lab-a/run-2")
+    for init, needle in (({"kind": "fresh", "seed": None, "base_model_digest": None}, "names a 'seed'"),
+                         ({"kind": "fresh", "seed": 1, "base_model_digest": H}, "names a 'seed'"),
+                         ({"kind": "base", "seed": 1, "base_model_digest": H}, "names a 'base_model_digest'"),
+                         ({"kind": "base", "seed": None, "base_model_digest": None}, "names a 'base_model_digest'"),
+                         ({"kind": "copy", "seed": 1, "base_model_digest": None}, "field 'spec.init.kind'")):
+        _reject(_spec_start(spec={**fresh, "init": init}, base_model=None, init_model_digest=H2), needle)
+    _reject(_spec_start(spec={**fresh, "digest_algorithms": ["blake3"]}, base_model=None, init_model_digest=H2),
+            "must start with 'sha256'")
+    bad_factory = copy.deepcopy(fresh)
+    bad_factory["declaration"]["model_factory"]["name"] = "evil.module:make"
+    _reject(_spec_start(spec=bad_factory, base_model=None, init_model_digest=H2),
+            "field 'spec.declaration.model_factory.name'")
+
+
+def test_base_model_registration() -> None:
+    reg = EXAMPLES[IDS.index("base-model")]
+    statement = to_statement(reg)
+    assert statement["subject"][-1] == {"name": "model/open-weights-9", "digest": {"sha256": H2}}
+    _reject(_with("base-model", model_digest={"sha256": H2}), "field 'model_digest'")
+    _reject(_with("base-model", training_flop=-1.0), "field 'training_flop'")
 
 
 def test_indicator_interval_and_window() -> None:
@@ -492,10 +576,19 @@ def test_indicator_interval_and_window() -> None:
 def test_verification_verdict_consistency() -> None:
     _reject(_with("verification-report", verdict="pass"), "verdict", "segment-replay")
     passing = [{"name": "segment-replay", "passed": True, "detail": ""}]
-    _reject(_with("verification-report", checks=passing), "'fail' but every check passed")
+    _reject(_with("verification-report", checks=passing), "'fail' but no check failed")
     _reject(_with("verification-report", p_detect=1.01), "field 'p_detect'")
     _accept("verification-report", checks=passing, verdict="pass", failing_step=None, p_detect=None)
-    _accept("verification-report", verdict="inconclusive")
+    undecided = [{"name": "segment-replay", "passed": False, "detail": "other device", "inconclusive": True}]
+    _accept("verification-report", checks=undecided, verdict="inconclusive", failing_step=None,
+            declaration_index=None)
+    # an inconclusive verdict needs an inconclusive check and no failed one; a pass, no undecided check
+    _reject(_with("verification-report", verdict="inconclusive", failing_step=None), "'inconclusive' only when")
+    _reject(_with("verification-report", checks=undecided, verdict="pass", failing_step=None), "did not pass")
+    _reject(_with("verification-report", checks=undecided, verdict="inconclusive"), "field 'failing_step'")
+    _reject(_with("verification-report", checks=[{**undecided[0], "passed": True}], verdict="pass",
+                  failing_step=None), "both passed and inconclusive")
+    _reject(_with("verification-report", declaration_index=-1), "field 'declaration_index'")
 
 
 def test_doubles_written_as_long_integers_round_trip() -> None:
@@ -677,7 +770,7 @@ def test_round_trip_property(value: float, flop: float, when: datetime, seq: int
                          task="t", metric="m", value=value, evaluator="e", log_digest={"blake3": H2},
                          evaluated_at=when),
         RunProgress(party="lab-a", seq=seq, run_id=name, step=seq - 1, flop_so_far=flop, commitments=COMMITS,
-                    as_of=when),
+                    spec_digest=H3 if seq % 2 else None, as_of=when),
     ]
     for pred in preds:
         text = canonical_json(to_statement(pred))

@@ -22,7 +22,7 @@ from redline.errors import MalformedInput
 from redline.log import merkle
 from redline.transcript import load_transcript, replay_segment
 from redline.transcript.digest import hash_file
-from redline.transcript.records import CheckpointEntry, commitments, record_bytes
+from redline.transcript.format import CheckpointEntry, binding, commitments, record_bytes
 from redline.transcript.tinygpt import TrainConfig, make_model, seed_everything, text_batches, train, train_step
 from redline.transcript.torchstate import batch_digest, named_tensors_equal, raw_bytes
 
@@ -79,9 +79,16 @@ def test_commitments_verify_and_match_the_records(recorded: Recorded) -> None:
     assert [c.step for c in t.checkpoints] == [0, 100, 200, 300]
     lines = (recorded.path / "steps.jsonl").read_bytes().splitlines()
     data = (recorded.path / "data.jsonl").read_bytes().splitlines()
-    want = commitments(lines, data, [record_bytes(c.entry) for c in t.checkpoints])
+    bound = binding(t.spec)
+    assert bound == bytes.fromhex(t.spec_digest) and len(bound) == 32
+    want = commitments(bound, lines, data, [record_bytes(c.entry) for c in t.checkpoints])
     assert t.commitments == want
-    assert t.commitments.steps_root == merkle.root_of([merkle.leaf_hash(line) for line in lines]).hex()
+    # every leaf is the run spec's digest followed by the record: the roots belong to this run alone
+    assert t.commitments.steps_root == merkle.root_of([merkle.leaf_hash(bound + line) for line in lines]).hex()
+    assert t.commitments.steps_root != merkle.root_of([merkle.leaf_hash(line) for line in lines]).hex()
+    assert (recorded.path / "run.json").read_bytes() == record_bytes(t.spec)
+    assert (t.spec.party, t.spec.run_id, t.spec.init.kind, t.spec.init.seed) == (CFG.party, CFG.run_id, "fresh",
+                                                                                 CFG.seed)
     assert [r.loss for r in t.steps] == pytest.approx(recorded.losses, abs=0)
     assert [r.position for r in t.data] == list(range(STEPS))
     assert t.manifest.tokens == STEPS * CFG.batch_size * MODEL["seq_len"]
@@ -158,15 +165,16 @@ def test_replay_to_a_step_between_checkpoints_matches_the_committed_records(reco
     assert result.end_step == 210
 
 
-def test_replay_refuses_a_data_source_that_gives_other_bytes(recorded: Recorded, tmp_path: Path) -> None:
-    from redline.transcript.records import DataSource
+def _with_declaration(t, decl):  # noqa: ANN001, ANN202 - a manifest whose spec declares ``decl``
+    return t.manifest.model_copy(update={"spec": t.spec.model_copy(update={"declaration": decl})})
 
+
+def test_replay_refuses_a_data_source_that_gives_other_bytes(recorded: Recorded, tmp_path: Path) -> None:
     t = load_transcript(recorded.path, verify_checkpoints=False)
     decl = t.manifest.declaration
     assert decl.data_source is not None
-    other = decl.model_copy(update={"data_source": DataSource(entry_point=decl.data_source.entry_point,
-                                                              kwargs=decl.data_source.kwargs, seed=CFG.seed + 1)})
-    forged = type(t)(t.path, t.manifest.model_copy(update={"declaration": other}), t.steps, t.data, t.checkpoints)
+    other = decl.model_copy(update={"data_source": decl.data_source.model_copy(update={"seed": CFG.seed + 1})})
+    forged = type(t)(t.path, _with_declaration(t, other), t.steps, t.data, t.checkpoints)
     with pytest.raises(MalformedInput, match=r"step 101: the data source's batch at position 100 has digest"):
         replay_segment(forged, 100, 200)
 
@@ -174,7 +182,7 @@ def test_replay_refuses_a_data_source_that_gives_other_bytes(recorded: Recorded,
 def test_replay_needs_a_declared_model_factory(recorded: Recorded) -> None:
     t = load_transcript(recorded.path, verify_checkpoints=False)
     decl = t.manifest.declaration.model_copy(update={"model_factory": None})
-    forged = type(t)(t.path, t.manifest.model_copy(update={"declaration": decl}), t.steps, t.data, t.checkpoints)
+    forged = type(t)(t.path, _with_declaration(t, decl), t.steps, t.data, t.checkpoints)
     with pytest.raises(MalformedInput, match="declares no model factory"):
         replay_segment(forged, 0)
 
@@ -187,7 +195,7 @@ def test_segments_and_progress_roots_are_prefixes(recorded: Recorded) -> None:
     assert segments[1].steps[0].step == 101 and segments[1].data[-1].step == 200
     at = t.commitments_at(200)
     assert at.step_count == 200
-    leaves = [merkle.leaf_hash(record_bytes(r)) for r in t.steps]
+    leaves = [merkle.leaf_hash(binding(t.spec) + record_bytes(r)) for r in t.steps]
     reader = merkle.ListHashReader(leaves)
     proof = merkle.prove_consistency(200, STEPS, reader)
     merkle.verify_consistency(200, STEPS, bytes.fromhex(at.steps_root), bytes.fromhex(t.commitments.steps_root),
@@ -199,7 +207,7 @@ def test_segments_and_progress_roots_are_prefixes(recorded: Recorded) -> None:
 
 
 def _roots(t, *, steps=None, data=None, checkpoints=None):
-    return commitments(steps if steps is not None else [record_bytes(r) for r in t.steps],
+    return commitments(binding(t.spec), steps if steps is not None else [record_bytes(r) for r in t.steps],
                        data if data is not None else [record_bytes(r) for r in t.data],
                        checkpoints if checkpoints is not None else [record_bytes(c.entry) for c in t.checkpoints])
 
@@ -302,7 +310,20 @@ CASES: dict[str, tuple[Callable[[Path], None], Callable[[Path], str]]] = {
         (r / "manifest.json").read_bytes() + b" "), lambda r: "manifest.json"),
     "manifest unknown field": (lambda r: _edit_manifest(r, lambda m: m.update(extra=1)), lambda r: "manifest.json"),
     "manifest missing": (lambda r: (r / "manifest.json").unlink(), lambda r: "manifest.json"),
+    "run spec edited": (lambda r: _edit_json(r / "run.json", lambda m: m.update(run_id="other")),
+                        lambda r: "run.json"),
+    "run spec missing": (lambda r: (r / "run.json").unlink(), lambda r: "run.json"),
+    # relabelled to another party in both places: the leaves are bound to the old spec, so the roots break
+    "spec relabelled everywhere": (lambda r: (_edit_json(r / "run.json", lambda m: m.update(party="lab-b")),
+                                              _edit_manifest(r, lambda m: m["spec"].update(party="lab-b"))),
+                                   lambda r: "steps.jsonl"),
 }
+
+
+def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
+    obj = parse_json(path.read_bytes(), limit=1 << 26)
+    edit(obj)
+    path.write_bytes(canonical_json(obj))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -1,8 +1,8 @@
-"""``redline run declare``: a transcript becomes a signed RunProgress and RunFinish, written or submitted."""
+"""``redline run start`` and ``redline run declare``: a transcript becomes a signed RunStart (its run spec and
+checkpoint 0), RunProgress and RunFinish, written or submitted."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +17,9 @@ from redline.engine import Entry, replay
 from redline.log.service import Log
 from redline.log.sqlite import SqliteStore
 from redline.statements import open_envelope
-from redline.statements.runs import RunFinish, RunProgress
+from redline.statements.runs import RunFinish, RunProgress, RunStart
 from redline.transcript import Recorder, load_transcript
+from redline.transcript.format import Init
 from redline.transcript.tinygpt import TrainConfig, train
 
 ORIGIN = "redline.test/run-log"
@@ -40,7 +41,8 @@ def transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("run") / "t"
-    train(TrainConfig(steps=30, seed=1, batch_size=2, model=MODEL), path, checkpoint_every=10)
+    train(TrainConfig(steps=30, seed=1, batch_size=2, model=MODEL, party="lab-a", run_id="r1"), path,
+          checkpoint_every=10)
     torch.set_num_threads(before)
     return path
 
@@ -66,12 +68,9 @@ def logdir(tmp_path: Path, lab_key: tuple[SigningKey, Path]) -> Iterator[Path]:
     yield d
 
 
-def _run_start(logdir: Path, key_path: Path, tmp_path: Path, model: str = "tiny-1") -> None:
-    fields = {"run_id": "r1", "model_name": model, "declared_flop": 1e12, "flop_method": "counted",
-              "hardware": [], "started_at": "2026-01-01T00:00:00Z"}
-    f = tmp_path / "start.json"
-    f.write_text(json.dumps(fields))
-    ok("submit", logdir, f, "--key", key_path, "--kind", "run-start")
+def _run_start(logdir: Path, key_path: Path, transcript: Path, model: str = "tiny-1") -> None:
+    ok("run", "start", transcript, "--key", key_path, "--model-name", model, "--declared-flop", "1e12",
+       "--submit", logdir)
 
 
 def _state(logdir: Path):
@@ -99,6 +98,45 @@ def test_declare_writes_signed_progress_and_finish(transcript: Path, lab_key: tu
     assert finish.total_flop == finish.flop_estimates.counted == per_step * 30
     assert finish.flop_estimates.six_nd == 6 * t.manifest.parameter_count * t.manifest.tokens
     assert finish.finished_at == t.manifest.finished_at
+    assert progress.spec_digest == finish.spec_digest == t.spec_digest
+    assert finish.manifest_digest == t.manifest.digest()
+
+
+def test_start_signs_the_whole_run_spec_and_checkpoint_0(transcript: Path, lab_key: tuple[SigningKey, Path]) -> None:
+    key, key_path = lab_key
+    result = ok("run", "start", transcript, "--key", key_path, "--model-name", "tiny-1", "--declared-flop", "1e12",
+                "--hardware", "H100 SXM=8", "--seq", "3")
+    start, _ = open_envelope(Envelope.from_json(result.stdout_bytes.strip()), [key.verifier()])
+    t = load_transcript(transcript)
+    assert isinstance(start, RunStart) and start.seq == 3 and start.run_id == "r1"
+    assert start.spec == t.spec and start.spec_digest == t.spec_digest
+    assert start.init_model_digest == t.checkpoints[0].entry.model_digest
+    assert [c.count for c in start.hardware] == [8]
+
+
+def test_start_works_before_the_first_step(lab_key: tuple[SigningKey, Path], tmp_path: Path) -> None:
+    key, key_path = lab_key
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    rec = Recorder(tmp_path / "t", model, torch.optim.SGD(model.parameters(), lr=0.1), party="lab-a",
+                   run_id="early", init=Init(kind="fresh", seed=0)).start()
+    try:
+        result = ok("run", "start", tmp_path / "t", "--key", key_path, "--model-name", "m", "--declared-flop", "1",
+                    "--seq", "1")  # no manifest yet: checkpoint 0 is read from its blob
+        start, _ = open_envelope(Envelope.from_json(result.stdout_bytes.strip()), [key.verifier()])
+        assert start.init_model_digest == rec.initial_model_digest()
+    finally:
+        rec.close()
+
+
+def test_start_and_declare_refuse_a_transcript_of_another_run(transcript: Path, tmp_path: Path) -> None:
+    other = tmp_path / "lab-b.key"
+    save_signing_key(SigningKey.generate("lab-b"), other)
+    result = run("run", "start", transcript, "--key", other, "--model-name", "m", "--declared-flop", "1",
+                 "--seq", "1")
+    assert result.exit_code == 65 and "recorded for party 'lab-a'" in result.stderr
+    result = run("run", "declare", transcript, "--key", other, "--run-id", "r1", "--model-name", "m", "--seq", "1")
+    assert result.exit_code == 65 and "recorded for run lab-a/r1, not lab-b/r1" in result.stderr
 
 
 def test_declare_progress_at_an_earlier_checkpoint(transcript: Path, lab_key: tuple[SigningKey, Path]) -> None:
@@ -122,7 +160,7 @@ def test_declare_needs_a_sequence_number_when_not_submitting(transcript: Path,
 def test_declare_submits_through_the_registry_after_a_run_start(transcript: Path, logdir: Path,
                                                                 lab_key: tuple[SigningKey, Path],
                                                                 tmp_path: Path) -> None:
-    _run_start(logdir, lab_key[1], tmp_path)
+    _run_start(logdir, lab_key[1], transcript)
     result = ok("run", "declare", transcript, "--key", lab_key[1], "--run-id", "r1", "--model-name", "tiny-1",
                 "--submit", logdir)
     assert "run-progress #2" in result.stdout and "run-finish #3" in result.stdout
@@ -145,7 +183,7 @@ def test_declare_refuses_to_submit_without_a_run_start(transcript: Path, logdir:
 
 def test_declare_refuses_another_model_name(transcript: Path, logdir: Path, lab_key: tuple[SigningKey, Path],
                                             tmp_path: Path) -> None:
-    _run_start(logdir, lab_key[1], tmp_path, model="tiny-1")
+    _run_start(logdir, lab_key[1], transcript, model="tiny-1")
     result = run("run", "declare", transcript, "--key", lab_key[1], "--run-id", "r1", "--model-name", "other",
                  "--submit", logdir)
     assert result.exit_code == 65 and "declared for model 'tiny-1', not 'other'" in result.stderr
@@ -169,7 +207,8 @@ def test_declare_without_counted_flop_uses_6nd_and_says_so(lab_key: tuple[Signin
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with Recorder(tmp_path / "t", model, opt, checkpoint_every=2) as rec:
+    with Recorder(tmp_path / "t", model, opt, party="lab-a", run_id="r2", init=Init(kind="fresh", seed=0),
+                  checkpoint_every=2) as rec:
         for i in range(4):
             x = torch.randn(5, 4)
             opt.zero_grad()
@@ -179,7 +218,8 @@ def test_declare_without_counted_flop_uses_6nd_and_says_so(lab_key: tuple[Signin
             rec.step({"x": x}, loss, tokens=5)
     result = ok("run", "declare", tmp_path / "t", "--key", key_path, "--run-id", "r2", "--model-name", "m",
                 "--seq", "1")
-    assert "no counted FLOP" in result.stderr and "6·N·D" in result.stderr
+    assert "could not be counted" in result.stderr and "declares no data source" in result.stderr
+    assert "6·N·D" in result.stderr
     finish, _ = open_envelope(Envelope.from_json(result.stdout_bytes.splitlines()[1]), [key.verifier()])
     assert finish.total_flop == finish.flop_estimates.six_nd == 6 * 15 * 20
     assert finish.flop_estimates.counted is None and finish.estimates_disagree is False
@@ -187,7 +227,7 @@ def test_declare_without_counted_flop_uses_6nd_and_says_so(lab_key: tuple[Signin
 
 def test_written_envelopes_can_be_submitted_later(transcript: Path, logdir: Path, lab_key: tuple[SigningKey, Path],
                                                   tmp_path: Path) -> None:
-    _run_start(logdir, lab_key[1], tmp_path)
+    _run_start(logdir, lab_key[1], transcript)
     out = tmp_path / "declarations.jsonl"
     ok("run", "declare", transcript, "--key", lab_key[1], "--run-id", "r1", "--model-name", "tiny-1",
        "--seq", "2", "--out", out)

@@ -14,6 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments  # noqa: E402
 
+from redline.transcript.format import Init  # noqa: E402
 from redline.transcript import load_transcript  # noqa: E402
 from redline.transcript.hf import RecorderCallback, model_from_config, model_loss  # noqa: E402
 from redline.transcript.torchstate import batch_digest, named_tensors_equal  # noqa: E402
@@ -41,6 +42,10 @@ class Sequences(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
+#: The trainer builds its model right after torch.manual_seed(0).
+INIT = Init(kind="fresh", seed=0)
+
+
 def _trainer(tmp_path: Path, callback: RecorderCallback, accumulation: int = 1) -> Trainer:
     torch.manual_seed(0)
     config = GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=64, n_positions=16,
@@ -54,7 +59,8 @@ def _trainer(tmp_path: Path, callback: RecorderCallback, accumulation: int = 1) 
 
 
 def test_trainer_callback_records_a_verifiable_transcript(tmp_path: Path) -> None:
-    callback = RecorderCallback(tmp_path / "t", checkpoint_every=3, count_flop=True)
+    callback = RecorderCallback(tmp_path / "t", party="lab-a", run_id="r1", init=INIT, checkpoint_every=3,
+                                count_flop=True)
     seen: list[str] = []
     trainer = _trainer(tmp_path, callback)
     hook = trainer.model.register_forward_pre_hook(
@@ -81,7 +87,8 @@ def test_trainer_callback_records_a_verifiable_transcript(tmp_path: Path) -> Non
     decl = t.manifest.declaration
     assert decl.max_grad_norm == 1.0
     assert decl.model_factory is not None and decl.train_step is not None
-    assert decl.model_factory.entry_point == "redline.transcript.hf:model_from_config"
+    assert decl.model_factory.name == "hf-from-config" and decl.train_step.name == "hf-model-loss"
+    assert decl.model_factory.kwargs["model_class"] == "transformers:GPT2LMHeadModel"
     rebuilt = model_from_config(**decl.model_factory.kwargs)
     rebuilt.load_state_dict(final.model_state)
     batch = {"input_ids": torch.zeros(1, 8, dtype=torch.int64), "labels": torch.zeros(1, 8, dtype=torch.int64)}
@@ -92,7 +99,7 @@ def test_trainer_callback_records_a_verifiable_transcript(tmp_path: Path) -> Non
 
 
 def test_gradient_accumulation_records_every_micro_batch_of_a_step(tmp_path: Path) -> None:
-    callback = RecorderCallback(tmp_path / "t", checkpoint_every=100)
+    callback = RecorderCallback(tmp_path / "t", party="lab-a", run_id="r1", init=INIT, checkpoint_every=100)
     _trainer(tmp_path, callback, accumulation=2).train()
     t = load_transcript(tmp_path / "t")
     assert t.step_count == STEPS and [c.step for c in t.checkpoints] == [0, STEPS]

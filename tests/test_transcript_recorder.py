@@ -26,7 +26,7 @@ from redline.errors import MalformedInput
 from redline.transcript import Recorder, load_transcript
 from redline.transcript import stfile
 from redline.transcript.digest import MultiHasher, hash_file, hash_files, tensors_digest
-from redline.transcript.records import Declaration, canonical_record, entry
+from redline.transcript.format import Declaration, Init, canonical_record
 from redline.transcript.store import BlobStore
 from redline.transcript.torchstate import (
     CapturedState,
@@ -41,6 +41,8 @@ from redline.transcript.torchstate import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The run every recorder here records (the run spec names it).
+RUN: dict = {"party": "lab", "run_id": "t", "init": Init(kind="fresh", seed=0)}
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +99,7 @@ def test_a_batch_that_is_not_tensors_is_refused_naming_the_item(tmp_path: Path) 
     with pytest.raises(MalformedInput, match="'text' is a str"):
         batch_digest({"ids": torch.zeros(2), "text": "hello"})
     model, opt = _tiny()
-    with Recorder(tmp_path / "t", model, opt) as rec:
+    with Recorder(tmp_path / "t", model, opt, **RUN) as rec:
         with pytest.raises(MalformedInput, match="tensor 'z': dtype torch.complex128 cannot be serialised"):
             rec.step({"z": torch.zeros(2, dtype=torch.complex128)})
         assert rec.step_count == 0
@@ -270,13 +272,13 @@ def _loop(rec: Recorder, model: torch.nn.Module, opt: torch.optim.Optimizer, ste
 
 def test_a_plain_loop_records_in_a_few_lines(tmp_path: Path) -> None:
     model, opt = _tiny()
-    with Recorder(tmp_path / "t", model, opt, checkpoint_every=4) as rec:
+    with Recorder(tmp_path / "t", model, opt, **RUN, checkpoint_every=4) as rec:
         _loop(rec, model, opt, 10)
     t = load_transcript(tmp_path / "t")
     assert [c.step for c in t.checkpoints] == [0, 4, 8, 10]
     assert t.manifest.flop is None
     assert t.manifest.declaration.optimizer is not None
-    assert t.manifest.declaration.optimizer.entry_point == "torch.optim.sgd:SGD"
+    assert t.manifest.declaration.optimizer.name == "sgd"  # its class is registered by redline
     assert "no model factory declared: replay cannot rebuild it" in t.manifest.declaration.notes
     assert all(r.tokens == 0 for r in t.steps)
     ckpt = t.checkpoint(10).load()
@@ -287,7 +289,7 @@ def test_a_plain_loop_records_in_a_few_lines(tmp_path: Path) -> None:
 def test_an_error_in_training_cuts_the_transcript_back_to_the_last_checkpoint(tmp_path: Path) -> None:
     model, opt = _tiny()
     with pytest.raises(RuntimeError, match="out of memory"):
-        with Recorder(tmp_path / "t", model, opt, checkpoint_every=4) as rec:
+        with Recorder(tmp_path / "t", model, opt, **RUN, checkpoint_every=4) as rec:
             _loop(rec, model, opt, 10, fail_at=6)
     t = load_transcript(tmp_path / "t")
     assert t.step_count == 4 and [c.step for c in t.checkpoints] == [0, 4]
@@ -302,13 +304,14 @@ def test_the_training_thread_does_not_wait_for_checkpoint_writing(tmp_path: Path
     def slow_put(self, write, algorithms=("sha256",), *, durable=True):
         release.wait(timeout=30)
         return real_put(self, write, algorithms, durable=durable)
-    monkeypatch.setattr(BlobStore, "put", slow_put)
     model, opt = _tiny()
-    rec = Recorder(tmp_path / "t", model, opt, checkpoint_every=5, queue_size=1).start()
-    _loop(rec, model, opt, 8)  # step 5's checkpoint is queued while step 0's is still being written
+    rec = Recorder(tmp_path / "t", model, opt, **RUN, checkpoint_every=5, queue_size=1).start()
+    # start() returns once checkpoint 0 is on disk (the RunStart commits to it); later ones are written behind
+    monkeypatch.setattr(BlobStore, "put", slow_put)
+    _loop(rec, model, opt, 8)  # training goes on while step 5's checkpoint is still being written
     assert rec.step_count == 8
     writer = rec._writer
-    assert writer is not None and writer.entries == []
+    assert writer is not None and [e.step for e in writer.entries] == [0]
     release.set()
     manifest = rec.close()
     assert [c.step for c in manifest.checkpoints] == [0, 5, 8]
@@ -317,9 +320,9 @@ def test_the_training_thread_does_not_wait_for_checkpoint_writing(tmp_path: Path
 def test_a_writer_error_surfaces_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken_put(self, write, algorithms=("sha256",), *, durable=True):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(BlobStore, "put", broken_put)
     model, opt = _tiny()
-    rec = Recorder(tmp_path / "t", model, opt, checkpoint_every=100).start()
+    rec = Recorder(tmp_path / "t", model, opt, **RUN, checkpoint_every=100).start()
+    monkeypatch.setattr(BlobStore, "put", broken_put)
     with pytest.raises(OSError, match="No space left") as err:  # on a later step() or, at the latest, close()
         _loop(rec, model, opt, 3)
         rec.close()
@@ -329,10 +332,21 @@ def test_a_writer_error_surfaces_on_close(tmp_path: Path, monkeypatch: pytest.Mo
     assert not (tmp_path / "t" / "manifest.json").exists()
 
 
+def test_a_writer_error_at_start_surfaces_from_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_put(self, write, algorithms=("sha256",), *, durable=True):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(BlobStore, "put", broken_put)
+    model, opt = _tiny()
+    with pytest.raises(OSError, match="No space left") as err:
+        Recorder(tmp_path / "t", model, opt, **RUN).start()
+    assert "raised by redline's checkpoint writer thread" in err.value.__notes__
+    assert not (tmp_path / "t" / "manifest.json").exists()
+
+
 @pytest.mark.parametrize("threaded", [False, True])
 def test_a_record_error_surfaces_naming_the_value(tmp_path: Path, threaded: bool) -> None:
     model, opt = _tiny()
-    rec = Recorder(tmp_path / "t", model, opt, checkpoint_every=100, record_thread=threaded).start()
+    rec = Recorder(tmp_path / "t", model, opt, **RUN, checkpoint_every=100, record_thread=threaded).start()
     opt.param_groups[0]["schedule"] = len  # not a value a record can hold, set after the first checkpoint
     with pytest.raises(MalformedInput, match="optimizer.param_groups.0.schedule: a builtin_function_or_method") as err:
         _loop(rec, model, opt, 3)
@@ -346,13 +360,13 @@ def test_the_record_thread_changes_nothing_in_the_transcript(tmp_path: Path) -> 
         model, opt = _tiny()
         # 75 steps, a checkpoint every 50: unthreaded records are made in bursts of 32 (steps 1-32, 33-50 at the
         # checkpoint, 51-75 at close), which must change nothing either
-        with Recorder(tmp_path / f"t{threaded}", model, opt, checkpoint_every=50, record_thread=threaded) as rec:
+        with Recorder(tmp_path / f"t{threaded}", model, opt, **RUN, checkpoint_every=50, record_thread=threaded) as rec:
             assert rec.record_thread is threaded
             _loop(rec, model, opt, 75)
         roots.append(load_transcript(tmp_path / f"t{threaded}").commitments)
     assert roots[0] == roots[1]
     model, _ = _tiny()
-    assert Recorder(tmp_path / "u", model).record_thread is False  # a CPU model records on the training thread
+    assert Recorder(tmp_path / "u", model, **RUN).record_thread is False  # a CPU model records on the training thread
 
 
 @pytest.mark.parametrize("threaded", [False, True])
@@ -360,7 +374,7 @@ def test_reusing_a_batch_buffer_in_place_cannot_change_the_record(tmp_path: Path
     model, opt = _tiny()
     buffer = torch.zeros(5, 4)
     digests = []
-    with Recorder(tmp_path / "t", model, opt, checkpoint_every=100, record_thread=threaded) as rec:
+    with Recorder(tmp_path / "t", model, opt, **RUN, checkpoint_every=100, record_thread=threaded) as rec:
         for i in range(20):
             buffer.fill_(float(i))  # a loop that refills one input buffer in place
             digests.append(batch_digest({"x": buffer}))
@@ -377,11 +391,11 @@ def test_the_recorder_refuses_a_non_empty_directory_and_bad_settings(tmp_path: P
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "other").write_text("x")
     with pytest.raises(FileExistsError):
-        Recorder(tmp_path / "t", model, opt).start()
+        Recorder(tmp_path / "t", model, opt, **RUN).start()
     with pytest.raises(MalformedInput, match="checkpoint_every"):
-        Recorder(tmp_path / "u", model, opt, checkpoint_every=0)
+        Recorder(tmp_path / "u", model, opt, **RUN, checkpoint_every=0)
     with pytest.raises(MalformedInput, match="unknown digest algorithm 'md5'"):
-        Recorder(tmp_path / "u", model, opt, digests=("md5",))
+        Recorder(tmp_path / "u", model, opt, **RUN, digests=("md5",))
 
 
 def test_capture_state_copies_so_later_training_cannot_change_a_queued_checkpoint() -> None:
@@ -400,11 +414,14 @@ def test_checkpoints_are_read_only_with_safetensors(tmp_path: Path) -> None:
         load_checkpoint(bogus)
 
 
-def test_entry_shorthand_and_declaration_notes() -> None:
-    d = Declaration(model_factory=entry("pkg.mod:make", width=3))
-    assert d.model_factory is not None and d.model_factory.kwargs == {"width": 3}
-    with pytest.raises(Exception):
-        entry("not an entry point")
+def test_declarations_name_registered_factories_not_module_paths() -> None:
+    from redline.transcript.factories import pin
+
+    d = Declaration(model_factory=pin("model_factory", "tinygpt", d_model=16))
+    assert d.model_factory is not None and d.model_factory.kwargs == {"d_model": 16}
+    assert d.model_factory.distribution == "redline" and len(d.model_factory.files_digest) == 64
+    with pytest.raises(Exception):  # a module path is not a factory name
+        Declaration.model_validate({"model_factory": {**d.model_factory.model_dump(), "name": "os:system"}})
 
 
 # --- weight of imports ----------------------------------------------------------------------------
@@ -412,7 +429,7 @@ def test_entry_shorthand_and_declaration_notes() -> None:
 
 def test_import_redline_and_loading_a_transcript_need_no_torch(tmp_path: Path) -> None:
     model, opt = _tiny()
-    with Recorder(tmp_path / "t", model, opt, checkpoint_every=2) as rec:
+    with Recorder(tmp_path / "t", model, opt, **RUN, checkpoint_every=2) as rec:
         _loop(rec, model, opt, 3)
     code = ("import sys; sys.modules['torch'] = None\n"
             "import redline, redline.transcript, redline.cli.main\n"
@@ -429,7 +446,7 @@ def test_import_redline_and_loading_a_transcript_need_no_torch(tmp_path: Path) -
 @pytest.mark.parametrize("idle", [False, True])
 def test_the_checkpoint_writer_yields_to_training(tmp_path: Path, idle: bool) -> None:
     model, opt = _tiny()
-    rec = Recorder(tmp_path / "t", model, opt, checkpoint_every=2, writer_idle=idle).start()
+    rec = Recorder(tmp_path / "t", model, opt, **RUN, checkpoint_every=2, writer_idle=idle).start()
     try:
         tid = rec._writer._thread.native_id
         deadline = time.monotonic() + 5

@@ -19,7 +19,7 @@ from redline.log.service import Log
 from redline.log.sqlite import SqliteStore
 from redline.statements import open_envelope
 from redline.transcript.tinygpt import TrainConfig, train
-from redline.verify import seed_from_checkpoint
+from redline.verify import VerificationPolicy, seed_from_checkpoint
 from verify_helpers import MODEL, tamper_checkpoint
 
 ORIGIN = "redline.test/verify-log"
@@ -40,7 +40,8 @@ def transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("run") / "t"
-    train(TrainConfig(steps=40, seed=4, batch_size=2, model=MODEL), path, checkpoint_every=10)
+    train(TrainConfig(steps=40, seed=4, batch_size=2, model=MODEL, party="lab-a", run_id="r1"), path,
+          checkpoint_every=10)
     torch.set_num_threads(before)
     return path
 
@@ -58,10 +59,8 @@ def world(tmp_path: Path, transcript: Path) -> dict[str, Path]:
     for name, role in (("lab-a", "lab"), ("audit-a", "auditor")):
         ok("party", "admit", d, load_signing_key(keys[name]).verifier().to_string(), "--role", role,
            "--display-name", name, "--jurisdiction", "EU", "--key", keys["coordinator"])
-    start = tmp_path / "start.json"
-    start.write_text(json.dumps({"run_id": "r1", "model_name": "tiny-1", "declared_flop": 1e12,
-                                 "flop_method": "counted", "hardware": [], "started_at": "2026-01-01T00:00:00Z"}))
-    ok("submit", d, start, "--key", keys["lab-a"], "--kind", "run-start")
+    ok("run", "start", transcript, "--key", keys["lab-a"], "--model-name", "tiny-1", "--declared-flop", "1e12",
+       "--submit", d)
     ok("run", "declare", transcript, "--key", keys["lab-a"], "--run-id", "r1", "--model-name", "tiny-1",
        "--submit", d)
     return {"log": d, **keys}
@@ -84,12 +83,23 @@ def test_verify_with_the_log_submits_a_passing_report(world: dict[str, Path], tr
     # the seed is the SHA-256 of the first signed checkpoint containing the RunFinish
     finish_index = max(i for i in run_.indexes if i < log.size - 1)
     size = min(s for s in log.checkpoint_sizes() if s > finish_index)
-    assert pred.sample_seed == seed_from_checkpoint(log.checkpoint(size)).hex()
-    assert {c.name for c in pred.checks} >= {"declaration", "commitments", "data", "segments", "compute"}
-    # 4 segments: the 5 % budget keeps the sample at its floor, 3 uniform (+ the 2 largest updates)
-    assert 3 <= pred.segments_checked <= 4 and pred.p_detect is not None
+    # one range of steps, 1..40, first committed to by the RunProgress (the RunFinish re-declares those steps
+    # and cannot re-roll them): its seed is the SHA-256 of the first signed checkpoint after the RunProgress
+    progress_index = min(i for i in run_.indexes[1:])
+    progress_size = min(s for s in log.checkpoint_sizes() if s > progress_index)
+    [r] = pred.seed_ranges
+    assert (r.first_step, r.last_step, r.declaration_index, r.checkpoint_size) == (1, 40, progress_index,
+                                                                                   progress_size)
+    assert r.seed == seed_from_checkpoint(log.checkpoint(progress_size)).hex()
+    assert size >= progress_size
+    assert {c.name for c in pred.checks} >= {"declaration", "identity", "start", "commitments", "code", "init",
+                                             "data", "segments", "compute"}
+    assert pred.declaration_index == finish_index  # the report names the RunFinish it verified
+    # 40 steps: the 5 % budget keeps the sample at its floor, 7 step draws (+ the 2 largest updates)
+    assert 1 <= pred.segments_checked <= 4 and pred.p_detect == pytest.approx(1 - 0.9 ** 7)
     segments = next(c for c in pred.checks if c.name == "segments")
-    assert "compute budget allows 0 of 4 segments" in segments.detail
+    assert "compute budget allows 0 step draws" in segments.detail and "7 steps drawn" in segments.detail
+    assert pred.policy_digest == VerificationPolicy().digest()
 
 
 def test_a_key_rotated_after_the_declaration_leaves_it_verifiable(tmp_path: Path, world: dict[str, Path],
@@ -115,10 +125,28 @@ def test_verify_json_without_the_log_needs_a_seed(tmp_path: Path, world: dict[st
     result = ok("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--run-party", "lab-a",
                 "--seed", hashlib.sha256(b"s").hexdigest(), "--json", "--out", out, "--workers", "1")
     doc = json.loads(result.stdout)
-    assert doc["verdict"] == "pass" and doc["sample"]["seed"] == hashlib.sha256(b"s").hexdigest()
+    assert doc["verdict"] == "pass" and doc["sample"]["ranges"][0]["seed"] == hashlib.sha256(b"s").hexdigest()
     env = Envelope.from_json(out.read_bytes().strip())
     pred, _ = open_envelope(env, [_state(world["log"])[1].parties["audit-a"].key])
     assert pred.verdict == "pass" and pred.seq == 1
+
+
+def test_an_auditor_without_the_pinned_code_gets_inconclusive_and_no_violation(
+        world: dict[str, Path], transcript: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from redline.errors import UnregisteredFactory
+    from redline.transcript import factories
+
+    def unregistered(field, ref):  # noqa: ANN001, ANN202 - as on a machine without the lab's package
+        raise UnregisteredFactory(f"no factory {ref.name!r} is registered here", field=field, name=ref.name,
+                                  group="redline.models")
+    monkeypatch.setattr(factories, "load", unregistered)
+    result = run("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--log", world["log"],
+                 "--submit", "--workers", "1")
+    assert result.exit_code == 8, result.output
+    assert "INCONCLUSIVE" in result.output and "is registered here" in result.output
+    _, state = _state(world["log"])
+    run_ = next(r for r in state.runs.values() if r.run_id == "r1")
+    assert run_.verified == "inconclusive" and not state.violations
 
 
 def test_verify_a_forged_transcript_fails_with_the_step(tmp_path: Path, world: dict[str, Path],
@@ -132,3 +160,28 @@ def test_verify_a_forged_transcript_fails_with_the_step(tmp_path: Path, world: d
     assert "FAIL" in result.output and "first bad step: 40" in result.output
     _, state = _state(world["log"])
     assert next(r for r in state.runs.values() if r.run_id == "r1").verified == "fail"
+
+
+def test_an_auditor_on_another_cpu_gets_inconclusive_never_fail(world: dict[str, Path], transcript: Path) -> None:
+    """The same honest run re-executed with other CPU kernels (ATen's DEFAULT instead of this machine's AVX2 or
+    AVX-512) differs in its last bits: the verifier cannot decide there, so the verdict is inconclusive, the
+    exit status 8, and the engine raises no violation."""
+    import os
+    import subprocess
+    import sys
+
+    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+        pytest.skip("this machine already runs ATen's DEFAULT kernels: no other capability to compare with")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    result = subprocess.run([str(Path(sys.executable).parent / "redline"), "verify", "run", "r1", "--transcript",
+                             str(transcript), "--key", str(world["audit-a"]), "--log", str(world["log"]), "--submit",
+                             "--workers", "1", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode in (0, 8), result.stderr  # never 1: an honest run is never failed
+    doc = json.loads(result.stdout)
+    assert doc["verdict"] == ("inconclusive" if result.returncode == 8 else "pass")
+    if result.returncode == 8:
+        undecided = [c for c in doc["checks"] if c["inconclusive"]]
+        assert undecided and all("cpu_capability" in c["detail"] for c in undecided)
+    _, state = _state(world["log"])
+    assert next(r for r in state.runs.values() if r.run_id == "r1").verified == doc["verdict"]
+    assert not state.violations

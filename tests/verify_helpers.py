@@ -7,7 +7,7 @@ from pathlib import Path
 from redline.log.merkle import leaf_hash, root_of
 from redline.transcript import stfile
 from redline.transcript.digest import tensors_digest
-from redline.transcript.records import BLOBS_DIR, MANIFEST_FILE, record_bytes
+from redline.transcript.format import BLOBS_DIR, MANIFEST_FILE, binding, record_bytes
 from redline.transcript.store import BlobStore
 from redline.transcript.torchstate import CapturedState
 from redline.transcript.transcript import load_transcript
@@ -32,7 +32,7 @@ def tamper_checkpoint(path: Path, step: int, eps: float = 1e-3) -> None:
     m = t.manifest
     new = {"size": size, "digest": {"sha256": digests["sha256"]}, "model_digest": model_digest}
     entries = [c.model_copy(update=new) if c.step == step else c for c in m.checkpoints]
-    root = root_of([leaf_hash(record_bytes(c)) for c in entries]).hex()
+    root = root_of([leaf_hash(binding(m.spec) + record_bytes(c)) for c in entries]).hex()
     m = m.model_copy(update={"checkpoints": entries,
                              "commitments": m.commitments.model_copy(update={"checkpoints_root": root})})
     (Path(path) / MANIFEST_FILE).write_bytes(record_bytes(m))

@@ -134,3 +134,48 @@ class UnknownParty(NotAuthorized):
 
 class RevokedKey(NotAuthorized):
     """A statement signed by a key that has been revoked or rotated away."""
+
+
+# --- code a run declaration names -----------------------------------------
+
+
+class UntrustedCode(MalformedInput):
+    """Code a declaration names that this machine will not run: unregistered, ambiguous or not as pinned.
+
+    ``field`` is the declaration field (``model_factory``, ``optimizer``, ...), ``name`` the factory name and
+    ``group`` the entry-point group it is looked up in (None where the field itself is unknown).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, name: str | None = None,
+                 group: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.name = name
+        self.group = group
+
+
+class UnregisteredFactory(UntrustedCode):
+    """A factory name that no installed distribution registers in the field's entry-point group."""
+
+
+class AmbiguousFactory(UntrustedCode):
+    """A factory name that more than one installed distribution registers in the same entry-point group."""
+
+    def __init__(self, message: str, *, field: str, name: str, group: str, distributions: list[str]) -> None:
+        super().__init__(message, field=field, name=name, group=group)
+        self.distributions = distributions
+
+
+class FactoryPinMismatch(UntrustedCode):
+    """A registered factory whose distribution, version or files digest is not the one the declaration pins.
+
+    ``what`` is the pinned part that differs (``distribution``, ``version`` or ``files_digest``); ``want`` is the
+    declaration's value and ``got`` this machine's.
+    """
+
+    def __init__(self, message: str, *, field: str, name: str, group: str, what: str, want: str,
+                 got: str | None) -> None:
+        super().__init__(message, field=field, name=name, group=group)
+        self.what = what
+        self.want = want
+        self.got = got

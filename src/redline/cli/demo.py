@@ -3,13 +3,16 @@
 Three labs, a regulator, an auditor and the coordinator make signed statements;
 the log takes them (its clock is simulated so that days pass in a second); the
 engine replays the log into the state: commitments reach quorum, lab-a really
-trains a tiny GPT with the transcript recorder and declares it, lab-c declares a
+trains a tiny GPT with the transcript recorder (its RunStart commits to the run
+spec and checkpoint 0 before the first step) and declares it, lab-c declares a
 run backed by a spoofed transcript (the ``skipped-steps`` attack), a declared run
 crosses the pause line, the pause starts, one lab misses its acknowledgement
 deadline, another trains on, the auditor re-executes a log-seeded sample of both
 transcripts (the honest one passes; the spoof fails at its bisected step, which the
-engine records as a violation), a quorum resumes, and a model released before its
-review clears is caught. Last, a receipt is verified offline with nothing but the
+engine records as a violation), a quorum resumes, a model released before its
+review clears, whose weights no verified run produced, is caught, and the verified
+weights of the honest run are released without a violation. Last, a receipt is
+verified offline with nothing but the
 log's public key.
 """
 
@@ -122,14 +125,14 @@ def _declare(s: _Scenario, lab: str, run_id: str, model_name: str, transcript: P
     return index
 
 
-def _start_tiny(s: _Scenario, lab: str, run_id: str, model_name: str, cfg: Any) -> int:
-    """The lab's RunStart for a tiny run, planned at 6·N·D; returns N."""
-    from redline.transcript.tinygpt import make_model
-
-    params = sum(p.numel() for p in make_model(**cfg.model).parameters())
+def _start_tiny(s: _Scenario, lab: str, run_id: str, model_name: str, cfg: Any, spec: Any,
+                init_model_digest: str) -> int:
+    """The lab's RunStart for a tiny run, planned at 6·N·D, committing to its run spec and checkpoint 0; returns N."""
+    params = spec.parameter_count
     tokens = cfg.steps * cfg.batch_size * cfg.model_kwargs()["seq_len"]
     s.say(lab, RunStart, run_id=run_id, model_name=model_name, declared_flop=6.0 * params * tokens,
-          flop_method="6ND", hardware=[ChipCount(chip_model="H100 SXM", count=1)], started_at=s.now())
+          flop_method="6ND", hardware=[ChipCount(chip_model="H100 SXM", count=1)], started_at=s.now(), spec=spec,
+          init_model_digest=init_model_digest)
     return params
 
 
@@ -139,13 +142,18 @@ def _train_honest(s: _Scenario, run_id: str, model_name: str) -> tuple[Path, int
 
     from redline.transcript.tinygpt import TrainConfig, train
 
-    cfg = TrainConfig(steps=TINY_STEPS, seed=7)
-    params = _start_tiny(s, "lab-a", run_id, model_name, cfg)
+    cfg = TrainConfig(steps=TINY_STEPS, seed=7, party="lab-a", run_id=run_id)
     out = s.base / "transcripts" / run_id
     progress = _progress(s.console, f"lab-a trains {model_name}")
+    params = 0
+
+    def start(recorder: Any) -> None:  # before the first step: the RunStart commits to the spec and checkpoint 0
+        nonlocal params
+        params = _start_tiny(s, "lab-a", run_id, model_name, cfg, recorder.spec, recorder.initial_model_digest())
+
     with progress:
         task = progress.add_task("train", total=cfg.steps)
-        result = train(cfg, out, checkpoint_every=TINY_CHECKPOINT_EVERY, count_flop=True,
+        result = train(cfg, out, checkpoint_every=TINY_CHECKPOINT_EVERY, count_flop=True, on_start=start,
                        on_step=lambda step, model, opt: progress.update(task, completed=step))
     m = result.manifest
     assert m is not None
@@ -158,16 +166,20 @@ def _train_honest(s: _Scenario, run_id: str, model_name: str) -> tuple[Path, int
 
 
 def _spoof(s: _Scenario, run_id: str, model_name: str) -> tuple[Path, int]:
-    """lab-c declares a run and backs it with a transcript forged by the ``skipped-steps`` attack."""
-    from redline.verify.attacks import ATTACKS
-    from redline.verify.attacks._forge import make_config
+    """lab-c backs a declared run with a transcript forged by the ``skipped-steps`` attack."""
+    from redline.testing.attacks import ATTACKS
+    from redline.testing.attacks._forge import make_config
+    from redline.transcript import load_transcript
 
     attack = ATTACKS["skipped-steps"]
     seed = 11
-    _start_tiny(s, "lab-c", run_id, model_name, make_config(seed, TINY_STEPS))
     with s.console.status(f"lab-c writes a transcript for {model_name} with the '{attack.name}' attack"):
         spoof = attack.run(s.base / "transcripts" / run_id, seed=seed, steps=TINY_STEPS,
-                           checkpoint_every=TINY_CHECKPOINT_EVERY, fraction=0.25)
+                           checkpoint_every=TINY_CHECKPOINT_EVERY, fraction=0.25,
+                           config={"party": "lab-c", "run_id": run_id})
+    t = load_transcript(spoof.transcript_dir, verify_checkpoints=False)
+    _start_tiny(s, "lab-c", run_id, model_name, make_config(seed, TINY_STEPS), t.spec,
+                t.checkpoints[0].entry.model_digest)
     s.console.print(f"  lab-c {attack.description}: segments {spoof.faked_segments} faked (steps "
                     f"{spoof.faked_starts()[0] + 1}..{TINY_STEPS}), at {spoof.cost:.0%} of the honest compute")
     s.wait(6)
@@ -177,13 +189,15 @@ def _spoof(s: _Scenario, run_id: str, model_name: str) -> tuple[Path, int]:
 def _verify(s: _Scenario, run_party: str, run_id: str, transcript: Path, index: int) -> Any:
     """audit-co verifies a declared run from its transcript with a log-seeded sample, signs and submits."""
     from redline.cli.verify import _declaration_from_log
-    from redline.verify import seed_from_log, sign_report, verify_transcript
+    from redline.verify import sign_report, verify_transcript
 
-    seed, size = seed_from_log(s.log, index)
-    decl, decl_index, log_seed, _, checks = _declaration_from_log(s.base, run_id, run_party)
-    assert decl_index == index and log_seed == seed
-    s.console.print(f"audit-co verifies {run_party}/{run_id}: {decl.KIND} #{decl.seq} at entry {index}; seed = "
-                    f"SHA-256 of the log checkpoint of size {size} = {seed.hex()[:16]}…")
+    logged = _declaration_from_log(s.base, run_id, run_party)
+    decl, decl_index = logged.declaration, logged.index
+    assert decl_index == index
+    ranges = logged.ranges
+    s.console.print(f"audit-co verifies {run_party}/{run_id}: {decl.KIND} #{decl.seq} at entry {index}; seeds = "
+                    + ", ".join(f"steps {r.first_step}..{r.last_step}: SHA-256 of the log checkpoint of size "
+                                f"{r.checkpoint_size} ({r.seed.hex()[:16]}…)" for r in ranges))
     progress = _progress(s.console, f"re-executing segments of {run_party}/{run_id}")
     task = None
 
@@ -196,8 +210,9 @@ def _verify(s: _Scenario, run_party: str, run_id: str, transcript: Path, index: 
             progress.advance(task)
 
     with progress:
-        result = verify_transcript(transcript, seed=seed, declaration=decl, extra_checks=checks, workers=1,
-                                   on_sample=on_sample, on_segment=on_segment)
+        result = verify_transcript(transcript, seed=ranges, declaration=decl, extra_checks=logged.checks,
+                                   workers=1, on_sample=on_sample, on_segment=on_segment, run_start=logged.start,
+                                   run=(run_party, run_id), declaration_index=decl_index, earlier=logged.earlier)
     style = "green" if result.passed else "bold red"
     table = Table(title=f"verification of {run_party}/{run_id}: [{style}]{result.verdict}[/]")
     for col in ("check", "passed", "detail"):
@@ -249,7 +264,7 @@ def _play(s: _Scenario, real_runs: bool) -> None:
     s.say("lab-b", PauseAcknowledgement, pause_id=pause_id)
     s.wait(30)
     root = "0" * 64
-    s.say("lab-b", RunProgress, run_id="b-7", step=9000, flop_so_far=3e23, as_of=s.now(),
+    s.say("lab-b", RunProgress, run_id="b-7", step=9000, flop_so_far=3e23, as_of=s.now(), spec_digest=None,
           commitments=TranscriptCommitments(steps_root=root, data_root=root, checkpoints_root=root, step_count=9000))
     if honest is not None and spoofed is not None:
         s.wait(4)
@@ -266,17 +281,24 @@ def _play(s: _Scenario, real_runs: bool) -> None:
     s.say("lab-b", ReviewSubmission, submission_id="rev-b7", model_name="B-7",
           model_digest={"sha256": "ab" * 32}, run_id="b-7")
     s.wait(24 * 3)
+    # releases are checked by weights digest: B-7's weights come from no verified run (and its review is open)
     s.say("lab-b", Release, model_name="B-7", model_digest={"sha256": "ab" * 32}, released_at=s.now())
+    if honest is not None:  # the verified weights of lab-a's tiny run may be released: they are what was verified
+        final = next(r for r in s.registry.state.runs.values() if r.run_id == "a-1")
+        s.say("lab-a", Release, model_name="A-1-tiny", model_digest={"sha256": final.final_digest},
+              released_at=s.now())
 
 
 def _runs_table(st) -> Table:
     t = Table(title="training runs")
-    for col in ("party", "run", "model", "last step", "FLOP", "finished", "verified", "entries"):
+    for col in ("party", "run", "model", "last step", "FLOP", "finished", "final weights", "verified", "entries"):
         t.add_column(col)
     verdicts = {"pass": "[green]pass[/]", "fail": "[bold red]fail[/]"}
     for r in st.runs.values():
+        weights = (r.final_digest[:12] + "…" + (" [green](verified)[/]" if r.verified_final else "")
+                   if r.final_digest else "")
         t.add_row(r.party, r.run_id, r.model_name, str(r.last_step) if r.last_step else "", f"{r.compute:.3g}",
-                  "yes" if r.finished else "", verdicts.get(r.verified or "", r.verified or ""),
+                  "yes" if r.finished else "", weights, verdicts.get(r.verified or "", r.verified or ""),
                   ", ".join(map(str, r.indexes)))
     return t
 

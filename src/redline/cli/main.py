@@ -1,8 +1,8 @@
 """The ``redline`` command: one group per concern, errors turned into messages and exit codes.
 
 Exit codes: 0 success; 1 other redline error; 2 usage error; 3 bad signature;
-4 log error; 5 invalid proof; 6 inconsistent log; 7 not authorized;
-65 malformed input; 66 key problem; 73 refusing to overwrite.
+4 log error; 5 invalid proof; 6 inconsistent log; 7 not authorized; 8 verification inconclusive;
+65 malformed input; 66 key problem; 73 refusing to overwrite; 74 I/O error.
 """
 
 from __future__ import annotations

@@ -260,12 +260,20 @@ def render_state(st, console: Console) -> None:
         t.add_row(v.party, v.kind, v.detail, ", ".join(map(str, v.evidence)))
     console.print(t)
     t = Table(title="reviews")
-    for col in ("submission", "party", "model", "window ends", "findings", "decision"):
+    for col in ("submission", "party", "model", "weights", "window ends", "findings", "decision"):
         t.add_column(col)
     for r in st.reviews.values():
-        t.add_row(r.submission_id, r.party, r.model_name, utc_from_ms(r.window_end_ms).isoformat(),
-                  str(len(r.findings)), r.decision or "pending")
+        t.add_row(r.submission_id, r.party, r.model_name, (r.model_digest or "")[:12],
+                  utc_from_ms(r.window_end_ms).isoformat(), str(len(r.findings)), r.decision or "pending")
     console.print(t)
+    if st.bases:
+        t = Table(title="registered base models")
+        for col in ("model", "weights", "training FLOP", "source", "by", "entry"):
+            t.add_column(col)
+        for digest, b in st.bases.items():
+            t.add_row(b["model_name"], digest[:12], f"{b['training_flop']:.3g}", b["source"], b["party"],
+                      str(b["index"]))
+        console.print(t)
     if st.rejected:
         t = Table(title="rejected entries")
         for col in ("entry", "error", "message"):

@@ -21,8 +21,6 @@ from typing import Any
 import click
 
 from redline.crypto.keys import load_signing_key
-from redline.errors import InvalidStatement
-from redline.statements.verification import Check
 
 
 @click.group()
@@ -30,58 +28,21 @@ def verify() -> None:
     """Verify declared training runs by re-executing an unpredictable sample of their transcripts."""
 
 
-def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> tuple[Any, int, bytes, int, list[Check]]:
-    """The run's final declaration, its log index, the seed and its checkpoint size, and the log checks."""
-    from redline.crypto.dsse import Envelope
-    from redline.crypto.keys import VerifierKey
-    from redline.engine import Entry, State, apply
-    from redline.log.receipt import verify_receipt
+def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> Any:
+    """The run as the log in ``logdir`` holds it (:func:`redline.verify.logged.logged_run`)."""
+    from redline.errors import LogNotFound
     from redline.log.service import Log
     from redline.log.sqlite import SqliteStore
-    from redline.statements import open_envelope
-    from redline.statements.runs import RunFinish, RunProgress
-    from redline.verify.sampling import checkpoint_after, seed_from_checkpoint
+    from redline.verify.logged import logged_run
 
     db = logdir / "log.db"
     if not db.exists():
-        from redline.errors import LogNotFound
-
         raise LogNotFound(f"no log in {logdir}")
     log = Log.open(SqliteStore(db))
-    state = State()
-    held: dict[str, list[VerifierKey]] = {}  # every key each party has held, in order (rotations included)
-    for i, t, e in log.entries():
-        apply(state, Entry(i, t, e))
-        for p in state.parties.values():
-            keys = held.setdefault(p.name, [])
-            if not keys or keys[-1].fingerprint != p.key.fingerprint:
-                keys.append(p.key)
-    runs = [r for r in state.runs.values() if r.run_id == run_id and (run_party is None or r.party == run_party)]
-    if not runs:
-        raise InvalidStatement(f"field 'run_id': no run {run_id!r}" + (f" declared by {run_party!r}" if run_party
-                                                                      else "") + f" on the log in {logdir}")
-    if len(runs) > 1:
-        raise click.UsageError(f"several parties declared a run {run_id!r}: name one with --run-party")
-    run = runs[0]
-    party = state.parties[run.party]
-    decl, index, signer = None, -1, party.key
-    for i in run.indexes:
-        _, entry = log.entry(i)
-        # the signature, re-verified with the keys the party has held (a later rotation leaves it valid)
-        pred, key = open_envelope(Envelope.from_json(entry), held.get(run.party, [party.key]))
-        if isinstance(pred, (RunFinish, RunProgress)) and pred.run_id == run_id and pred.party == run.party:
-            decl, index, signer = pred, i, key
-    if decl is None:
-        raise InvalidStatement(f"run {run.party}/{run_id} has no RunProgress or RunFinish on the log: "
-                               "there are no committed roots to verify against")
-    size, note = checkpoint_after(log, index)
-    _, entry = log.entry(index)
-    cp, _ = verify_receipt(log.receipt(index, size), entry, log.verifier)
-    checks = [Check(name="declaration", passed=True,
-                    detail=f"{decl.KIND} #{decl.seq} of {run.party} at log entry {index}: signature verified "
-                           f"against {signer.to_string()[:40]}…, included in the log's signed checkpoint "
-                           f"of size {cp.size} (proof re-verified)")]
-    return decl, index, seed_from_checkpoint(note), size, checks
+    try:
+        return logged_run(log, run_id, run_party)
+    finally:
+        log.store.close()
 
 
 @verify.command("run")
@@ -100,12 +61,13 @@ def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> t
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON instead of a table.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Segments re-executed in parallel (local processes).")
-@click.option("--target-p-detect", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
-@click.option("--fake-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
-              help="Fraction of faked segments the sample size is chosen to catch with --target-p-detect.")
+@click.option("--target-p-detect", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.99,
+              show_default=True, help="Probability of catching a run with --fake-fraction of its steps faked.")
+@click.option("--fake-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Fraction of faked steps the sample size is chosen to catch.")
 @click.option("--budget", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="Largest share of the run's steps the sample may re-execute; the sample shrinks to fit (never "
-                   "below the size that catches half the segments faked with P ≥ 0.99) and the report then gives "
+                   "below the size that catches half the steps faked with P ≥ 0.99) and the report then gives "
                    "the lower P(detect). 1 lifts the cap.")
 @click.option("--seq", type=click.IntRange(min=1), default=None,
               help="The report's sequence number (default: the auditor's next on --log, else 1).")
@@ -118,21 +80,25 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from redline.verify import verify_transcript
+    from redline.verify import VerificationPolicy, verify_transcript
     from redline.verify.report import sign_report
 
     key = load_signing_key(key_path)
     err = Console(stderr=True)
-    decl, checks, seed = None, [], None
+    decl, checks, seed, start, index, earlier = None, [], None, None, None, []
     if submit and logdir is None:
         raise click.UsageError("--submit needs --log")
     if logdir is not None:
         if seed_hex is not None:
             raise click.UsageError("--seed is not allowed with --log: the seed comes from the log")
-        decl, index, seed, size, checks = _declaration_from_log(logdir, run_id, run_party)
+        logged = _declaration_from_log(logdir, run_id, run_party)
+        start, decl, index, seed, checks, earlier = (logged.start, logged.declaration, logged.index, logged.ranges,
+                                                      logged.checks, logged.earlier)
         run_party = decl.party
-        err.print(f"declaration: {decl.KIND} #{decl.seq} at log entry {index}; seed = SHA-256 of the log "
-                  f"checkpoint of size {size} = {seed.hex()}")
+        err.print(f"declaration: {decl.KIND} #{decl.seq} at log entry {index}; "
+                  + "; ".join(f"steps {r.first_step}..{r.last_step} seeded by the log checkpoint of size "
+                              f"{r.checkpoint_size} after entry {r.declaration_index} ({r.seed.hex()[:16]}…)"
+                              for r in seed))
     else:
         if seed_hex is None:
             raise click.UsageError("--seed HEX is required without --log")
@@ -157,10 +123,11 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
             progress.advance(task)
 
     with progress:
-        result = verify_transcript(transcript_dir, seed=seed, target_p_detect=target_p_detect,
-                                   assumed_fake_fraction=fake_fraction, workers=workers, declaration=decl,
-                                   budget=None if budget >= 1 else budget, device=device, extra_checks=checks,
-                                   on_sample=on_sample, on_segment=on_segment)
+        policy = VerificationPolicy.of(target_p_detect=target_p_detect, assumed_fake_fraction=fake_fraction,
+                                       budget=None if budget >= 1 else budget)
+        result = verify_transcript(transcript_dir, seed=seed, policy=policy, workers=workers, declaration=decl,
+                                   device=device, extra_checks=checks, on_sample=on_sample, on_segment=on_segment,
+                                   run_start=start, run=(run_party, run_id), declaration_index=index, earlier=earlier)
     reg = None
     if submit:
         from redline.cli.registry import open_registry
@@ -192,7 +159,7 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
         click.echo(f"compute fraction: {result.compute_spent_flop:.4g} FLOP spent"
                    + (f" = {cf:.2%} of the run's {result.training_flop:.4g}" if cf is not None else ""))
         if result.p_detect is not None:
-            click.echo(f"P(detect) if {fake_fraction:g} of segments were faked: ≥ {result.p_detect:.4f}")
+            click.echo(f"P(detect) if {fake_fraction:g} of the steps were faked: ≥ {result.p_detect:.4f}")
         if result.failing_step is not None:
             click.echo(f"first bad step: {result.failing_step} ({result.bisect.method})")  # type: ignore[union-attr]
     text = env.to_json() + b"\n"
@@ -205,8 +172,10 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
         done = reg.submit(env.to_json())
         click.echo(f"accepted: entry {done.index}, verification-report #{seq} from {key.name} "
                    f"({result.verdict})", err=True)
-    if not result.passed:
+    if result.verdict == "fail":
         raise SystemExit(1)
+    if result.verdict == "inconclusive":
+        raise SystemExit(8)
 
 
 __all__ = ["verify"]

@@ -12,9 +12,11 @@ bad input.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redline.crypto.dsse import Envelope
 from redline.errors import (
@@ -45,6 +47,7 @@ from redline.policy.model import EVIDENCE_STRENGTH, Line, Policy, policy_from_do
 from redline.policy.metrics import INDICATOR_METRICS
 from redline.statements import (
     Admission,
+    BaseModelRegistration,
     Commitment as CommitmentStatement,
     ComputeInventory,
     ComputeUsageReport,
@@ -73,6 +76,9 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 #: Largest log entry the engine looks at (the log itself refuses larger ones).
 MAX_ENTRY_BYTES = 65_527
+#: The root of an empty transcript tree (SHA-256 of nothing): every run declares it at step 0, so it binds nothing.
+EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+ROOT_FIELDS = ("steps_root", "data_root", "checkpoints_root")
 
 #: Which roles may make each kind of statement.
 ROLES_ALLOWED: dict[type[Predicate], frozenset[str]] = {
@@ -83,6 +89,7 @@ ROLES_ALLOWED: dict[type[Predicate], frozenset[str]] = {
     ComputeInventory: frozenset({"lab"}),
     ComputeUsageReport: frozenset({"lab"}),
     RunStart: frozenset({"lab"}),
+    BaseModelRegistration: frozenset({"coordinator", "regulator"}),
     RunProgress: frozenset({"lab"}),
     RunFinish: frozenset({"lab"}),
     EvaluationResult: frozenset({"lab", "auditor", "regulator"}),
@@ -234,6 +241,107 @@ def _run_key(party: str, run_id: str) -> str:
     return f"{party}/{run_id}"
 
 
+def _sha256(digest: dict[str, str]) -> str | None:
+    """The sha256 hex of an artefact digest (None when it names another algorithm): weights are bound by it."""
+    return digest.get("sha256")
+
+
+def _short(digest: dict[str, str]) -> str:
+    """A digest for a message: the first 12 hex digits (prefixed by the algorithm unless it is sha256)."""
+    alg, value = next(iter(digest.items()))
+    return f"{value[:12]}" if alg == "sha256" else f"{alg}:{value[:12]}"
+
+
+_last_spec: list[tuple[object, str]] = []
+
+
+def _spec_digest(pred: RunStart) -> str | None:
+    """``pred.spec_digest``, computed once for a statement that admission and its effects both look at (the
+    spec is frozen; the one-entry memo holds the spec itself, so identity cannot be mistaken)."""
+    spec = pred.spec
+    if spec is None:
+        return None
+    last = _last_spec[0] if _last_spec else None  # one read: safe if another thread replaces the entry
+    if last is not None and last[0] is spec:
+        return last[1]
+    digest = spec.digest()
+    _last_spec[:] = [(spec, digest)]
+    return digest
+
+
+def _producer(state: State, digest: str | None) -> Run | None:
+    """The run whose final weights are ``digest`` (a sha256 hex), if one finished with them."""
+    key = state.final_weights.get(digest) if digest is not None else None
+    return state.runs[key] if key is not None else None
+
+
+def _check_run_start(state: State, pred: RunStart, party: Party) -> None:
+    spec_digest = _spec_digest(pred)
+    if spec_digest is not None and spec_digest in state.spec_runs:
+        other = state.runs[state.spec_runs[spec_digest]]
+        raise InvalidStatement(f"field 'spec': spec {spec_digest[:12]} is already declared by run {other.key} at "
+                               f"entry {other.indexes[0]}")
+    if _run_key(party.name, pred.run_id) in state.runs:
+        raise InvalidStatement(f"field 'run_id': run {pred.run_id!r} was already declared")
+    owner = state.models.get(pred.model_name)
+    if owner is not None and state.runs[owner].party != party.name:
+        raise InvalidStatement(f"field 'model_name': model {pred.model_name!r} belongs to another party")
+    if pred.spec is not None and pred.spec.init.kind == "base":
+        base = pred.spec.init.base_model_digest
+        assert base is not None
+        if base not in state.final_weights and base not in state.bases:
+            raise InvalidStatement(f"field 'spec.init.base_model_digest': {base[:12]} is neither the final weights "
+                                   "of a run finished on the log nor a registered base model")
+
+
+def _check_run_declaration(state: State, pred: RunProgress | RunFinish, party: Party) -> None:
+    key = _run_key(party.name, pred.run_id)
+    run = state.runs.get(key)
+    if run is None:
+        raise InvalidStatement(f"field 'run_id': no run {pred.run_id!r} declared by {party.name!r}")
+    if run.finished:
+        raise InvalidStatement(f"field 'run_id': run {pred.run_id!r} has already finished")
+    if pred.spec_digest != run.spec_digest:
+        if run.spec_digest is None:
+            raise InvalidStatement(f"field 'spec_digest': run {pred.run_id!r} was declared without a spec (entry "
+                                   f"{run.indexes[0]}); its spec_digest is null")
+        raise InvalidStatement(f"field 'spec_digest': {pred.spec_digest or 'null'} is not the digest "
+                               f"{run.spec_digest} of the spec run {pred.run_id!r} declared at entry {run.indexes[0]}")
+    for name in ROOT_FIELDS:
+        root = getattr(pred.commitments, name)
+        first = state.roots.get(root)
+        if root != EMPTY_ROOT and first is not None and first[0] != key:
+            raise InvalidStatement(f"field 'commitments.{name}': roots already declared by run {first[0]} at entry "
+                                   f"{first[1]}")
+    if isinstance(pred, RunFinish):
+        weights = _sha256(pred.final_model_digest)
+        other = _producer(state, weights)
+        if other is not None:
+            raise InvalidStatement(f"field 'final_model_digest': weights {weights[:12]} are already the final "
+                                   f"weights of run {other.key} ({other.model_name}, entry {other.finish_index})")
+        if weights is not None and weights in state.bases:
+            base = state.bases[weights]
+            raise InvalidStatement(f"field 'final_model_digest': weights {weights[:12]} are the registered base "
+                                   f"model {base['model_name']} (entry {base['index']}), not a run's output")
+
+
+def _check_seed_ranges(pred: VerificationReport, run: Run) -> None:
+    """A report that names its seed ranges names the ones the log implies for the declaration it verified: each
+    range of steps seeded after the first declaration that committed to it (a later one cannot re-roll it)."""
+    if pred.declaration_index is None:
+        raise InvalidStatement("field 'seed_ranges': seed ranges are given but no 'declaration_index'")
+    want = [r for r in run.seed_ranges if r[2] <= pred.declaration_index]
+    got = [[r.first_step, r.last_step, r.declaration_index] for r in pred.seed_ranges]
+    if got != want:
+        raise InvalidStatement(f"field 'seed_ranges': the log implies ranges (first step, last step, declaration "
+                               f"entry) {want} for run {run.key}, the report used {got}")
+    for r in pred.seed_ranges:
+        if r.checkpoint_size is None or r.checkpoint_size <= (r.declaration_index or 0):
+            raise InvalidStatement(f"field 'seed_ranges': the seed of steps {r.first_step}..{r.last_step} must come "
+                                   f"from a checkpoint after entry {r.declaration_index}, not of size "
+                                   f"{r.checkpoint_size}")
+
+
 def _check_semantics(state: State, pred: Predicate, party: Party) -> None:
     """Checks that need the state: references to things that must exist, names that must be new."""
     if isinstance(pred, Admission):
@@ -267,20 +375,29 @@ def _check_semantics(state: State, pred: Predicate, party: Party) -> None:
         if pred.policy_digest not in state.policies:
             raise InvalidStatement(f"field 'policy_digest': no published policy has digest {pred.policy_digest}")
     elif isinstance(pred, RunStart):
-        if _run_key(party.name, pred.run_id) in state.runs:
-            raise InvalidStatement(f"field 'run_id': run {pred.run_id!r} was already declared")
-        owner = state.models.get(pred.model_name)
-        if owner is not None and state.runs[owner].party != party.name:
-            raise InvalidStatement(f"field 'model_name': model {pred.model_name!r} belongs to another party")
+        _check_run_start(state, pred, party)
     elif isinstance(pred, (RunProgress, RunFinish)):
-        run = state.runs.get(_run_key(party.name, pred.run_id))
-        if run is None:
-            raise InvalidStatement(f"field 'run_id': no run {pred.run_id!r} declared by {party.name!r}")
-        if run.finished:
-            raise InvalidStatement(f"field 'run_id': run {pred.run_id!r} has already finished")
+        _check_run_declaration(state, pred, party)
+    elif isinstance(pred, BaseModelRegistration):
+        known = state.bases.get(pred.model_digest)
+        if known is not None:
+            raise InvalidStatement(f"field 'model_digest': {pred.model_digest[:12]} is already registered as base "
+                                   f"model {known['model_name']} at entry {known['index']}")
+        run = _producer(state, pred.model_digest)
+        if run is not None:
+            raise InvalidStatement(f"field 'model_digest': {pred.model_digest[:12]} is the final weights of run "
+                                   f"{run.key} ({run.model_name}, entry {run.finish_index}); a run's weights are "
+                                   "bound by its own statements, not registered as a base")
     elif isinstance(pred, VerificationReport):
-        if _run_key(pred.run_party, pred.run_id) not in state.runs:
+        run = state.runs.get(_run_key(pred.run_party, pred.run_id))
+        if run is None:
             raise InvalidStatement(f"field 'run_id': no run {pred.run_id!r} declared by {pred.run_party!r}")
+        if pred.declaration_index is not None and pred.declaration_index not in run.indexes[1:]:
+            raise InvalidStatement(f"field 'declaration_index': entry {pred.declaration_index} is not a RunProgress "
+                                   f"or RunFinish of run {run.key} (its declarations: "
+                                   f"{', '.join(map(str, run.indexes[1:])) or 'none'})")
+        if pred.seed_ranges:
+            _check_seed_ranges(pred, run)
     elif isinstance(pred, PauseAcknowledgement):
         if not any(p.pause_id == pred.pause_id for p in state.pauses):
             raise InvalidStatement(f"field 'pause_id': no pause {pred.pause_id!r}")
@@ -436,13 +553,29 @@ def _effects(state: State, pred: Predicate, party: Party | None, key: VerifierKe
         _event(state, index, now, "usage-report", f"{party.name} reports compute usage")
     elif isinstance(pred, (RunStart, RunProgress, RunFinish)):
         _apply_run(state, pred, party, index, now)
+    elif isinstance(pred, BaseModelRegistration):
+        state.bases[pred.model_digest] = {"model_name": pred.model_name, "training_flop": pred.training_flop,
+                                          "source": pred.source, "party": party.name, "index": index}
+        _event(state, index, now, "base-model", f"{party.name} registers base model {pred.model_name} "
+                                                f"(weights {pred.model_digest[:12]}, {pred.training_flop:.3g} FLOP; "
+                                                f"{pred.source})")
     elif isinstance(pred, VerificationReport):
         run = state.runs[_run_key(pred.run_party, pred.run_id)]
         run.verified = pred.verdict
+        on = pred.declaration_index
+        what = ("" if on is None else
+                f" (its RunFinish, entry {on})" if on == run.finish_index else f" (its RunProgress, entry {on})")
         _event(state, index, now, "verification",
-               f"{party.name} verifies {pred.run_party}/{pred.run_id}: {pred.verdict}"
+               f"{party.name} verifies {pred.run_party}/{pred.run_id}{what}: {pred.verdict}"
                + (f" (first bad step {pred.failing_step})" if pred.failing_step is not None else ""))
-        if pred.verdict == "pass":
+        if pred.verdict == "pass" and on is not None and on == run.finish_index and run.spec_digest is not None:
+            # Only a pass on the RunFinish of a run bound to a spec verifies its final weights: a run declared
+            # without a spec has no initialisation a verifier could rebuild.
+            run.verified_final, run.verified_final_index = True, index
+        elif pred.verdict == "fail":
+            run.verified_final, run.verified_final_index = False, None
+        if pred.verdict == "pass" and run.verified_final and run.verified_final_index == index:
+            # verified evidence only from a pass on the RunFinish: a RunProgress alone proves a prefix
             _evaluate_run(state, run, "verified", index, now)
         elif pred.verdict == "fail":
             _violate(state, pred.run_party, "failed-verification",
@@ -465,13 +598,15 @@ def _effects(state: State, pred: Predicate, party: Party | None, key: VerifierKe
     elif isinstance(pred, ResumeApproval):
         _apply_resume_approval(state, pred, party, index, now)
     elif isinstance(pred, ReviewSubmission):
-        req = state.review_required.get(pred.model_name)
+        weights = _sha256(pred.model_digest)
+        req = _review_requirement(state, pred.model_name, _producer(state, weights))
         policy = _policy(state)
         window = req["window_days"] if req else (policy.parameters.review_window_days if policy else 30.0)
         state.reviews[pred.submission_id] = Review(pred.submission_id, party.name, pred.model_name, index, now,
-                                                   float(window))
+                                                   float(window), model_digest=weights)
         _event(state, index, now, "review-submission",
-               f"{party.name} submits {pred.model_name} for review ({window:g}-day window)")
+               f"{party.name} submits {pred.model_name} (weights {_short(pred.model_digest)}) for review "
+               f"({window:g}-day window)")
     elif isinstance(pred, ReviewFinding):
         state.reviews[pred.submission_id].findings.append(
             {"by": party.name, "severity": pred.severity, "finding": pred.finding, "index": index})
@@ -490,27 +625,64 @@ def _effects(state: State, pred: Predicate, party: Party | None, key: VerifierKe
 def _apply_run(state: State, pred: RunStart | RunProgress | RunFinish, party: Party, index: int, now: int) -> None:
     key = _run_key(party.name, pred.run_id)
     if isinstance(pred, RunStart):
-        run = Run(party.name, pred.run_id, pred.model_name, pred.base_model, pred.base_model_flop, pred.declared_flop)
+        spec = pred.spec
+        run = Run(party.name, pred.run_id, pred.model_name, pred.base_model, pred.base_model_flop, pred.declared_flop,
+                  spec_digest=_spec_digest(pred),
+                  base_digest=None if spec is None else spec.init.base_model_digest)
         state.runs[key] = run
         state.models[pred.model_name] = key
+        if run.spec_digest is not None:
+            state.spec_runs[run.spec_digest] = key
         _event(state, index, now, "run-start", f"{party.name} declares run {pred.run_id} "
-                                               f"({pred.model_name}, {pred.declared_flop:.3g} FLOP planned)")
+                                               f"({pred.model_name}, {pred.declared_flop:.3g} FLOP planned"
+                                               + (f", from weights {run.base_digest[:12]}" if run.base_digest else "")
+                                               + ")")
     else:
         run = state.runs[key]
+        step = pred.step if isinstance(pred, RunProgress) else pred.commitments.step_count
+        covered = run.seed_ranges[-1][1] if run.seed_ranges else 0
+        if step > covered:
+            run.seed_ranges.append([covered + 1, step, index])
+        for name in ROOT_FIELDS:
+            root = getattr(pred.commitments, name)
+            if root != EMPTY_ROOT:
+                state.roots.setdefault(root, (key, index))
         if isinstance(pred, RunProgress):
             run.flop_so_far = max(run.flop_so_far, pred.flop_so_far)
             run.last_step = max(run.last_step, pred.step)
+            _expect_run_finish(state, run, index, now)
             _event(state, index, now, "run-progress", f"{party.name} run {pred.run_id}: step {pred.step}, "
                                                       f"{pred.flop_so_far:.3g} FLOP")
         else:
-            run.total_flop, run.finished = pred.total_flop, True
+            run.total_flop, run.finished, run.finish_index = pred.total_flop, True, index
+            for ob in state.obligations:
+                if ob.kind == "run-finish" and ob.ref == f"run {key}" and ob.met_index is None and not ob.violated:
+                    ob.met_index = index
+            run.final_digest = _sha256(pred.final_model_digest)
+            if run.final_digest is not None:
+                state.final_weights[run.final_digest] = key
             _event(state, index, now, "run-finish", f"{party.name} run {pred.run_id} finished, "
-                                                    f"{pred.total_flop:.3g} FLOP")
+                                                    f"{pred.total_flop:.3g} FLOP, final weights "
+                                                    f"{_short(pred.final_model_digest)}")
     run.indexes.append(index)
     reported = (pred.declared_flop if isinstance(pred, RunStart) else
                 pred.flop_so_far if isinstance(pred, RunProgress) else pred.total_flop)
     _check_paused_training(state, run, reported, party, index, now)
     _evaluate_run(state, run, "declared", index, now)
+
+
+def _expect_run_finish(state: State, run: Run, index: int, now: int) -> None:
+    """A RunProgress (re)sets the deadline of the run's RunFinish: the policy's ``run_finish_deadline_days``
+    after the last RunProgress."""
+    policy = _policy(state)
+    days = policy.parameters.run_finish_deadline_days if policy is not None else 90.0
+    ref = f"run {run.key}"
+    due = now + int(days * DAY_MS)
+    for ob in state.obligations:
+        if ob.kind == "run-finish" and ob.ref == ref and ob.met_index is None and not ob.violated:
+            ob.due_ms, ob.origin_index = due, index
+            return
+    state.obligations.append(Obligation("run-finish", run.party, due, index, ref))
 
 
 def _check_paused_training(state: State, run: Run, reported: float, party: Party, index: int, now: int) -> None:
@@ -531,15 +703,28 @@ def _check_paused_training(state: State, run: Run, reported: float, party: Party
 
 
 def _base_compute(state: State, run: Run, seen: frozenset[str] = frozenset()) -> float:
-    """Cumulative compute of a run's base model: the base's run and its own lineage when they are on the log,
-    else the compute the run declares for its base (EU counting rules).
+    """Cumulative compute of a run's base model (EU counting rules).
 
-    Each run in the lineage counts once: a base model that leads back to a run already counted (base models
+    A run with a spec that starts from a base finds it by weights digest: a run's final weights count that
+    run's compute and its own lineage, a registered base model its registered training compute. A run
+    without a spec names its base: the base's run and its lineage when the name is on the log, else the
+    compute the run declares for its base.
+
+    Each run in the lineage counts once: a base that leads back to a run already counted (base models
     naming each other) adds nothing more.
     """
+    seen = seen | {run.key}
+    if run.base_digest is not None:
+        base_key = state.final_weights.get(run.base_digest)
+        if base_key is None:
+            registered = state.bases.get(run.base_digest)
+            return float(registered["training_flop"]) if registered is not None else 0.0
+        if base_key in seen:
+            return 0.0
+        base = state.runs[base_key]
+        return base.compute + _base_compute(state, base, seen)
     if run.base_model is None:
         return 0.0
-    seen = seen | {_run_key(run.party, run.run_id)}
     base_key = state.models.get(run.base_model)
     if base_key is None:
         return run.base_model_flop or 0.0
@@ -555,16 +740,30 @@ def _evaluate_run(state: State, run: Run, evidence: str, index: int, now: int) -
     base = _base_compute(state, run)
     _evaluate(state, "training_compute", "model-lineage", run.model_name, run.party, run.compute + base, evidence,
               index, now, model=run.model_name)
-    if run.base_model is not None and base > 0:
+    if (run.base_model is not None or run.base_digest is not None) and base > 0:
         _evaluate(state, "modification_compute_fraction", "model-lineage", run.model_name, run.party,
                   run.compute / base, evidence, index, now, model=run.model_name)
 
 
 def _apply_indicator(state: State, pred: Indicator | EvaluationResult, party: Party, index: int, now: int) -> None:
-    name = pred.name if isinstance(pred, Indicator) else pred.metric
-    subject = pred.subject if isinstance(pred, Indicator) else pred.model_name
+    producer = None
+    if isinstance(pred, Indicator):
+        name, subject, stated = pred.name, pred.subject, pred.subject
+    else:
+        # An evaluation of a run's final weights is about the model that produced them, whatever it is called.
+        name, stated = pred.metric, pred.model_name
+        producer = _producer(state, _sha256(pred.model_digest))
+        subject = producer.model_name if producer is not None else stated
     state.indicators[f"{name}:{subject}"] = {"value": pred.value, "by": party.name, "index": index}
-    _event(state, index, now, "indicator", f"{party.name}: {name} of {subject} = {pred.value:g}")
+    _event(state, index, now, "indicator", f"{party.name}: {name} of {subject} = {pred.value:g}"
+           + (f" (evaluated as {stated})" if stated != subject else ""))
+    if isinstance(pred, EvaluationResult) and party.role == "lab" and (producer is None
+                                                                       or producer.party != party.name):
+        _violate(state, party.name, "evaluation-of-undeclared-weights",
+                 f"evaluated {pred.model_name} with weights {_short(pred.model_digest)}, which are not the final "
+                 f"weights of any run {party.name} finished"
+                 + (f" (they are run {producer.key}'s, {producer.model_name})" if producer is not None else ""),
+                 [index], now)
     metric = INDICATOR_METRICS.get(name)
     if metric is None:
         return
@@ -703,27 +902,78 @@ def _apply_resume_approval(state: State, pred: ResumeApproval, party: Party, ind
         _event(state, index, now, "resume", f"pause {pause.pause_id} ends: a majority of bound parties approved")
 
 
+def _review_requirement(state: State, model_name: str, producer: Run | None) -> dict[str, Any] | None:
+    """The review requirement on a model, by its name or by the name of the run that produced its weights
+    (so that renaming the weights does not escape it)."""
+    req = state.review_required.get(model_name)
+    if req is None and producer is not None:
+        req = state.review_required.get(producer.model_name)
+    return req
+
+
+def _unverified_lineage(state: State, run: Run) -> list[Run]:
+    """The runs whose final weights are not verified, from ``run`` up its lineage by base weights digest (a
+    registered base model counts as approved and ends the lineage)."""
+    out: list[Run] = []
+    seen: set[str] = set()
+    current: Run | None = run
+    while current is not None and current.key not in seen:
+        seen.add(current.key)
+        if not current.verified_final:
+            out.append(current)
+        current = _producer(state, current.base_digest)
+    return out
+
+
 def _apply_release(state: State, pred: Release, party: Party, index: int, now: int) -> None:
-    state.releases.append({"party": party.name, "model": pred.model_name, "index": index})
-    _event(state, index, now, "release", f"{party.name} releases {pred.model_name}")
+    weights = _sha256(pred.model_digest)
+    producer = _producer(state, weights)
+    short = _short(pred.model_digest)
+    what = f"{pred.model_name} (weights {short}" + (f", run {producer.key})" if producer is not None else ")")
+    state.releases.append({"party": party.name, "model": pred.model_name, "index": index, "digest": weights,
+                           "run": producer.key if producer is not None else None})
+    _event(state, index, now, "release", f"{party.name} releases {what}")
     pause = state.active_pause
     if pause is not None and party.name in pause.bound and "releases" in state.commitments[party.name].pauses:
         _violate(state, party.name, "release-during-pause", f"released {pred.model_name} during pause "
                                                             f"{pause.pause_id}", [pause.trigger_index, index], now)
-    req = state.review_required.get(pred.model_name)
+    if producer is None:
+        if weights is None or weights not in state.bases:
+            _violate(state, party.name, "release-unverified-weights",
+                     f"released {pred.model_name} with weights {short} that no run on the log finished with and "
+                     "no registered base model has", [index], now)
+    else:
+        unverified = _unverified_lineage(state, producer)
+        if unverified:
+            def named(r: Run) -> str:
+                return f"run {r.key} ({r.model_name}, finished at entry {r.finish_index})"
+
+            up = ", ".join(named(r) for r in unverified if r is not producer)
+            if unverified[0] is not producer:
+                why = f"; up its lineage the final weights of {up} are not verified"
+            elif up:
+                why = f", which are not verified, nor are the final weights up its lineage of {up}"
+            else:
+                why = ", which no passing verification report on that RunFinish has verified"
+            _violate(state, party.name, "release-unverified-weights",
+                     f"released {pred.model_name} with weights {short}, the final weights of {named(producer)}{why}",
+                     sorted({index, *(r.finish_index for r in (producer, *unverified) if r.finish_index is not None)}),
+                     now)
+    req = _review_requirement(state, pred.model_name, producer)
     if req is None:
         return
-    reviews = [r for r in state.reviews.values() if r.model_name == pred.model_name and r.party == party.name]
+    reviews = [r for r in state.reviews.values()
+               if r.party == party.name and weights is not None and r.model_digest == weights]
     if not reviews:
         _violate(state, party.name, "release-without-review",
-                 f"released {pred.model_name} without submitting it for review", [req["index"], index], now)
+                 f"released {what} without submitting these weights for review", [req["index"], index], now)
         return
     review = reviews[-1]
     if review.decision == "block":
-        _violate(state, party.name, "release-blocked", f"released {pred.model_name} although review "
-                 f"{review.submission_id} blocked it", [review.submitted_index, review.decision_index or index,
-                                                        index], now)
+        _violate(state, party.name, "release-blocked", f"released {what} although review "
+                 f"{review.submission_id} blocked these weights",
+                 [review.submitted_index, review.decision_index or index, index], now)
     elif review.decision != "clear" and now < review.window_end_ms:
         _violate(state, party.name, "release-before-clearance",
-                 f"released {pred.model_name} before review {review.submission_id} cleared "
+                 f"released {what} before review {review.submission_id} of these weights cleared "
                  f"(window ends {review.window_end_ms} ms)", [review.submitted_index, index], now)

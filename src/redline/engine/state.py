@@ -35,7 +35,14 @@ class Party:
 
 @dataclass
 class Run:
-    """A declared training run and the compute figures the log holds for it."""
+    """A declared training run, the compute figures the log holds for it, and what binds it.
+
+    ``spec_digest`` is the digest of the ``RunSpec`` its RunStart carried (None for a run declared without
+    one: such a run's final weights can never be verified); ``base_digest`` the weights it starts from
+    (``spec.init.base_model_digest``); ``final_digest`` the sha256 digest of its final weights
+    (``RunFinish.final_model_digest``) and ``finish_index`` the RunFinish's entry; ``verified_final`` is
+    True once a passing verification report on that RunFinish (entry ``verified_final_index``) verified them.
+    """
 
     party: str
     run_id: str
@@ -49,6 +56,20 @@ class Run:
     last_step: int = 0
     verified: str | None = None  # verdict of the latest verification report
     indexes: list[int] = field(default_factory=list)
+    spec_digest: str | None = None
+    base_digest: str | None = None
+    final_digest: str | None = None
+    finish_index: int | None = None
+    verified_final: bool = False
+    verified_final_index: int | None = None
+    #: ``[first step, last step, entry]`` for each declaration that committed to steps no earlier one did: the
+    #: ranges a verifier draws each with the seed of the first checkpoint after that entry.
+    seed_ranges: list[list[int]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """``party/run_id``."""
+        return f"{self.party}/{self.run_id}"
 
     @property
     def compute(self) -> float:
@@ -123,6 +144,7 @@ class Review:
     submitted_index: int
     submitted_ms: int
     window_days: float
+    model_digest: str | None = None  # the sha256 digest of the weights submitted (None: not a sha256 digest)
     findings: list[dict[str, Any]] = field(default_factory=list)
     decision: str | None = None
     decision_index: int | None = None
@@ -193,6 +215,13 @@ class State:
     reviews: dict[str, Review] = field(default_factory=dict)
     review_required: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {line, window_days, index}
     releases: list[dict[str, Any]] = field(default_factory=list)
+    #: Registered base models by weights digest: {model_name, training_flop, source, party, index}.
+    bases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Indexes derived from ``runs`` (kept for speed, not in ``to_dict``): spec digest -> run, final weights
+    #: digest -> run, and each transcript root -> (the run that first declared it, that entry).
+    spec_runs: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    final_weights: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    roots: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False, compare=False)
     rejected: list[Rejection] = field(default_factory=list)
     timeline: list[Event] = field(default_factory=list)
 
@@ -238,6 +267,7 @@ class State:
             "reviews": {k: plain(r) for k, r in sorted(self.reviews.items())},
             "review_required": dict(sorted(self.review_required.items())),
             "releases": list(self.releases),
+            "bases": dict(sorted(self.bases.items())),
             "rejected": [plain(r) for r in self.rejected],
             "timeline": [plain(e) for e in self.timeline],
         }

@@ -109,6 +109,9 @@ class Parameters(_Strict):
     usage_report_period_days: Annotated[float, Field(ge=1 / 24, le=365)] = 7
     paused_run_flop_limit: Annotated[float, Field(ge=0, le=1e35)] = 0
     review_window_days: Annotated[float, Field(ge=0, le=3650)] = 30
+    #: A run that declared progress must declare its RunFinish within this many days of its last RunProgress:
+    #: only a verified RunFinish makes a run's compute and weights verified, so a run may not stay open forever.
+    run_finish_deadline_days: Annotated[float, Field(gt=0, le=3650)] = 90
 
 
 class Policy(_Strict):

@@ -35,16 +35,29 @@ from redline.statements.pause import (
 )
 from redline.statements.policy import PolicyPublication
 from redline.statements.review import Release, ReviewDecision, ReviewFinding, ReviewSubmission
-from redline.statements.runs import FlopEstimates, RunFinish, RunProgress, RunStart, TranscriptCommitments
+from redline.statements.runs import (
+    BaseModelRegistration,
+    DataSourceRef,
+    Declaration,
+    Environment,
+    FactoryRef,
+    FlopEstimates,
+    Init,
+    RunFinish,
+    RunProgress,
+    RunSpec,
+    RunStart,
+    TranscriptCommitments,
+)
 from redline.statements.verification import Check, VerificationReport
 
 __all__ = [
     "PREDICATE_KINDS", "PREDICATE_TYPES", "ROLES",
-    "Admission", "Check", "ChipCount", "Cluster", "Commitment", "ComputeInventory", "ComputeShareQuorum",
-    "ComputeUsageReport", "CountQuorum", "EvaluationResult", "FlopEstimates", "Genesis", "Indicator",
+    "Admission", "BaseModelRegistration", "Check", "ChipCount", "Cluster", "Commitment", "ComputeInventory", "ComputeShareQuorum",
+    "ComputeUsageReport", "CountQuorum", "DataSourceRef", "Declaration", "Environment", "FactoryRef", "EvaluationResult", "FlopEstimates", "Genesis", "Indicator",
     "KeyRevocation", "KeyRotation", "PauseAcknowledgement", "PolicyPublication", "Predicate", "Release",
     "ResumeApproval", "ResumeProposal", "ReviewDecision", "ReviewFinding", "ReviewSubmission", "RunFinish",
-    "RunProgress", "RunStart", "RunUsage", "TranscriptCommitments", "VerificationReport",
+    "Init", "RunProgress", "RunSpec", "RunStart", "RunUsage", "TranscriptCommitments", "VerificationReport",
     "open_envelope", "open_predicate", "parse_payload", "parse_payload_canonical", "parse_predicate", "parse_statement", "predicate_digest", "register", "sign_predicate",
     "to_statement",
 ]

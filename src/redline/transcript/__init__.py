@@ -1,7 +1,8 @@
 """Training transcripts for PyTorch: a recorder, a content-addressed checkpoint store, Merkle commitments, replay.
 
-A transcript is a directory (format in ``docs/transcripts.md``): ``manifest.json``
-(canonical JSON: declaration, environment, checkpoints, FLOP, the three roots),
+A transcript is a directory (format in ``docs/transcripts.md``): ``run.json`` (the run spec,
+written when recording starts), ``manifest.json`` (canonical JSON: the spec,
+checkpoints, FLOP, the three roots),
 ``steps.jsonl`` and ``data.jsonl`` (one canonical record per step) and
 ``blobs/sha256/..`` (checkpoints as safetensors). Names are imported lazily:
 ``load_transcript`` and the records need no torch; the recorder and replay do
@@ -21,14 +22,18 @@ _EXPORTS = {
     "CheckpointRef": "redline.transcript.transcript",
     "replay_segment": "redline.transcript.replay",
     "ReplayResult": "redline.transcript.replay",
-    "Declaration": "redline.transcript.records",
-    "EntryPoint": "redline.transcript.records",
-    "DataSource": "redline.transcript.records",
-    "Manifest": "redline.transcript.records",
-    "StepRecord": "redline.transcript.records",
-    "DataRecord": "redline.transcript.records",
-    "CheckpointEntry": "redline.transcript.records",
-    "entry": "redline.transcript.records",
+    "Declaration": "redline.transcript.format",
+    "FactoryRef": "redline.transcript.format",
+    "DataSourceRef": "redline.transcript.format",
+    "Init": "redline.transcript.format",
+    "RunSpec": "redline.transcript.format",
+    "TranscriptWriter": "redline.transcript.format",
+    "Manifest": "redline.transcript.format",
+    "StepRecord": "redline.transcript.format",
+    "DataRecord": "redline.transcript.format",
+    "CheckpointEntry": "redline.transcript.format",
+    "pin": "redline.transcript.factories",
+    "initial_state": "redline.transcript.replay",
     "batch_digest": "redline.transcript.torchstate",
     "load_checkpoint": "redline.transcript.torchstate",
     "hash_file": "redline.transcript.digest",

@@ -3,7 +3,8 @@
 ::
 
     trainer = Trainer(model=model, args=args, train_dataset=ds,
-                      callbacks=[RecorderCallback("transcript", checkpoint_every=100)])
+                      callbacks=[RecorderCallback("transcript", party="lab-a", run_id="r1",
+                                                  init=Init(kind="fresh", seed=0), checkpoint_every=100)])
     trainer.train()
 
 The callback starts a recorder when training begins (checkpoint of step 0),
@@ -24,18 +25,43 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from transformers import TrainerCallback
 
-from redline.transcript.entrypoints import resolve
+from redline.errors import MalformedInput
 from redline.transcript.recorder import Recorder
-from redline.transcript.records import Declaration, EntryPoint
+from redline.transcript.factories import pin
+from redline.transcript.format import Declaration, Init
 
-MODULE = "redline.transcript.hf"
+
+
+def _model_class(model_class: Any) -> type:
+    """The ``transformers`` model class named ``transformers:<Name>``; anything else is ``MalformedInput``.
+
+    ``<Name>`` must be a public attribute of the ``transformers`` package (checked against its listing before
+    it is looked up, so nothing outside ``transformers`` is ever imported) and a subclass of ``PreTrainedModel``
+    (not ``PreTrainedModel`` itself).
+    """
+    module, sep, name = model_class.partition(":") if isinstance(model_class, str) else ("", "", "")
+    if module != "transformers" or not sep or not name.isidentifier() or name.startswith("_") \
+            or name not in dir(transformers):
+        raise MalformedInput(f"model_class {model_class!r} is not 'transformers:<Name>' naming a public model class "
+                             f"of the transformers package")
+    try:
+        cls = getattr(transformers, name)
+    except (AttributeError, ImportError, RuntimeError) as exc:
+        raise MalformedInput(f"model_class {model_class!r}: transformers cannot provide {name!r}: {exc}") from None
+    if not isinstance(cls, type) or not issubclass(cls, transformers.PreTrainedModel) \
+            or cls is transformers.PreTrainedModel:
+        raise MalformedInput(f"model_class {model_class!r} is not a transformers model class "
+                             f"(a subclass of transformers.PreTrainedModel)")
+    return cls
 
 
 def model_from_config(model_class: str, config: dict[str, Any]) -> torch.nn.Module:
-    """Model factory entry point: ``model_class`` (``module:Class``) built from a config dictionary."""
-    cls = resolve(model_class)
+    """Model factory entry point: ``model_class`` (``transformers:<Name>``, a ``transformers`` model class) built
+    from a config dictionary; any other class is refused (``MalformedInput``) before anything is imported."""
+    cls = _model_class(model_class)
     return cls(cls.config_class.from_dict(config))
 
 
@@ -55,9 +81,11 @@ def _loss_of(output: Any) -> torch.Tensor | None:
 class RecorderCallback(TrainerCallback):
     """A ``transformers.TrainerCallback`` that records a redline transcript of the training run."""
 
-    def __init__(self, out: str | Path, *, checkpoint_every: int = 100, declaration: Declaration | None = None,
-                 digests: tuple[str, ...] = ("sha256",), count_flop: bool = False, durable: bool = True) -> None:
+    def __init__(self, out: str | Path, *, party: str, run_id: str, init: Init, checkpoint_every: int = 100,
+                 declaration: Declaration | None = None, digests: tuple[str, ...] = ("sha256",),
+                 count_flop: bool = False, durable: bool = True) -> None:
         self.out = Path(out)
+        self.party, self.run_id, self.init = party, run_id, init
         self.checkpoint_every = checkpoint_every
         self.declaration = declaration
         self.digests = digests
@@ -73,11 +101,9 @@ class RecorderCallback(TrainerCallback):
         config = getattr(model, "config", None)
         if "model_factory" not in fields and config is not None:
             cls = type(model)
-            fields["model_factory"] = EntryPoint(
-                entry_point=f"{MODULE}:model_from_config",
-                kwargs={"model_class": f"{cls.__module__}:{cls.__qualname__}",
-                        "config": json.loads(config.to_json_string(use_diff=False))})
-        fields.setdefault("train_step", EntryPoint(entry_point=f"{MODULE}:model_loss"))
+            fields["model_factory"] = pin("model_factory", "hf-from-config", model_class=f"transformers:{cls.__name__}",
+                                          config=json.loads(config.to_json_string(use_diff=False)))
+        fields.setdefault("train_step", pin("train_step", "hf-model-loss"))
         if "max_grad_norm" not in fields and getattr(args, "max_grad_norm", 0):
             fields["max_grad_norm"] = float(args.max_grad_norm)
         return Declaration.model_validate(fields)
@@ -95,7 +121,8 @@ class RecorderCallback(TrainerCallback):
         """Start recording: declaration, checkpoint of step 0, forward hook."""
         if model is None:
             raise ValueError("RecorderCallback needs the model (Trainer passes it to callbacks)")
-        self.recorder = Recorder(self.out, model, optimizer, scheduler=lr_scheduler,
+        self.recorder = Recorder(self.out, model, optimizer, party=self.party, run_id=self.run_id, init=self.init,
+                                 scheduler=lr_scheduler,
                                  declaration=self._declare(model, args), checkpoint_every=self.checkpoint_every,
                                  digests=self.digests, count_flop=self.count_flop, durable=self.durable)
         self._hook = model.register_forward_hook(self._forward_hook, with_kwargs=True)

@@ -2,7 +2,8 @@
 
 ::
 
-    with Recorder(out, model, optimizer, scheduler=sched, declaration=decl, checkpoint_every=100) as rec:
+    with Recorder(out, model, optimizer, party="lab-a", run_id="r1", init=Init(kind="fresh", seed=0),
+                  scheduler=sched, declaration=decl, checkpoint_every=100) as rec:
         for position, batch in enumerate(loader):
             ...                      # forward, backward, optimizer.step(), scheduler.step()
             rec.step(batch, loss, position=position)
@@ -23,11 +24,11 @@ error they met, and writes the manifest with the three Merkle roots.
 
 from __future__ import annotations
 
-import errno
 import inspect
 import os
 import platform
 import queue
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,27 +42,21 @@ import torch
 from redline import __version__
 from redline.crypto.canonical import canonical_json
 from redline.errors import MalformedInput
-from redline.log.merkle import leaf_hash, root_of
-from redline.statements.runs import TranscriptCommitments
-from redline.transcript import stfile
-from redline.transcript.digest import ALGORITHMS, MultiHasher, hash_file, tensors_digest
-from redline.transcript.records import (
-    BLOBS_DIR,
-    DATA_FILE,
-    FORMAT,
-    MANIFEST_FILE,
-    STEPS_FILE,
+from redline.log.merkle import leaf_hash
+from redline.transcript.digest import ALGORITHMS, tensors_digest
+from redline.transcript.format import (
+    SPEC_FORMAT,
     CheckpointEntry,
     Declaration,
-    EntryPoint,
     Environment,
-    FileDigest,
+    FactoryRef,
     FlopCount,
+    Init,
     Manifest,
+    RunSpec,
+    TranscriptWriter,
     canonical_record,
-    record_bytes,
 )
-from redline.transcript.store import BlobStore, fsync_dir
 from redline.transcript.torchstate import (
     CapturedState,
     RngSnapshot,
@@ -85,11 +80,8 @@ except ImportError:  # pragma: no cover
 class _CheckpointWriter:
     """A daemon thread that serialises, hashes and stores checkpoints handed to it through a bounded queue."""
 
-    def __init__(self, store: BlobStore, algorithms: Sequence[str], *, durable: bool, queue_size: int,
-                 nice: int, idle: bool = False) -> None:
-        self.store = store
-        self.algorithms = tuple(algorithms)
-        self.durable = durable
+    def __init__(self, writer: TranscriptWriter, *, queue_size: int, nice: int, idle: bool = False) -> None:
+        self.writer = writer
         self.nice = nice
         self.idle = idle
         self.entries: list[CheckpointEntry] = []
@@ -113,16 +105,7 @@ class _CheckpointWriter:
                 self._queue.task_done()
 
     def _write(self, step: int, state: CapturedState) -> CheckpointEntry:
-        data = state.tensor_data()
-        model_digest = tensors_digest((name[6:], t.dtype, t.shape, t.data) for name, t in data.items()
-                                      if name.startswith("model."))
-
-        def write(f: BinaryIO, hasher: MultiHasher) -> int:
-            return stfile.write(f, data, state.metadata, hasher)
-
-        digests, size = self.store.put(write, self.algorithms, durable=self.durable)
-        return CheckpointEntry(step=step, size=size, digest={a: digests[a] for a in self.algorithms},
-                               model_digest=model_digest)
+        return self.writer.put_checkpoint(step, state.tensor_data(), state.metadata)
 
     def raise_if_failed(self) -> None:
         """Raise the error the writer met (the original exception, with a note saying where), if any."""
@@ -192,10 +175,11 @@ class _RecordWriter:
     one record squeezed between two training steps costs several times more.
     """
 
-    def __init__(self, steps_file: BinaryIO, data_file: BinaryIO, rng: RngTracker, *, threaded: bool,
-                 queue_size: int, burst: int = 32) -> None:
+    def __init__(self, steps_file: BinaryIO, data_file: BinaryIO, rng: RngTracker, *, bound: bytes,
+                 threaded: bool, queue_size: int, burst: int = 32) -> None:
         self.steps_file = steps_file
         self.data_file = data_file
+        self.bound = bound  # the run spec's digest: every leaf starts with it
         self.rng = rng
         self.step_leaves: list[bytes] = []
         self.data_leaves: list[bytes] = []
@@ -242,7 +226,7 @@ class _RecordWriter:
                   canonical_record({"step": snap.step, "position": snap.position, "batch": batch})))):
             f.write(line + b"\n")
             self._sizes[i] += len(line) + 1
-            leaves.append(leaf_hash(line))
+            leaves.append(leaf_hash(self.bound + line))
 
     def raise_if_failed(self) -> None:
         """Raise the error the thread met (the original exception, with a note saying where), if any."""
@@ -311,10 +295,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def infer_optimizer(optimizer: torch.optim.Optimizer) -> EntryPoint | None:
-    """The optimizer's class and constructor arguments, when one parameter group makes that enough to rebuild it."""
+def infer_optimizer(optimizer: torch.optim.Optimizer) -> FactoryRef | None:
+    """The optimizer as its registered factory and constructor arguments, when its class is registered in
+    ``redline.optimizers`` and one parameter group makes the defaults enough to rebuild it."""
+    from redline.transcript.factories import pin, registration_of
+
     cls = type(optimizer)
-    if len(optimizer.param_groups) != 1 or cls.__module__ == "__main__":
+    if len(optimizer.param_groups) != 1:
+        return None
+    name = registration_of("optimizer", cls)
+    if name is None:
         return None
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {k: _jsonable(v) for k, v in optimizer.defaults.items() if k in accepted and k != "params"}
@@ -322,39 +312,58 @@ def infer_optimizer(optimizer: torch.optim.Optimizer) -> EntryPoint | None:
         canonical_json(kwargs)
     except MalformedInput:
         return None
-    return EntryPoint(entry_point=f"{cls.__module__}:{cls.__qualname__}", kwargs=kwargs)
+    return pin("optimizer", name, **kwargs)
+
+
+def _build_setting(name: str) -> str | None:
+    """One ``NAME=value`` of torch's build settings (``torch.__config__.show()``), or None."""
+    match = re.search(rf"\b{name}=([^,\s]+)", torch.__config__.show())
+    return match.group(1) if match else None
+
+
+def _onednn_version() -> str | None:
+    match = re.search(r"MKL-DNN v([0-9][^ ]*)", torch.__config__.show())
+    return match.group(1) if match else None
+
+
+def current_environment(device: str | torch.device = "cpu") -> Environment:
+    """The environment of this process for work on ``device`` (recorded by the recorder, compared by a
+    verifier)."""
+    dev = torch.device(device)
+    name = None
+    if dev.type == "cuda" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(dev)
+    return Environment(python=platform.python_version(), torch=torch.__version__,
+                       numpy=np.__version__ if np is not None else None, platform=platform.platform(),
+                       device_type=dev.type, device_name=name, cuda=torch.version.cuda,
+                       cpu_capability=torch.backends.cpu.get_cpu_capability(), blas=_build_setting("BLAS_INFO"),
+                       onednn=_onednn_version(), deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
+                       num_threads=torch.get_num_threads())
 
 
 def _environment(model: torch.nn.Module) -> Environment:
-    device = next((p.device.type for p in model.parameters()), "cpu")
-    return Environment(python=platform.python_version(), torch=torch.__version__,
-                       numpy=np.__version__ if np is not None else None, platform=platform.platform(),
-                       device_type=device, cuda=torch.version.cuda,
-                       deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
-                       num_threads=torch.get_num_threads())
+    return current_environment(next((p.device for p in model.parameters()), torch.device("cpu")))
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 class Recorder:
     """Records a training run into a transcript directory (see the module docstring).
 
-    ``declaration`` says how a verifier rebuilds the run (model factory, data
-    source, train step, ...); an optimizer with one parameter group is declared
-    from its class and defaults when the declaration leaves it out, and every
-    part still missing is named in ``declaration.notes``. ``digests`` adds
+    ``party`` and ``run_id`` name the run (they go into the run spec, whose
+    digest binds every Merkle leaf, so the transcript belongs to that run alone);
+    ``init`` says where checkpoint 0 comes from (``Init(kind="fresh", seed=s)``:
+    the model was built on the CPU right after ``torch.manual_seed(s)``,
+    ``random.seed(s)`` and ``numpy.random.seed(s)``; ``Init(kind="base",
+    base_model_digest=d)``: it holds a base model's weights), which a verifier
+    rebuilds bit for bit.
+    ``declaration`` says how a verifier rebuilds the run: registered, pinned
+    factories (``redline.transcript.factories.pin``); an optimizer with one
+    parameter group whose class is registered is declared from its class and
+    defaults when the declaration leaves it out, and every part still missing is
+    named in ``declaration.notes``. ``digests`` adds
     BLAKE3 to every checkpoint's SHA-256. ``count_flop`` counts the FLOP of the
     first step with ``torch.utils.flop_counter.FlopCounterMode`` (between
     ``start()`` and the first ``step()``). ``durable`` fsyncs every file.
@@ -374,6 +383,7 @@ class Recorder:
     """
 
     def __init__(self, out: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                 party: str, run_id: str, init: Init,
                  scheduler: Any | None = None, declaration: Declaration | None = None, checkpoint_every: int = 100,
                  digests: Sequence[str] = ("sha256",), count_flop: bool = False, durable: bool = True,
                  queue_size: int = 1, writer_nice: int = 10, writer_idle: bool = False,
@@ -384,6 +394,9 @@ class Recorder:
         if unknown:
             raise MalformedInput(f"unknown digest algorithm {unknown[0]!r} (known: {', '.join(ALGORITHMS)})")
         self.path = Path(out)
+        self.party = party
+        self.run_id = run_id
+        self.init = init
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -393,6 +406,7 @@ class Recorder:
         self.durable = durable
         self.declaration = self._complete(declaration or Declaration())
         self.manifest: Manifest | None = None
+        self.spec: RunSpec | None = None
         self._queue_size = queue_size
         self._writer_nice = writer_nice
         self._writer_idle = writer_idle
@@ -404,12 +418,10 @@ class Recorder:
         self._rng = RngTracker()
         self._flop_mode: Any = None
         self._flop: FlopCount | None = None
-        self._started_at: datetime | None = None
-        self._environment: Environment | None = None
+        self._files: TranscriptWriter | None = None
+        self._started_at = _now()
         self._writer: _CheckpointWriter | None = None
         self._records: _RecordWriter | None = None
-        self._steps_file: BinaryIO | None = None
-        self._data_file: BinaryIO | None = None
 
     def _complete(self, decl: Declaration) -> Declaration:
         notes = list(decl.notes)
@@ -418,7 +430,7 @@ class Recorder:
             inferred = infer_optimizer(self.optimizer)
             if inferred is not None:
                 updates["optimizer"] = inferred
-                notes.append(f"optimizer declared from {inferred.entry_point}'s defaults")
+                notes.append(f"optimizer declared from {inferred.name}'s defaults")
         for field, present, what in (("model_factory", True, "model factory"),
                                      ("optimizer", self.optimizer is not None, "optimizer"),
                                      ("scheduler", self.scheduler is not None, "scheduler"),
@@ -437,28 +449,32 @@ class Recorder:
         return self._step
 
     def start(self) -> Recorder:
-        """Create the transcript directory, write the checkpoint of step 0, and start counting FLOP if asked."""
-        if self._started_at is not None:
+        """Write the run spec (``run.json``) and the checkpoint of step 0, and start counting FLOP if asked.
+
+        ``run.json`` and checkpoint 0's model digest (:meth:`initial_model_digest`) are what the lab's
+        ``RunStart`` commits to before the first step. Checkpoint 0 holds the random generators' states as they
+        are now: draw nothing from them between ``start()`` and the first step, or the replay of the first
+        segment will not match.
+        """
+        if self._files is not None:
             raise MalformedInput(f"{self.path}: the recorder was already started")
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-            raise FileExistsError(errno.EEXIST, "transcript directory exists and is not empty", str(self.path))
-        (self.path / BLOBS_DIR).mkdir(parents=True, exist_ok=True)
         self._started_at = _now()
-        self._environment = _environment(self.model)
-        self._steps_file = open(self.path / STEPS_FILE, "wb")
-        self._data_file = open(self.path / DATA_FILE, "wb")
-        self._records = _RecordWriter(self._steps_file, self._data_file, self._rng, threaded=self.record_thread,
-                                      queue_size=1024)
-        self._writer = _CheckpointWriter(BlobStore(self.path / BLOBS_DIR), self.algorithms, durable=self.durable,
-                                         queue_size=self._queue_size, nice=self._writer_nice,
+        self.spec = RunSpec(format=SPEC_FORMAT, party=self.party, run_id=self.run_id, redline_version=__version__,
+                            environment=_environment(self.model), declaration=self.declaration,
+                            init=self.init, parameter_count=sum(p.numel() for p in self.model.parameters()),
+                            checkpoint_every=self.checkpoint_every, digest_algorithms=list(self.algorithms))
+        self._files = files = TranscriptWriter(self.path, self.spec, durable=self.durable)
+        self._records = _RecordWriter(files.steps_file, files.data_file, self._rng, bound=files.bound,
+                                      threaded=self.record_thread, queue_size=1024)
+        self._writer = _CheckpointWriter(files, queue_size=self._queue_size, nice=self._writer_nice,
                                          idle=self._writer_idle)
         try:
             self._checkpoint(RngState.capture())
+            self._writer.flush()  # run.json and checkpoint 0 are on disk when start() returns: RunStart needs them
         except BaseException:
             self._writer.stop()
             self._records.stop()
-            self._steps_file.close()
-            self._data_file.close()
+            files.close_files()
             raise
         if self.count_flop:
             from torch.utils.flop_counter import FlopCounterMode
@@ -489,6 +505,15 @@ class Recorder:
                                        per_step=float(mode.get_total_flops()))
 
     # --- per step --------------------------------------------------------------------
+
+    def initial_model_digest(self) -> str:
+        """Checkpoint 0's model digest (tensor serialisation v1): ``RunStart.init_model_digest``.
+
+        Checkpoint 0 is written when :meth:`start` returns.
+        """
+        if self._writer is None:
+            raise MalformedInput(f"{self.path}: initial_model_digest() needs a started recorder")
+        return self._writer.entries[0].model_digest
 
     def step(self, batch: Any, loss: Any = None, *, position: int | None = None, tokens: int | None = None) -> int:
         """Record one finished optimizer step: the batch it consumed, its loss, its place in the data order.
@@ -559,7 +584,7 @@ class Recorder:
         """
         if self.manifest is not None:
             return self.manifest
-        if self._writer is None:
+        if self._writer is None or self._files is None:
             raise MalformedInput(f"{self.path}: close() before start()")
         self._stop_flop_counter()
         writer, records = self._writer, self._records
@@ -573,32 +598,13 @@ class Recorder:
         finally:
             records.stop()
             writer.stop()
-            for f in (self._steps_file, self._data_file):
-                if f is not None and not f.closed:
-                    f.flush()
-                    if self.durable:
-                        os.fsync(f.fileno())
-                    f.close()
+            self._files.close_files()
         last = entries[-1].step
-        steps_size, data_size = records.marks[last]
-        for name, size in ((STEPS_FILE, steps_size), (DATA_FILE, data_size)):
-            os.truncate(self.path / name, size)
-        files = {name: FileDigest(sha256=hash_file(self.path / name)["sha256"],
-                                  size=(self.path / name).stat().st_size) for name in (STEPS_FILE, DATA_FILE)}
-        roots = TranscriptCommitments(
-            steps_root=root_of(records.step_leaves[:last]).hex(), data_root=root_of(records.data_leaves[:last]).hex(),
-            checkpoints_root=root_of([leaf_hash(record_bytes(e)) for e in entries]).hex(), step_count=last)
-        assert self._started_at is not None and self._environment is not None
-        manifest = Manifest(
-            format=FORMAT, redline_version=__version__, started_at=self._started_at, finished_at=_now(),
-            environment=self._environment, declaration=self.declaration,
-            parameter_count=sum(p.numel() for p in self.model.parameters()),
-            tokens=sum(self._tokens[:last]), checkpoint_every=self.checkpoint_every,
-            digest_algorithms=list(self.algorithms), flop=self._flop if last >= 1 else None,
-            files=files, checkpoints=entries, commitments=roots)
-        _write_atomic(self.path / MANIFEST_FILE, record_bytes(manifest))
+        manifest = self._files.finish(entries, tokens=self._tokens, flop=self._flop if last >= 1 else None,
+                                      started_at=self._started_at, finished_at=_now(), sizes=records.marks[last],
+                                      leaves=(records.step_leaves, records.data_leaves))
         self.manifest = manifest
         return manifest
 
 
-__all__ = ["Recorder", "infer_optimizer"]
+__all__ = ["Recorder", "current_environment", "infer_optimizer"]

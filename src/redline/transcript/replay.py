@@ -20,8 +20,8 @@ import torch
 
 from redline.crypto.canonical import canonical_json
 from redline.errors import MalformedInput
-from redline.transcript.entrypoints import resolve
-from redline.transcript.records import Declaration, EntryPoint
+from redline.transcript.factories import load
+from redline.transcript.format import Declaration, FactoryRef, RunSpec
 from redline.transcript.torchstate import (
     CapturedState,
     Checkpoint,
@@ -66,8 +66,8 @@ class ReplayResult:
                 if canonical_json(r) != canonical_json(transcript.step_record(r["step"]).model_dump(mode="json"))]
 
 
-def _call(ep: EntryPoint, *args: Any, **extra: Any) -> Any:
-    return resolve(ep.entry_point)(*args, **extra, **from_json(ep.kwargs, {}))
+def _call(field: str, ref: FactoryRef, *args: Any, **extra: Any) -> Any:
+    return load(field, ref)(*args, **extra, **from_json(ref.kwargs, {}))
 
 
 def _require(decl: Declaration, name: str) -> Any:
@@ -77,13 +77,59 @@ def _require(decl: Declaration, name: str) -> Any:
     return value
 
 
-def build_optimizer(ep: EntryPoint, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The declared optimizer: a class called with the model's parameters, or a factory called with the model."""
-    target = resolve(ep.entry_point)
-    kwargs = from_json(ep.kwargs, {})
+def build_optimizer(ref: FactoryRef, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The declared optimizer: a registered class called with the model's parameters, or a registered factory
+    called with the model."""
+    target = load("optimizer", ref)
+    kwargs = from_json(ref.kwargs, {})
     if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
         return target(model.parameters(), **kwargs)
     return target(model, **kwargs)
+
+
+def build_run(spec: RunSpec, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, torch.optim.Optimizer,
+                                                                         Any]:
+    """The declared model, optimizer and scheduler, freshly built from the registered factories.
+
+    For a fresh initialisation the model is built on the CPU right after seeding torch, ``random`` and NumPy
+    with ``spec.init.seed`` (the initialisation contract), then moved to ``device``; the caller's generator
+    states are restored afterwards.
+    """
+    decl = spec.declaration
+    factory, opt_ref = _require(decl, "model_factory"), _require(decl, "optimizer")
+    saved = RngState.capture()
+    try:
+        if spec.init.kind == "fresh":
+            assert spec.init.seed is not None
+            _seed_everything(spec.init.seed)
+        model = _call("model_factory", factory).to(device)
+    finally:
+        saved.restore()
+    optimizer = build_optimizer(opt_ref, model)
+    scheduler = _call("scheduler", decl.scheduler, optimizer) if decl.scheduler is not None else None
+    return model, optimizer, scheduler
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def initial_state(spec: RunSpec, base_model_state: dict[str, torch.Tensor] | None = None) -> CapturedState:
+    """Checkpoint 0 as the spec says it must be: the model from the initialisation (or ``base_model_state``
+    for a base), a fresh optimizer and scheduler, captured as the recorder captures a checkpoint."""
+    model, optimizer, scheduler = build_run(spec)
+    if base_model_state is not None:
+        model.load_state_dict(base_model_state)
+    return capture_state(0, model, optimizer, scheduler, RngState.capture())
 
 
 def replay_segment(transcript: Transcript, start_step: int, end_step: int | None = None, *,
@@ -104,25 +150,22 @@ def replay_segment(transcript: Transcript, start_step: int, end_step: int | None
         raise MalformedInput(f"{transcript.path}: cannot replay from step {start_step} to step {end_step} "
                              f"(the transcript has {transcript.step_count} steps)")
     decl = transcript.manifest.declaration
-    factory, opt_ep, source_ep, step_ep = (_require(decl, n) for n in
-                                           ("model_factory", "optimizer", "data_source", "train_step"))
+    source_ref, step_ref = _require(decl, "data_source"), _require(decl, "train_step")
     ckpt = start.load()
     if ckpt.scheduler_state is not None and decl.scheduler is None:
         raise MalformedInput("the transcript declares no scheduler but its checkpoints hold one")
     saved_rng = RngState.capture()
     saved_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        model = _call(factory).to(device)
-        optimizer = build_optimizer(opt_ep, model)
-        scheduler = _call(decl.scheduler, optimizer) if decl.scheduler is not None else None
+        model, optimizer, scheduler = build_run(transcript.spec, device)
         model.load_state_dict(ckpt.model_state)
         if ckpt.optimizer_state is not None:
             optimizer.load_state_dict(ckpt.optimizer_state)
         if scheduler is not None and ckpt.scheduler_state is not None:
             scheduler.load_state_dict(ckpt.scheduler_state)
-        source = _call(source_ep, seed=source_ep.seed)
-        train_step = resolve(step_ep.entry_point)
-        step_kwargs = from_json(step_ep.kwargs, {})
+        source = _call("data_source", source_ref, seed=source_ref.seed)
+        train_step = load("train_step", step_ref)
+        step_kwargs = from_json(step_ref.kwargs, {})
         torch.use_deterministic_algorithms(transcript.manifest.environment.deterministic_algorithms)
         ckpt.rng.restore()
         model.train()
@@ -154,4 +197,4 @@ def replay_segment(transcript: Transcript, start_step: int, end_step: int | None
     return ReplayResult(start_step, end_step, state, records)
 
 
-__all__ = ["ReplayResult", "build_optimizer", "replay_segment"]
+__all__ = ["ReplayResult", "build_optimizer", "build_run", "initial_state", "replay_segment"]

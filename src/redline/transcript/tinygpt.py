@@ -7,8 +7,10 @@ redline's own design notes, shipped in ``corpus.json``; the batch at position
 ``p`` is drawn with a generator seeded from ``(seed, p)``, so any position can be
 re-created on its own — which is what a verifier replaying a segment needs.
 
-Every piece is an entry point a transcript can declare: ``make_model``,
-``text_batches``, ``train_step``, ``make_scheduler``.
+Every piece is a factory registered by redline's own distribution (entry points
+``tinygpt``, ``tinygpt-text``, ``tinygpt-next-token``, ``tinygpt-warmup-cosine``)
+that a transcript can declare: ``make_model``, ``text_batches``, ``train_step``,
+``make_scheduler``.
 
     python -m redline.transcript.tinygpt --steps 300 --out run1 --checkpoint-every 100 --seed 0
 """
@@ -33,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from redline.transcript.records import DataSource, Declaration, EntryPoint, Manifest
+from redline.transcript.format import Declaration, Init, Manifest
 
 MODULE = "redline.transcript.tinygpt"
 #: Default model size: about 0.1 M parameters.
@@ -162,6 +164,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 10
     max_grad_norm: float = 1.0
+    party: str = "lab"  # who records the run: the run spec (and so every Merkle leaf) names it
+    run_id: str = "tiny"
 
     def model_kwargs(self) -> dict[str, Any]:
         """The model factory's arguments."""
@@ -172,17 +176,22 @@ class TrainConfig:
         return {"lr": self.lr, "betas": [0.9, 0.95], "weight_decay": self.weight_decay}
 
     def declaration(self) -> Declaration:
-        """How a verifier rebuilds this run."""
+        """How a verifier rebuilds this run: redline's registered tiny-GPT factories, pinned."""
+        from redline.transcript.factories import pin
+
         return Declaration(
-            model_factory=EntryPoint(entry_point=f"{MODULE}:make_model", kwargs=self.model_kwargs()),
-            optimizer=EntryPoint(entry_point="torch.optim:AdamW", kwargs=self.optimizer_kwargs()),
-            scheduler=EntryPoint(entry_point=f"{MODULE}:make_scheduler",
-                                 kwargs={"warmup_steps": self.warmup_steps, "total_steps": self.steps}),
-            data_source=DataSource(entry_point=f"{MODULE}:text_batches", seed=self.seed,
-                                   kwargs={"batch_size": self.batch_size,
-                                           "seq_len": self.model_kwargs()["seq_len"]}),
-            train_step=EntryPoint(entry_point=f"{MODULE}:train_step"),
+            model_factory=pin("model_factory", "tinygpt", **self.model_kwargs()),
+            optimizer=pin("optimizer", "adamw", **self.optimizer_kwargs()),
+            scheduler=pin("scheduler", "tinygpt-warmup-cosine", warmup_steps=self.warmup_steps,
+                          total_steps=self.steps),
+            data_source=pin("data_source", "tinygpt-text", seed=self.seed, batch_size=self.batch_size,
+                            seq_len=self.model_kwargs()["seq_len"]),
+            train_step=pin("train_step", "tinygpt-next-token"),
             max_grad_norm=self.max_grad_norm)
+
+    def init(self) -> Init:
+        """A fresh initialisation from ``seed`` (what :func:`train` does)."""
+        return Init(kind="fresh", seed=self.seed)
 
 
 @dataclass
@@ -223,11 +232,13 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, b
 def train(cfg: TrainConfig, out: str | Path | None = None, *, checkpoint_every: int = 100, count_flop: bool = True,
           digests: Sequence[str] = ("sha256",), device: str = "cpu", record_thread: bool | None = None,
           on_step: Callable[[int, TinyGPT, torch.optim.Optimizer], None] | None = None,
-          writer_idle: bool = False) -> TrainResult:
+          writer_idle: bool = False, on_start: Callable[[Any], None] | None = None) -> TrainResult:
     """Train a tiny GPT for ``cfg.steps`` steps, recording a transcript into ``out`` (none if ``out`` is None).
 
     The loop is the declared update rule, with the recorder's one line added. ``record_thread`` and
-    ``writer_idle`` go to the :class:`~redline.transcript.recorder.Recorder`.
+    ``writer_idle`` go to the :class:`~redline.transcript.recorder.Recorder`; ``on_start(recorder)`` is called
+    once the recorder has written the run spec and checkpoint 0, before the first step (where a lab signs its
+    ``RunStart``).
     """
     from redline.transcript.recorder import Recorder
 
@@ -238,13 +249,20 @@ def train(cfg: TrainConfig, out: str | Path | None = None, *, checkpoint_every: 
     source = text_batches(cfg.seed, cfg.batch_size, cfg.model_kwargs()["seq_len"])
     recorder = None
     if out is not None:
-        recorder = Recorder(out, model, optimizer, scheduler=scheduler, declaration=cfg.declaration(),
+        recorder = Recorder(out, model, optimizer, party=cfg.party, run_id=cfg.run_id, init=cfg.init(),
+                            scheduler=scheduler, declaration=cfg.declaration(),
                             checkpoint_every=checkpoint_every, count_flop=count_flop, digests=digests,
                             record_thread=record_thread, writer_idle=writer_idle)
     losses: list[torch.Tensor] = []
     start = time.perf_counter()
     if recorder is not None:
         recorder.start()
+        if on_start is not None:
+            from redline.transcript.torchstate import RngState
+
+            rng = RngState.capture()  # checkpoint 0 holds the generators as they are now: keep them so
+            on_start(recorder)
+            rng.restore()
     loop_start = time.perf_counter()
     try:
         for position in range(cfg.steps):
@@ -275,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="transcript directory to create (must not exist)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="checkpoint every K steps (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, dropout and data order")
+    p.add_argument("--party", default="lab", help="the party that will declare the run (default 'lab')")
+    p.add_argument("--run-id", default="tiny", help="the run's ID as its RunStart will declare it (default 'tiny')")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
     p.add_argument("--seq-len", type=int, default=MODEL_DEFAULTS["seq_len"], help="tokens per sequence")
     p.add_argument("--d-model", type=int, default=MODEL_DEFAULTS["d_model"], help="model width")
@@ -289,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    cfg = TrainConfig(steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+    cfg = TrainConfig(steps=args.steps, seed=args.seed, batch_size=args.batch_size, party=args.party,
+                      run_id=args.run_id,
                       model={"seq_len": args.seq_len, "d_model": args.d_model, "n_layer": args.layers,
                              "n_head": args.heads})
     result = train(cfg, args.out, checkpoint_every=args.checkpoint_every, count_flop=not args.no_flop,

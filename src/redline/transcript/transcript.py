@@ -1,8 +1,9 @@
 """Loading a transcript: every file checked against the manifest, every root recomputed, nothing trusted.
 
 :func:`load_transcript` parses ``manifest.json`` strictly (canonical JSON, the
-schema in :mod:`redline.transcript.records`), checks the digests and sizes of
-``steps.jsonl`` and ``data.jsonl``, parses every record, recomputes the steps,
+schema in :mod:`redline.transcript.format`), checks the digests and sizes of
+``steps.jsonl`` and ``data.jsonl``, checks that ``run.json`` is the manifest's
+spec, parses every record, recomputes the steps,
 data and checkpoints roots, and re-hashes every checkpoint blob (its size, its
 recorded digests, its safetensors header, its model digest). Anything truncated,
 altered, missing or malformed is refused with ``MalformedInput`` whose message
@@ -16,25 +17,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from redline.crypto.canonical import canonical_json, parse_json
 from redline.errors import MalformedInput
 from redline.log.merkle import leaf_hash, root_of
-from redline.statements.base import validation_message
-from redline.statements.runs import TranscriptCommitments
+from redline.statements.runs import RunSpec, TranscriptCommitments
 from redline.transcript.digest import hash_file
-from redline.transcript.records import (
+from redline.transcript.format import (
     BLOBS_DIR,
     DATA_FILE,
     MANIFEST_FILE,
+    SPEC_FILE,
     STEPS_FILE,
     CheckpointEntry,
     DataRecord,
     Manifest,
     StepRecord,
+    binding,
+    load_manifest,
+    read_records,
+    read_spec,
     record_bytes,
 )
 from redline.transcript.stfile import SafetensorsFile
@@ -42,42 +44,6 @@ from redline.transcript.store import BlobStore
 
 if TYPE_CHECKING:
     from redline.transcript.torchstate import Checkpoint
-
-#: Largest manifest redline reads (a checkpoint entry is about 300 bytes).
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024
-#: Largest record line.
-MAX_LINE_BYTES = 1024 * 1024
-
-_R = TypeVar("_R", StepRecord, DataRecord)
-
-
-def _parse_line(line: bytes, cls: type[_R], what: str) -> _R:
-    parse_json(line, what=what, limit=MAX_LINE_BYTES)  # strict: no duplicate keys, no NaN
-    try:
-        record = cls.model_validate_json(line)
-    except ValidationError as exc:
-        raise MalformedInput(f"{what}: " + validation_message(cls.__name__, exc)) from None
-    if record_bytes(record) != line:
-        raise MalformedInput(f"{what}: record is not in RFC 8785 canonical form with every field written")
-    return record
-
-
-def read_records(path: Path, count: int | None = None,
-                 cls: type[_R] = StepRecord) -> list[_R]:  # type: ignore[assignment]
-    """Parse the first ``count`` records (all if ``None``) of a ``.jsonl`` file; each numbered from step 1."""
-    out: list[_R] = []
-    with open(path, "rb") as f:
-        for i, line in enumerate(f):
-            if count is not None and i >= count:
-                break
-            if not line.endswith(b"\n"):
-                raise MalformedInput(f"{path}: line {i + 1} is cut short (truncated file)")
-            rec = _parse_line(line[:-1], cls, f"{path}: line {i + 1}")
-            if rec.step != i + 1:
-                raise MalformedInput(f"{path}: line {i + 1} records step {rec.step}, expected step {i + 1}")
-            out.append(rec)
-    return out
-
 
 @dataclass(frozen=True)
 class CheckpointRef:
@@ -139,10 +105,22 @@ class Transcript:
         """The transcript's three roots and step count (recomputed on load)."""
         return self.manifest.commitments
 
+    @property
+    def spec(self) -> RunSpec:
+        """The run spec (``run.json``, identical to the manifest's ``spec``)."""
+        return self.manifest.spec
+
+    @property
+    def spec_digest(self) -> str:
+        """Hex SHA-256 of the run spec: the domain separator of every leaf."""
+        return self.manifest.spec_digest
+
     @cached_property
     def _leaves(self) -> tuple[list[bytes], list[bytes], list[bytes]]:
-        return ([leaf_hash(record_bytes(r)) for r in self.steps], [leaf_hash(record_bytes(r)) for r in self.data],
-                [leaf_hash(record_bytes(c.entry)) for c in self.checkpoints])
+        bound = binding(self.spec_digest)
+        return ([leaf_hash(bound + record_bytes(r)) for r in self.steps],
+                [leaf_hash(bound + record_bytes(r)) for r in self.data],
+                [leaf_hash(bound + record_bytes(c.entry)) for c in self.checkpoints])
 
     def commitments_at(self, step: int) -> TranscriptCommitments:
         """The roots of the transcript cut at ``step``: steps and data 1..step, checkpoints up to it.
@@ -199,21 +177,6 @@ class Transcript:
         return (r.tokens for r in self.steps)
 
 
-def _load_manifest(path: Path) -> Manifest:
-    what = str(path)
-    if not path.is_file():
-        raise MalformedInput(f"{what}: missing (not a transcript, or one whose recorder was never closed)")
-    raw = path.read_bytes()
-    obj = parse_json(raw, what=what, limit=MAX_MANIFEST_BYTES)
-    try:
-        manifest = Manifest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise MalformedInput(f"{what}: " + validation_message("manifest", exc)) from None
-    if canonical_json(obj) != raw or record_bytes(manifest) != raw:
-        raise MalformedInput(f"{what}: not in RFC 8785 canonical form")
-    return manifest
-
-
 def _check_file(path: Path, want_sha256: str, want_size: int) -> None:
     if not path.is_file():
         raise MalformedInput(f"{path}: missing")
@@ -241,7 +204,12 @@ def load_transcript(path: str | Path, *, verify_checkpoints: bool = True, algori
     root = Path(path)
     if not root.is_dir():
         raise MalformedInput(f"{root}: not a transcript directory")
-    manifest = _load_manifest(root / MANIFEST_FILE)
+    manifest = load_manifest(root / MANIFEST_FILE)
+    spec = read_spec(root / SPEC_FILE)
+    if spec != manifest.spec:
+        diff = [k for k in type(spec).model_fields if getattr(spec, k) != getattr(manifest.spec, k)]
+        raise MalformedInput(f"{root / SPEC_FILE}: differs from the manifest's spec in field(s) {', '.join(diff)}")
+    bound = binding(manifest.spec_digest)
     n = manifest.commitments.step_count
     steps_path, data_path = root / STEPS_FILE, root / DATA_FILE
     for p, name in ((steps_path, STEPS_FILE), (data_path, DATA_FILE)):
@@ -251,12 +219,12 @@ def load_transcript(path: str | Path, *, verify_checkpoints: bool = True, algori
     for p, records in ((steps_path, steps), (data_path, data)):
         if len(records) != n:
             raise MalformedInput(f"{p}: {len(records)} records, the manifest commits to {n} steps")
-    _check_root(steps_path, "steps root", root_of([leaf_hash(record_bytes(r)) for r in steps]),
+    _check_root(steps_path, "steps root", root_of([leaf_hash(bound + record_bytes(r)) for r in steps]),
                 manifest.commitments.steps_root)
-    _check_root(data_path, "data root", root_of([leaf_hash(record_bytes(r)) for r in data]),
+    _check_root(data_path, "data root", root_of([leaf_hash(bound + record_bytes(r)) for r in data]),
                 manifest.commitments.data_root)
     _check_root(root / MANIFEST_FILE, "checkpoints root",
-                root_of([leaf_hash(record_bytes(c)) for c in manifest.checkpoints]),
+                root_of([leaf_hash(bound + record_bytes(c)) for c in manifest.checkpoints]),
                 manifest.commitments.checkpoints_root)
     if sum(r.tokens for r in steps) != manifest.tokens:
         raise MalformedInput(f"{root / MANIFEST_FILE}: field 'tokens' is not the sum of the steps' tokens")

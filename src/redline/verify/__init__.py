@@ -2,10 +2,18 @@
 
 :func:`verify_transcript` checks, in order:
 
-1. ``transcript`` — the transcript against its own roots (``load_transcript``), and
-   ``commitments`` — against the roots of the logged declaration when one is given
-   (``RunFinish``: all roots, step count and final model digest; ``RunProgress``:
-   the roots of the transcript cut at its step);
+1. ``transcript`` — the transcript against its own roots (``load_transcript``);
+   ``identity`` — its run spec names the run's party and run id;
+   ``start`` — against the logged ``RunStart`` when one is given (the whole run spec, field by field, and
+   checkpoint 0's model digest);
+   ``commitments`` — against the logged declaration when one is given (``RunFinish``: spec digest, manifest
+   digest, all roots, step count, final model digest, finish time and counted FLOP; ``RunProgress``: spec
+   digest and the roots of the transcript cut at its step);
+   ``code`` — every declared factory is registered on this machine and matches its pin (distribution,
+   version, files digest); nothing a transcript names is imported otherwise (inconclusive when the code is
+   not installed here: the verifier cannot decide);
+   ``init`` — checkpoint 0 is what the initialisation says, bit for bit: the model rebuilt from the
+   registered factory and the seed (or the base model's weights), a fresh optimizer and scheduler;
 2. ``data`` — every step's batch, re-created from the declared data source, has the
    committed digest, in order;
 3. ``segments`` — a sample of segments (drawn from ``seed``, see
@@ -16,6 +24,9 @@
 4. ``compute`` — the FLOP counted on one replayed step × the step count is within
    ±30 % of the declared FLOP.
 
+A check the verifier cannot decide on its machine is *inconclusive*, never failed: the
+verdict is then ``inconclusive``, which the engine treats as pending.
+
 The result (:class:`VerificationResult`) becomes a signed ``VerificationReport``
 with :func:`sign_report`. See ``docs/verification.md``.
 """
@@ -24,21 +35,28 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redline.errors import MalformedInput
+from redline.errors import MalformedInput, UntrustedCode
 from redline.statements.verification import Check
 from redline.verify.bisect import BisectResult, CheckpointOracle, FunctionOracle, StateOracle, bisect_segment
 from redline.verify.distance import Distance, GroupDistance, Tolerance, calibrate, compare_states
 from redline.verify.report import VerificationResult, sign_report
+from redline.verify.policy import VerificationPolicy
 from redline.verify.sampling import (
     REPORT_FRACTIONS,
     Sample,
+    SeedRange,
+    StepSample,
+    budget_draws,
     checkpoint_after,
     choose_sample,
+    choose_step_sample,
+    draws_needed,
     p_detect,
+    p_detect_steps,
     sample_size,
     seed_from_checkpoint,
     seed_from_log,
@@ -47,95 +65,165 @@ from redline.verify.sampling import (
 from redline.verify.segments import LocalRunner, SegmentOutcome, SegmentRunner, SegmentTask, run_segment, tasks_for
 
 if TYPE_CHECKING:
-    from redline.statements.runs import RunFinish, RunProgress
+    from redline.statements.runs import RunFinish, RunProgress, RunStart
     from redline.transcript.transcript import Transcript
 
-#: Counted and declared FLOP must agree within this share of the counted figure.
-FLOP_TOLERANCE = 0.3
-#: Segments with the largest parameter update that are always re-executed.
-LARGEST_UPDATES = 2
-#: The default sample re-executes at most this share of the run's steps (segments + the FLOP-count step).
-DEFAULT_BUDGET = 0.05
+def _differences(got: Any, want: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON values differ (at most a few)."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        out: list[str] = []
+        for k in sorted(set(got) | set(want)):
+            out += _differences(got.get(k), want.get(k), f"{path}.{k}" if path else k)
+        return out[:8]
+    return [] if got == want else [path or "(value)"]
 
 
-def budget_segments(segment_steps: list[int], total_steps: int, budget: float | None) -> int | None:
-    """How many segments fit in ``budget`` × ``total_steps`` replayed steps, one step kept for the FLOP count.
+def identity_check(t: Transcript, run_party: str, run_id: str) -> Check:
+    """The transcript's run spec names this run: a transcript belongs to one party's one run."""
+    spec = t.spec
+    if (spec.party, spec.run_id) != (run_party, run_id):
+        return Check(name="identity", passed=False,
+                     detail=f"the transcript was recorded for run {spec.party}/{spec.run_id}, not {run_party}/{run_id} "
+                            "(its run spec, and so every Merkle leaf, names another run)")
+    return Check(name="identity", passed=True, detail=f"the run spec names {run_party}/{run_id}")
 
-    Counts every segment as long as the longest, so any draw of that many fits. ``None`` for no budget.
-    """
-    if budget is None:
-        return None
-    if not 0 < budget <= 1:
-        raise ValueError(f"budget must lie in (0, 1], not {budget}")
-    longest = max(segment_steps, default=1) or 1
-    return max(0, math.floor((budget * total_steps - 1) / longest + 1e-9))
+
+def start_check(t: Transcript, start: RunStart) -> Check:
+    """The transcript is the one the run's ``RunStart`` committed to before training: the same run spec, field by
+    field, and the same checkpoint 0."""
+    problems = []
+    if start.spec is None:
+        problems.append(f"the RunStart #{start.seq} commits to no run spec, so no transcript can be bound to it")
+    else:
+        diff = _differences(t.spec.model_dump(mode="json"), start.spec.model_dump(mode="json"))
+        if diff:
+            problems.append("the transcript's run spec differs from the one the RunStart committed to in "
+                            + ", ".join(f"'spec.{d}'" for d in diff))
+        if start.init_model_digest != t.checkpoints[0].entry.model_digest:
+            problems.append(f"checkpoint 0's model digest {t.checkpoints[0].entry.model_digest[:16]}… is not the "
+                            f"RunStart's init_model_digest {str(start.init_model_digest)[:16]}…")
+    return Check(name="start", passed=not problems,
+                 detail="; ".join(problems) or f"the run spec and checkpoint 0 are those RunStart #{start.seq} "
+                                                f"committed to (spec {t.spec_digest[:16]}…)")
 
 
 def _commitments_check(t: Transcript, decl: RunFinish | RunProgress) -> Check:
     from redline.statements.runs import RunFinish
 
+    problems = []
+    if decl.spec_digest != t.spec_digest:
+        problems.append(f"the {decl.KIND}'s spec_digest {str(decl.spec_digest)[:16]}… is not the transcript's "
+                        f"run spec digest {t.spec_digest[:16]}…")
     if isinstance(decl, RunFinish):
         want, what = t.commitments, "the transcript's"
-        problems = []
-        if decl.final_model_digest.get("sha256") not in (None, t.final_model_digest()):
+        m = t.manifest
+        if decl.manifest_digest != m.digest():
+            problems.append(f"the manifest's SHA-256 {m.digest()[:16]}… is not the RunFinish's manifest_digest "
+                            f"{str(decl.manifest_digest)[:16]}…: the manifest was changed after it was declared "
+                            "(its spec, checkpoints, files, tokens and roots are checked on their own, so the "
+                            "change is in field 'flop' or 'started_at', which nothing else binds)")
+        if decl.final_model_digest.get("sha256") != t.final_model_digest():
             problems.append(f"final model digest {decl.final_model_digest} is not the last checkpoint's "
                             f"{t.final_model_digest()}")
+        if decl.finished_at != m.finished_at:
+            problems.append(f"field 'finished_at' of the manifest ({m.finished_at.isoformat()}) is not the "
+                            f"RunFinish's ({decl.finished_at.isoformat()})")
     else:
         if decl.step > t.step_count:
             return Check(name="commitments", passed=False,
                          detail=f"the RunProgress is at step {decl.step}; the transcript has {t.step_count} steps")
-        want, what, problems = t.commitments_at(decl.step), f"the transcript's cut at step {decl.step}", []
+        want, what = t.commitments_at(decl.step), f"the transcript's cut at step {decl.step}"
     if decl.commitments != want:
         diff = [k for k in ("steps_root", "data_root", "checkpoints_root", "step_count")
                 if getattr(decl.commitments, k) != getattr(want, k)]
         problems.insert(0, f"the declared {', '.join(diff)} differ from {what}")
     return Check(name="commitments", passed=not problems,
-                 detail="; ".join(problems) or f"the {decl.KIND} #{decl.seq} commits to {what} roots")
+                 detail="; ".join(problems) or f"the {decl.KIND} #{decl.seq} commits to {what} roots, run spec"
+                                               + (" and manifest" if isinstance(decl, RunFinish) else ""))
 
 
-def _environment_note(t: Transcript, device: str) -> str:
-    """Where the recording and the replay environments differ (bitwise replay may then fail honestly)."""
-    import torch
+def code_check(t: Transcript) -> Check:
+    """Every declared factory is registered here and matches its pin (nothing else is imported)."""
+    from redline.transcript.factories import load
+    from redline.transcript.format import declaration_entries
 
-    env = t.manifest.environment
-    notes = []
-    if env.torch != torch.__version__:
-        notes.append(f"recorded with torch {env.torch}, replayed with {torch.__version__}")
-    if env.device_type != torch.device(device).type:
-        notes.append(f"recorded on {env.device_type}, replayed on {torch.device(device).type}")
-    return ("; note: " + ", ".join(notes)) if notes else ""
-
-
-def data_check(t: Transcript) -> Check:
-    """Re-create every step's batch from the declared data source and compare its digest, in order.
-
-    The declared data order is the source's own: step ``s`` (1-based) must have consumed the batch at
-    position ``s - 1``. A transcript that commits to the true positions of batches taken out of
-    order is refused here, before any re-execution.
-    """
-    from redline.transcript.entrypoints import resolve
-    from redline.transcript.torchstate import batch_tensors, from_json, iter_tensors
-    from redline.transcript.digest import tensors_digest
-
-    ep = t.manifest.declaration.data_source
-    if ep is None:
-        return Check(name="data", passed=False, detail="the transcript declares no data source")
+    decl = t.manifest.declaration
+    missing = [f for f in ("model_factory", "optimizer", "data_source", "train_step") if getattr(decl, f) is None]
+    if missing:
+        return Check(name="code", passed=False,
+                     detail=f"the run spec declares no {', '.join(m.replace('_', ' ') for m in missing)}: the run "
+                            "cannot be re-executed")
+    refs = declaration_entries(decl)
     try:
-        source = resolve(ep.entry_point)(seed=ep.seed, **from_json(ep.kwargs, {}))
-        for expected, rec in enumerate(t.data):
-            if rec.position != expected:
-                return Check(name="data", passed=False,
-                             detail=f"step {rec.step}: consumed the batch at position {rec.position}, but the "
-                                    f"declared data order puts position {expected} there")
-            got = tensors_digest(iter_tensors(batch_tensors(source.batch(rec.position))))
-            if got != rec.batch["sha256"]:
-                return Check(name="data", passed=False,
-                             detail=f"step {rec.step}: the data source's batch at position {rec.position} has "
-                                    f"digest {got}, the transcript commits to {rec.batch['sha256']}")
-    except Exception as exc:  # the declared source cannot produce the committed data
-        return Check(name="data", passed=False, detail=f"{type(exc).__name__}: {exc}"[:4000])
-    return Check(name="data", passed=True,
-                 detail=f"all {t.step_count} batches re-read from {ep.entry_point} match the committed digests")
+        for field, ref in refs.items():
+            load(field, ref)
+    except UntrustedCode as exc:
+        return Check(name="code", passed=False, inconclusive=True, detail=str(exc)[:4000])
+    return Check(name="code", passed=True,
+                 detail="registered and pinned here: " + ", ".join(
+                     f"{ref.name} ({ref.distribution} {ref.version})" for ref in refs.values()))
+
+
+def init_check(t: Transcript) -> Check:
+    """Checkpoint 0 is the declared initialisation, bit for bit (model, optimizer and scheduler state)."""
+    from redline.transcript.replay import initial_state
+
+    init = t.spec.init
+    ckpt0 = t.checkpoint(0)
+    try:
+        loaded = ckpt0.load()
+        if init.kind == "base":
+            if ckpt0.entry.model_digest != init.base_model_digest:
+                return Check(name="init", passed=False,
+                             detail=f"checkpoint 0's model digest {ckpt0.entry.model_digest[:16]}… is not the "
+                                    f"declared base model's {str(init.base_model_digest)[:16]}…")
+            rebuilt = initial_state(t.spec, loaded.model_state)
+            how = f"the base model {str(init.base_model_digest)[:16]}…"
+        else:
+            rebuilt = initial_state(t.spec)
+            how = f"the registered model factory seeded with {init.seed}"
+    except UntrustedCode as exc:
+        return Check(name="init", passed=False, inconclusive=True, detail=str(exc)[:4000])
+    except Exception as exc:  # the declared factories cannot build the declared state: the lab's declaration
+        return Check(name="init", passed=False,
+                     detail=f"could not rebuild checkpoint 0: {type(exc).__name__}: {exc}"[:4000])
+    want = {k: v for k, v in rebuilt.tensors.items() if not k.startswith("rng.")}
+    got = {k: v for k, v in loaded.tensors.items() if not k.startswith("rng.")}
+    from redline.transcript.torchstate import named_tensors_equal
+
+    bad = named_tensors_equal(want, got)
+    for key in ("redline.optimizer", "redline.scheduler"):
+        if rebuilt.metadata.get(key) != loaded.metadata.get(key):
+            bad.append(f"metadata:{key}")
+    if bad:
+        return Check(name="init", passed=False,
+                     detail=f"checkpoint 0 is not {how} with a fresh optimizer and scheduler: "
+                            f"{len(bad)} differ ({', '.join(bad[:5])}); the run did not start where it declares "
+                            "(e.g. it was trained before recording began)")
+    return Check(name="init", passed=True,
+                 detail=f"checkpoint 0 is {how} with a fresh optimizer and scheduler, bit for bit "
+                        f"({len(want)} tensors)")
+
+
+def _replay_environment(t: Transcript, device: str) -> list[str]:
+    """Where this machine differs from the recording one in a way that changes floating-point results."""
+    from redline.transcript.recorder import current_environment
+
+    recorded = t.manifest.environment
+    out = recorded.replay_differences(current_environment(device))
+    if recorded.device_type != "cpu" and not recorded.deterministic_algorithms:
+        out.append(f"recorded on {recorded.device_type} without deterministic algorithms (replays there are not "
+                   "bitwise reproducible, and no tolerance has been measured for that device class)")
+    return out
+
+
+def _undecidable(check: Check, env_diff: list[str]) -> Check:
+    """A failed replay-dependent check made on a machine unlike the recording one: inconclusive, not failed."""
+    if check.passed or check.inconclusive or not env_diff:
+        return check
+    return Check(name=check.name, passed=False, inconclusive=True,
+                 detail=(f"this machine differs from the recording one ({'; '.join(env_diff)}), so bitwise replay "
+                         f"cannot decide: re-verify on a machine that matches. What was seen: {check.detail}")[:4000])
 
 
 def update_norms(t: Transcript) -> list[float]:
@@ -158,70 +246,121 @@ def update_norms(t: Transcript) -> list[float]:
     return out
 
 
-def count_step_flop(t: Transcript, start_step: int, device: str = "cpu") -> float:
-    """FLOP of one replayed step (the step after ``start_step``), counted with ``FlopCounter``."""
-    from redline.compute.flops import FlopCounter
-    from redline.verify.segments import _replay_with_threads
-
-    with FlopCounter() as fc:
-        _replay_with_threads(t, start_step, start_step + 1, device)
-    return float(fc.result.total)
+def _seed_ranges(seed: bytes | Sequence[SeedRange], total_steps: int) -> list[SeedRange]:
+    if isinstance(seed, (bytes, bytearray)):
+        if not 1 <= len(seed) <= 64:
+            raise ValueError("a seed is 1..64 bytes")
+        return [SeedRange(1, total_steps, bytes(seed))]
+    return list(seed)
 
 
-def verify_transcript(transcript_dir: str | Path, *, seed: bytes, target_p_detect: float = 0.95,
-                      assumed_fake_fraction: float = 0.1, workers: int = 2, tolerance: Tolerance | None = None,
-                      declaration: RunFinish | RunProgress | None = None, runner: SegmentRunner | None = None,
-                      device: str = "cpu", largest: int = LARGEST_UPDATES, calibrate_segments: int | None = None,
-                      oracle: StateOracle | None = None, extra_checks: list[Check] | None = None,
-                      on_sample: Callable[[Sample], None] | None = None,
-                      on_segment: Callable[[SegmentOutcome], None] | None = None,
-                      budget: float | None = DEFAULT_BUDGET) -> VerificationResult:
-    """Verify the transcript in ``transcript_dir``; sample segments from ``seed`` (see module docs).
+def _earlier_check(t: Transcript, earlier: Sequence[tuple[int, RunProgress | RunFinish]]) -> Check | None:
+    """Every earlier declaration of the run committed to a prefix of this same transcript."""
+    from redline.statements.runs import RunFinish
 
-    ``budget``: the share of the run's steps the sample may re-execute (default 5 %; see
-    :func:`redline.verify.sampling.choose_sample` for the floor below which it never goes; ``None``: no cap).
+    for index, decl in earlier:
+        step = decl.commitments.step_count if isinstance(decl, RunFinish) else decl.step
+        if step > t.step_count or decl.commitments != t.commitments_at(step) or decl.spec_digest != t.spec_digest:
+            return Check(name="history", passed=False,
+                         detail=f"the {decl.KIND} at log entry {index} committed to other roots at step {step} than "
+                                "this transcript has: the transcript was rewritten after it was declared")
+    if not earlier:
+        return None
+    return Check(name="history", passed=True,
+                 detail=f"the {len(earlier)} earlier declaration(s) commit to prefixes of this transcript")
 
-    ``tolerance``: None → bitwise on CPU (after ``calibrate_segments`` honest double replays, default 0 on
-    CPU, 2 elsewhere); ``declaration``: the logged ``RunFinish``/``RunProgress`` whose roots and FLOP the
-    transcript must match; ``runner``: where segments run (default ``LocalRunner(workers)``);
-    ``extra_checks``: checks made by the caller (e.g. the declaration's signature and log inclusion),
-    included in the result; ``on_sample``/``on_segment``: progress callbacks.
+
+def verify_transcript(transcript_dir: str | Path, *, seed: bytes | Sequence[SeedRange],
+                      policy: VerificationPolicy | None = None, workers: int = 2, device: str = "cpu",
+                      runner: SegmentRunner | None = None, tolerance: Tolerance | None = None,
+                      oracle: StateOracle | None = None, declaration: RunFinish | RunProgress | None = None,
+                      declaration_index: int | None = None,
+                      earlier: Sequence[tuple[int, RunProgress | RunFinish]] = (),
+                      run_start: RunStart | None = None, run: tuple[str, str] | None = None,
+                      extra_checks: list[Check] | None = None,
+                      on_sample: Callable[[StepSample], None] | None = None,
+                      on_segment: Callable[[SegmentOutcome], None] | None = None) -> VerificationResult:
+    """Verify the transcript in ``transcript_dir`` under ``policy`` (default :class:`VerificationPolicy`).
+
+    ``seed``: the seed ranges the log implies (:func:`redline.verify.logged.logged_run`), or one seed for
+    every step (verifying without a log). ``declaration``: the logged ``RunFinish``/``RunProgress`` the
+    transcript must match, at log entry ``declaration_index`` (named in the report); ``earlier``: the run's
+    earlier declarations, each of which must commit to a prefix of this transcript; ``run_start``: the
+    run's logged ``RunStart`` (the spec and checkpoint 0 it committed to); ``run``: ``(party, run_id)`` the
+    transcript must belong to (default: the declaration's); ``extra_checks``: checks made by the caller
+    (e.g. the declaration's signature and log inclusion). Where it runs: ``device``, ``workers`` local
+    processes or a ``runner``; ``tolerance`` overrides the replay comparison (tests; by default replay is
+    bitwise and a mismatch on a machine unlike the recording one is inconclusive). ``on_sample`` /
+    ``on_segment``: progress callbacks.
     """
     from redline.transcript.transcript import load_transcript
 
+    policy = policy or VerificationPolicy()
     began = time.perf_counter()
     path = str(transcript_dir)
     checks: list[Check] = list(extra_checks or [])
     tol = tolerance or Tolerance.exact()
+
+    def done(result: VerificationResult) -> VerificationResult:
+        result.seconds = time.perf_counter() - began
+        return result
+
     try:
         t = load_transcript(path)
     except MalformedInput as exc:
         checks.append(Check(name="transcript", passed=False, detail=str(exc)[:4000]))
-        return VerificationResult(path, checks, None, tol, seconds=time.perf_counter() - began)
+        return done(VerificationResult(path, checks, None, tol, declaration_index=declaration_index,
+                                       policy=policy))
     n = t.step_count
+    env_diff = _replay_environment(t, device)
     checks.append(Check(name="transcript", passed=True,
-                        detail=f"{n} steps, {len(t.checkpoints)} checkpoints; every file, blob and root "
-                               f"recomputed (steps root {t.commitments.steps_root[:16]}…)"
-                               + _environment_note(t, device)))
+                        detail=f"{n} steps, {len(t.checkpoints)} checkpoints of at most {t.spec.checkpoint_every} "
+                               f"steps apart; every file, blob and root recomputed (steps root "
+                               f"{t.commitments.steps_root[:16]}…)"
+                               + (f"; recorded on another machine: {'; '.join(env_diff)}" if env_diff else "")))
+    if run is None and declaration is not None:
+        run = (declaration.party, declaration.run_id)
+    if run is not None:
+        checks.append(identity_check(t, *run))
+    if run_start is not None:
+        checks.append(start_check(t, run_start))
     if declaration is not None:
         checks.append(_commitments_check(t, declaration))
-    checks.append(data_check(t))
-    result = VerificationResult(path, checks, None, tol, total_steps=n)
+    history = _earlier_check(t, earlier)
+    if history is not None:
+        checks.append(history)
+    result = VerificationResult(path, checks, None, tol, total_steps=n, declaration_index=declaration_index,
+                                policy=policy)
+    checks.append(code_check(t))
+    if not checks[-1].passed:  # nothing named by the transcript may run unless it is registered and pinned here
+        return done(result)
+    from redline.verify.compute import compute_check, scan_batches
+
+    checks.append(_undecidable(init_check(t), env_diff))
+    scan = scan_batches(t)  # every batch re-created once: its digest (the data check), tokens and shape
+    checks.append(scan.data_check())
+    ranges = _seed_ranges(seed, n)
+    computed = compute_check(t, declaration, device=device, flop_tolerance=policy.flop_tolerance, scan=scan,
+                             seed=ranges[0].seed)
     segs = t.segments()
     if not segs:
         checks.append(Check(name="segments", passed=False, detail="the transcript has no segment to re-execute"))
-        return result
+        return done(result)
     replayed = 0
-    if tolerance is None:
-        k = calibrate_segments if calibrate_segments is not None else (0 if device.startswith("cpu") else 2)
-        if k:
-            tol = calibrate(t, k, device=device)
-            replayed += 2 * sum(s.end.step - s.start.step for s in segs[:k])
+    if tolerance is None and policy.calibrate_segments:
+        starts = [segs[i].start.step for i in uniform_sample(ranges[0].seed, len(segs),
+                                                               min(policy.calibrate_segments, len(segs)),
+                                                               label=b"calibration")]
+        tol = calibrate(t, len(starts), device=device, start_steps=starts)
+        replayed += 2 * sum(t.segment(s).end.step - s for s in starts)
     result.tolerance = tol
-    sample = choose_sample(seed, len(segs), target_p_detect=target_p_detect,
-                           assumed_fake_fraction=assumed_fake_fraction,
-                           update_norms=update_norms(t) if largest > 0 else None, largest=largest,
-                           max_segments=budget_segments([s.end.step - s.start.step for s in segs], n, budget))
+    lengths = [s.end.step - s.start.step for s in segs]
+    sample = choose_step_sample(ranges, [s.end.step for s in segs],
+                                target_p_detect=policy.target_p_detect,
+                                assumed_fake_fraction=policy.assumed_fake_fraction,
+                                update_norms=update_norms(t) if policy.largest > 0 else None, largest=policy.largest,
+                                max_draws=budget_draws(lengths, policy.budget,
+                                                       reserved_steps=computed.counted_steps + replayed))
     result.sample = sample
     if on_sample:
         on_sample(sample)
@@ -230,8 +369,14 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes, target_p_detec
     result.outcomes = outcomes
     replayed += sum(o.steps for o in outcomes)
     failed = [o for o in outcomes if not o.passed]
-    pd = sample.p_detect[assumed_fake_fraction]
-    if failed:
+    f = policy.assumed_fake_fraction
+    pd = sample.p_detect[f]
+    if failed and env_diff:  # bisecting would blame a step for the machine's arithmetic: leave it undecided
+        where = "; ".join(_describe(o) for o in failed[:5])
+        checks.append(_undecidable(Check(name="segments", passed=False,
+                                         detail=f"{len(failed)} of {len(outcomes)} re-executed segments do not "
+                                                f"replay: {where}"[:4000]), env_diff))
+    elif failed:
         first = failed[0]
         if first.error is None:
             result.bisect = bisect_segment(t, first.start_step, first.end_step, oracle=oracle, tolerance=tol,
@@ -243,44 +388,33 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes, target_p_detec
         checks.append(Check(name="segments", passed=False, detail=detail[:4000]))
     else:
         mode = "bitwise" if tol.bitwise else "within the calibrated tolerance"
+        extra = len(set(sample.largest) - set(sample.uniform))
         checks.append(Check(name="segments", passed=True,
                             detail=f"{len(outcomes)} of {len(segs)} segments re-executed, all match {mode} "
-                                   f"(seed {seed.hex()[:16]}…, {len(sample.uniform)} uniform + "
-                                   f"{len(set(sample.largest) - set(sample.uniform))} largest-update; "
-                                   f"P(detect) ≥ {pd:.3f} if {assumed_fake_fraction:g} of segments were faked"
-                                   + _capped_note(sample, budget) + ")"))
-    # compute
-    try:
-        per_step = count_step_flop(t, segs[sample.indexes[0]].start.step, device)
-        replayed += 1
-    except Exception as exc:
-        per_step = None
-        checks.append(Check(name="compute", passed=False,
-                            detail=f"could not replay a step to count FLOP: {type(exc).__name__}: {exc}"[:4000]))
-    result.per_step_flop = per_step
-    result.replayed_steps = replayed
-    if per_step is not None:
-        result.compute_spent_flop = per_step * replayed
-        measured = per_step * n
-        declared, source = _declared_flop(t, declaration)
-        if declaration is not None and hasattr(declaration, "step") and source == "RunProgress.flop_so_far":
-            measured = per_step * declaration.step  # type: ignore[union-attr]
-        result.training_flop = declared if declared is not None else measured
-        if declared is not None:
-            ok = abs(measured - declared) <= FLOP_TOLERANCE * measured
-            checks.append(Check(name="compute", passed=ok,
-                                detail=f"counted {per_step:.4g} FLOP per replayed step × steps = {measured:.4g}; "
-                                       f"{source} = {declared:.4g} ({(declared / measured - 1) * 100:+.1f} %, "
-                                       f"allowed ±{FLOP_TOLERANCE * 100:.0f} %)"))
-    result.seconds = time.perf_counter() - began
-    return result
+                                   f"({sample.draws} steps drawn in {len(sample.ranges)} seed range(s) "
+                                   f"(seed {sample.seed.hex()[:16]}…) → {len(sample.uniform)} segments, + {extra} "
+                                   f"largest-update; P(detect) ≥ {pd:.3f} if {f:g} of the steps were faked"
+                                   + _capped_note(sample, policy) + ")"))
+    # compute: every batch shape counted, summed over the steps, against 6·N·D and the declaration
+    checks.append(_undecidable(computed.check, env_diff))
+    result.compute = computed
+    result.per_step_flop = computed.mean_step_flop
+    result.replayed_steps = replayed + computed.counted_steps
+    if computed.counted_flop is not None:
+        spent = computed.spent_flop + sum(computed.flop_of_steps(o.start_step, o.end_step) for o in outcomes)
+        if result.bisect is not None:
+            spent += int(result.bisect.replayed_steps * (computed.mean_step_flop or 0))
+        result.compute_spent_flop = float(spent)
+        result.training_flop = (computed.declared_flop if computed.declared_flop is not None
+                                else float(computed.counted_flop))
+    return done(result)
 
 
-def _capped_note(sample: Sample, budget: float | None) -> str:
+def _capped_note(sample: StepSample, policy: VerificationPolicy) -> str:
     if not sample.capped:
         return ""
-    return (f"; below the target {sample.target_p_detect:g}: the {budget:.0%} compute budget allows "
-            f"{sample.max_segments} of {sample.segment_count} segments, so record more checkpoints or raise the budget")
+    return (f"; below the target {sample.target_p_detect:g}: the {policy.budget:.0%} compute budget allows "
+            f"{sample.max_draws} step draws, so record shorter segments (more checkpoints) or raise the budget")
 
 
 def _describe(o: SegmentOutcome) -> str:
@@ -294,21 +428,10 @@ def _describe(o: SegmentOutcome) -> str:
     return head + "failed"
 
 
-def _declared_flop(t: Transcript, decl: RunFinish | RunProgress | None) -> tuple[float | None, str]:
-    from redline.statements.runs import RunFinish
-
-    if decl is not None:
-        if isinstance(decl, RunFinish):
-            return decl.total_flop, "RunFinish.total_flop"
-        return decl.flop_so_far, "RunProgress.flop_so_far"
-    if t.manifest.flop is not None:
-        return t.manifest.flop.per_step * t.step_count, "the manifest's counted flop.per_step × steps"
-    return None, ""
-
-
-__all__ = ["BisectResult", "CheckpointOracle", "DEFAULT_BUDGET", "Distance", "FLOP_TOLERANCE", "FunctionOracle",
-           "GroupDistance", "LocalRunner", "REPORT_FRACTIONS", "Sample", "SegmentOutcome", "SegmentRunner",
-           "SegmentTask", "StateOracle", "Tolerance", "VerificationResult", "bisect_segment", "budget_segments",
-           "calibrate", "checkpoint_after", "choose_sample", "compare_states", "count_step_flop", "data_check",
-           "p_detect", "run_segment", "sample_size", "seed_from_checkpoint", "seed_from_log", "sign_report",
-           "tasks_for", "uniform_sample", "update_norms", "verify_transcript"]
+__all__ = ["BisectResult", "CheckpointOracle", "Distance", "FunctionOracle", "GroupDistance",
+           "LocalRunner", "REPORT_FRACTIONS", "Sample", "SeedRange", "SegmentOutcome", "SegmentRunner", "SegmentTask",
+           "StateOracle", "StepSample", "Tolerance", "VerificationPolicy", "VerificationResult", "bisect_segment",
+           "budget_draws", "calibrate", "checkpoint_after", "choose_sample", "choose_step_sample", "code_check",
+           "compare_states", "draws_needed", "identity_check", "init_check",
+           "p_detect", "p_detect_steps", "run_segment", "sample_size", "seed_from_checkpoint", "seed_from_log",
+           "sign_report", "start_check", "tasks_for", "uniform_sample", "update_norms", "verify_transcript"]

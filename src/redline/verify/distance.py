@@ -170,14 +170,15 @@ def compare_states(replayed: Mapping[str, torch.Tensor], committed: Mapping[str,
 
 def calibrate(transcript: Transcript, n_segments: int = 2, *, device: str = "cpu", safety_factor: float = 10.0,
               start_steps: Sequence[int] | None = None) -> Tolerance:
-    """A tolerance from honest replays: each of ``n_segments`` segments is replayed twice on ``device``.
+    """A tolerance from the verifier's own replays: each segment is replayed twice on ``device`` and the two
+    replays are compared with each other, never with the lab's committed checkpoints (which a lab could forge
+    to inflate the tolerance until anything passes).
 
-    On CPU replay is bitwise: the two replays must be identical (``AssertionError`` otherwise) and the
-    result is :meth:`Tolerance.exact` (a difference from the committed end is then a finding for the
-    verifier, not noise). On another device, if every replay is bitwise equal to the other and to the
-    committed checkpoint the result is exact too; otherwise each bound is the largest distance observed (between
-    the two replays and between a replay and the committed end) times ``safety_factor``. The segments
-    are the first ``n_segments`` (or those starting at ``start_steps``).
+    On CPU replay is bitwise: the two replays must be identical (``AssertionError`` otherwise) and the result is
+    :meth:`Tolerance.exact`. On another device, two bitwise-equal replays give the exact tolerance too;
+    otherwise each bound is the largest replay-to-replay distance times ``safety_factor``. The segments are
+    those starting at ``start_steps`` (the verifier draws them from the seed, so the lab cannot know them),
+    else the first ``n_segments``.
     """
     from redline.transcript.replay import replay_segment
 
@@ -188,18 +189,14 @@ def calibrate(transcript: Transcript, n_segments: int = 2, *, device: str = "cpu
     cpu = str(device).startswith("cpu")
     for start in starts:
         seg = transcript.segment(start)
-        end = seg.end.load()
         r1 = replay_segment(transcript, start, seg.end.step, device=device)
         r2 = replay_segment(transcript, start, seg.end.step, device=device)
         twice = compare_states(r1.state.tensors, r2.state.tensors, r1.state.metadata, r2.state.metadata)
-        if cpu:
-            if not twice.bitwise_equal:
-                raise AssertionError(f"replay on CPU is not bitwise reproducible (segment from step {start}: "
-                                     f"{', '.join(twice.differing)})")
-            continue  # on CPU a difference from the committed end is a finding, not noise
-        for d in (twice, compare_states(r1.state.tensors, end.tensors, r1.state.metadata, end.metadata)):
-            all_bitwise &= d.bitwise_equal
-            worst_m, worst_o = worst_m.max(d.model), worst_o.max(d.optimizer)
+        if cpu and not twice.bitwise_equal:
+            raise AssertionError(f"replay on CPU is not bitwise reproducible (segment from step {start}: "
+                                 f"{', '.join(twice.differing)})")
+        all_bitwise &= twice.bitwise_equal
+        worst_m, worst_o = worst_m.max(twice.model), worst_o.max(twice.optimizer)
     if all_bitwise:
         return Tolerance(calibrated_from=2 * len(starts))
     scale = GroupDistance(*(x * safety_factor for x in astuple(worst_m)))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from redline.statements.verification import Check, VerificationReport
+from redline.statements.verification import Check, SeedRangeRef, VerificationReport
 from redline.verify.bisect import BisectResult
 from redline.verify.distance import Tolerance
-from redline.verify.sampling import Sample
+from redline.verify.policy import VerificationPolicy
+from redline.verify.sampling import StepSample
 from redline.verify.segments import SegmentOutcome
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ class VerificationResult:
 
     transcript_dir: str
     checks: list[Check]
-    sample: Sample | None
+    sample: StepSample | None
     tolerance: Tolerance
     outcomes: list[SegmentOutcome] = field(default_factory=list)
     bisect: BisectResult | None = None
@@ -32,6 +33,9 @@ class VerificationResult:
     replayed_steps: int = 0  # all replays: segments, bisection, calibration, the FLOP-count step
     total_steps: int = 0
     seconds: float = 0.0
+    declaration_index: int | None = None  # the log entry of the declaration verified, when read from a log
+    policy: VerificationPolicy = field(default_factory=VerificationPolicy)
+    compute: Any = None  # the compute check's findings (redline.verify.compute.ComputeFindings)
 
     @property
     def passed(self) -> bool:
@@ -40,8 +44,11 @@ class VerificationResult:
 
     @property
     def verdict(self) -> str:
-        """``"pass"`` or ``"fail"``."""
-        return "pass" if self.passed else "fail"
+        """``"fail"`` if a check failed on the evidence; else ``"inconclusive"`` if the verifier could not decide
+        a check (another machine, code not installed); else ``"pass"``."""
+        if any(not c.passed and not c.inconclusive for c in self.checks):
+            return "fail"
+        return "inconclusive" if any(c.inconclusive for c in self.checks) else "pass"
 
     @property
     def failing_segments(self) -> list[SegmentOutcome]:
@@ -79,7 +86,8 @@ class VerificationResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able form of the whole result (for ``--json``)."""
-        return {"transcript": self.transcript_dir, "verdict": self.verdict,
+        return {"transcript": self.transcript_dir, "verdict": self.verdict, "policy": self.policy.to_json(),
+                "policy_digest": self.policy.digest(), "declaration_index": self.declaration_index,
                 "checks": [c.model_dump(mode="json") for c in self.checks],
                 "sample": self.sample.to_json() if self.sample else None, "tolerance": self.tolerance.to_json(),
                 "segments": [o.to_json() for o in self.outcomes],
@@ -88,6 +96,7 @@ class VerificationResult:
                 "training_flop": self.training_flop, "compute_fraction": self.compute_fraction,
                 "replayed_steps": self.replayed_steps, "total_steps": self.total_steps,
                 "verification_fraction": self.verification_fraction, "p_detect": self.p_detect,
+                "compute": self.compute.to_json() if self.compute is not None else None,
                 "seconds": round(self.seconds, 3)}
 
     def to_predicate(self, *, party: str, seq: int, run_id: str, run_party: str) -> VerificationReport:
@@ -97,7 +106,14 @@ class VerificationResult:
                                         checks=[c.model_dump() for c in self.checks], verdict=self.verdict,
                                         compute_spent_flop=float(self.compute_spent_flop), sample_seed=seed,
                                         segments_checked=self.segments_checked, p_detect=self.p_detect,
-                                        failing_step=self.failing_step if not self.passed else None)
+                                        failing_step=self.failing_step if self.verdict == "fail" else None,
+                                        declaration_index=self.declaration_index,
+                                        policy_digest=self.policy.digest(),
+                                        seed_ranges=[SeedRangeRef(first_step=r.first_step, last_step=r.last_step,
+                                                                  seed=r.seed.hex(),
+                                                                  declaration_index=r.declaration_index,
+                                                                  checkpoint_size=r.checkpoint_size)
+                                                     for r in (self.sample.ranges if self.sample else ())])
 
 
 def sign_report(result: VerificationResult, key: SigningKey, *, seq: int, run_id: str, run_party: str) -> Envelope:

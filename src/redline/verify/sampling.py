@@ -198,5 +198,174 @@ def choose_sample(seed: bytes, segment_count: int, *, target_p_detect: float = 0
                   max_segments=max_segments, capped=capped)
 
 
-__all__ = ["FLOOR_FAKE_FRACTION", "FLOOR_P_DETECT", "REPORT_FRACTIONS", "Sample", "checkpoint_after", "choose_sample", "p_detect", "sample_size",
-           "seed_from_checkpoint", "seed_from_log", "uniform_sample"]
+# --- sampling steps, not segments -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeedRange:
+    """Steps ``first_step .. last_step`` of a run and the seed that draws them.
+
+    A range is the steps a declaration committed to that no earlier declaration had: its seed is the SHA-256 of
+    the first signed log checkpoint after that declaration (``declaration_index``; ``checkpoint_size`` is that
+    checkpoint's tree size). A later declaration of the same steps does not re-roll them.
+    """
+
+    first_step: int
+    last_step: int
+    seed: bytes
+    declaration_index: int | None = None
+    checkpoint_size: int | None = None
+
+    @property
+    def steps(self) -> int:
+        """Steps in the range."""
+        return self.last_step - self.first_step + 1
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form (the seed in hex)."""
+        return {"first_step": self.first_step, "last_step": self.last_step, "seed": self.seed.hex(),
+                "declaration_index": self.declaration_index, "checkpoint_size": self.checkpoint_size}
+
+
+def draws_needed(target: float, f: float) -> int:
+    """The smallest number of step draws ``n`` with ``1 - (1 - f)^n >= target``."""
+    if not 0 < target < 1:
+        return 0 if target <= 0 else math.inf  # type: ignore[return-value]
+    if not 0 < f < 1:
+        return 1
+    return max(1, math.ceil(math.log1p(-target) / math.log1p(-f) - 1e-12))
+
+
+def p_detect_steps(n: int, f: float) -> float:
+    """P(a sample of ``n`` step draws meets a faked step) when a fraction ``f`` of the run's steps is faked.
+
+    Each draw picks a step uniformly (segments proportionally to their steps), so it misses every faked step
+    with probability ``1 - f`` however the faked steps are placed; a segment that holds a faked step does not
+    replay, so ``1 - (1 - f)^n`` is a lower bound on detection.
+    """
+    if n <= 0 or f <= 0:
+        return 0.0
+    if f >= 1:
+        return 1.0
+    return 1.0 - (1.0 - f) ** n
+
+
+def weighted_mean_segment(segment_steps: Sequence[int]) -> float:
+    """Expected steps replayed per draw: segments are drawn proportionally to their steps, so Σ len² / Σ len."""
+    total = sum(segment_steps)
+    return sum(x * x for x in segment_steps) / total if total else 0.0
+
+
+def budget_draws(segment_steps: Sequence[int], budget: float | None, *, reserved_steps: int = 0) -> int | None:
+    """How many step draws fit in ``budget`` × the run's steps, ``reserved_steps`` kept for other replays.
+
+    The cost of a draw is the step-weighted mean segment length (its expected replay); ``None`` for no budget.
+    """
+    if budget is None:
+        return None
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget must lie in (0, 1], not {budget}")
+    mean = weighted_mean_segment(segment_steps)
+    if mean <= 0:
+        return 0
+    return max(0, math.floor((budget * sum(segment_steps) - reserved_steps) / mean + 1e-9))
+
+
+@dataclass(frozen=True)
+class StepSample:
+    """The segments to re-execute, drawn by steps: indexes into ``Transcript.segments()``."""
+
+    ranges: tuple[SeedRange, ...]
+    segment_count: int
+    total_steps: int
+    draws: int  # step draws planned (P(detect) is computed from it)
+    drawn_steps: tuple[int, ...]  # the steps drawn, in draw order (range by range)
+    uniform: tuple[int, ...]  # the segments holding the drawn steps, distinct, in draw order
+    largest: tuple[int, ...]
+    target_p_detect: float
+    assumed_fake_fraction: float
+    p_detect: dict[float, float] = field(default_factory=dict)
+    max_draws: int | None = None
+    capped: bool = False
+
+    @property
+    def indexes(self) -> list[int]:
+        """Every sampled segment index, drawn and largest-update, sorted and distinct."""
+        return sorted(set(self.uniform) | set(self.largest))
+
+    @property
+    def seed(self) -> bytes:
+        """One digest of every range's seed and bounds (what the signed report carries as ``sample_seed``)."""
+        h = hashlib.sha256(SAMPLE_DOMAIN + b"ranges")
+        for r in self.ranges:
+            h.update(r.first_step.to_bytes(8, "big") + r.last_step.to_bytes(8, "big") + r.seed)
+        return h.digest()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able description."""
+        return {"seed": self.seed.hex(), "ranges": [r.to_json() for r in self.ranges],
+                "segment_count": self.segment_count, "total_steps": self.total_steps, "draws": self.draws,
+                "drawn_steps": list(self.drawn_steps), "uniform": list(self.uniform), "largest": list(self.largest),
+                "target_p_detect": self.target_p_detect, "assumed_fake_fraction": self.assumed_fake_fraction,
+                "p_detect": {str(f): p for f, p in self.p_detect.items()}, "max_draws": self.max_draws,
+                "capped": self.capped}
+
+
+def choose_step_sample(ranges: Sequence[SeedRange], segment_ends: Sequence[int], *, target_p_detect: float = 0.95,
+                       assumed_fake_fraction: float = 0.1, update_norms: Sequence[float] | None = None,
+                       largest: int = 2, fractions: Sequence[float] = REPORT_FRACTIONS,
+                       max_draws: int | None = None) -> StepSample:
+    """Draw steps uniformly over the run, range by range, each range with its own seed, and replay the segments
+    that hold them; plus the ``largest`` segments by ``update_norms``.
+
+    ``segment_ends[i]`` is the last step of segment ``i`` (segments are ``(ends[i-1], ends[i]]``, the first from
+    step 1). ``ranges`` must cover steps ``1..ends[-1]`` in order without gaps. The planned draws ``n`` are the
+    fewest that reach ``target_p_detect`` against ``assumed_fake_fraction`` of the steps faked
+    (:func:`draws_needed`), capped at ``max_draws`` but never below the floor that catches half the steps faked
+    with probability 0.99. Range ``k`` of ``S_k`` of the ``S`` steps gets ``ceil(n·S_k/S)`` draws, so by the
+    concavity of ``log(1 - x)`` the run-wide bound ``1 - (1 - f)^n`` holds however the faked steps are spread.
+    """
+    import bisect
+
+    if not 0 < target_p_detect < 1 or not 0 < assumed_fake_fraction < 1:
+        raise ValueError("target_p_detect and assumed_fake_fraction must lie in (0, 1)")
+    ends = list(segment_ends)
+    total = ends[-1] if ends else 0
+    expect = 1
+    for r in ranges:
+        if r.first_step != expect or r.last_step < r.first_step:
+            raise ValueError(f"seed ranges must cover the steps in order: a range starts at {r.first_step}, "
+                             f"expected {expect}")
+        expect = r.last_step + 1
+    if expect != total + 1:
+        raise ValueError(f"seed ranges cover steps 1..{expect - 1}, the transcript has {total}")
+    top: tuple[int, ...] = ()
+    if update_norms is not None and largest > 0:
+        if len(update_norms) != len(ends):
+            raise ValueError("update_norms must have one entry per segment")
+        top = tuple(sorted(range(len(ends)), key=lambda i: (-update_norms[i], i))[:largest])
+    n = draws_needed(target_p_detect, assumed_fake_fraction)
+    capped = False
+    if max_draws is not None:
+        floor = draws_needed(FLOOR_P_DETECT, FLOOR_FAKE_FRACTION)
+        allowed = max(floor, max_draws)
+        if allowed < n:
+            n, capped = allowed, True
+    drawn: list[int] = []
+    for r in ranges:
+        k = math.ceil(n * r.steps / total - 1e-12)
+        words = _words(r.seed, b"steps")
+        drawn += [r.first_step + _below(words, r.steps) for _ in range(k)]
+    segs: list[int] = []
+    for step in drawn:
+        i = bisect.bisect_left(ends, step)
+        if i not in segs:
+            segs.append(i)
+    table = {f: p_detect_steps(n, f) for f in sorted({*fractions, assumed_fake_fraction})}
+    return StepSample(tuple(ranges), len(ends), total, n, tuple(drawn), tuple(segs), top, target_p_detect,
+                      assumed_fake_fraction, table, max_draws=max_draws, capped=capped)
+
+
+__all__ = ["FLOOR_FAKE_FRACTION", "FLOOR_P_DETECT", "REPORT_FRACTIONS", "Sample", "SeedRange", "StepSample",
+           "budget_draws", "checkpoint_after", "choose_sample", "choose_step_sample", "draws_needed", "p_detect", "p_detect_steps",
+           "sample_size", "seed_from_checkpoint", "seed_from_log", "uniform_sample", "weighted_mean_segment"]

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from redline.crypto.canonical import canonical_json
-from redline.transcript.records import BLOBS_DIR, DATA_FILE, STEPS_FILE, Manifest
+from redline.testing.attacks import attack
+from redline.testing.attacks._base import BaseAttack
+from redline.testing.attacks._forge import Content, Run, honest_prefix
+from redline.transcript.format import BLOBS_DIR, DATA_FILE, STEPS_FILE, Manifest
 from redline.transcript.tinygpt import TrainConfig
-from redline.verify.attacks._base import BaseAttack
-from redline.verify.attacks._forge import Content, Run, honest_prefix
 
 
 def _rewrite_line(path: Path, step: int, change: Any) -> None:
@@ -34,6 +35,7 @@ def _rewrite_line(path: Path, step: int, change: Any) -> None:
     path.write_bytes(b"\n".join(lines))
 
 
+@attack
 class TamperAfterCommitment(BaseAttack):
     name = "tamper"
     description = "a checkpoint blob or a step/data record altered after the manifest and roots were computed"

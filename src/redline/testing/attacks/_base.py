@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from redline.statements.runs import TranscriptCommitments
+from redline.testing.attacks import Declared, SpoofedRun
+from redline.testing.attacks._forge import Content, checkpoint_steps, make_config, new_content, write_transcript
 from redline.transcript.tinygpt import TrainConfig
-from redline.verify.attacks import Declared, SpoofedRun
-from redline.verify.attacks._forge import Content, checkpoint_steps, make_config, new_content, write_transcript
 
 
 class BaseAttack:
@@ -61,7 +61,7 @@ class Honest(BaseAttack):
     description = "an honest run, written the way the attacks write theirs"
 
     def forge(self, cfg: TrainConfig, ckpts: list[int], content: Content, **params: Any) -> dict[str, Any]:
-        from redline.verify.attacks._forge import Run, honest_prefix
+        from redline.testing.attacks._forge import Run, honest_prefix
 
         if params:
             raise TypeError(f"unexpected parameters {sorted(params)}")

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from redline.testing.attacks import attack
+from redline.testing.attacks._base import BaseAttack, default_fake_from
+from redline.testing.attacks._forge import Content, Run, advance_rng, blend, data_record, honest_prefix, state_with
 from redline.transcript.tinygpt import TrainConfig
-from redline.verify.attacks._base import BaseAttack, default_fake_from
-from redline.verify.attacks._forge import Content, Run, advance_rng, blend, data_record, honest_prefix, state_with
 
 
+@attack
 class SkippedSteps(BaseAttack):
     name = "skipped-steps"
     description = "claims N steps, trains a fraction of them, interpolates the checkpoints in between"

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from redline.testing.attacks import attack
+from redline.testing.attacks._base import BaseAttack, default_fake_from
+from redline.testing.attacks._forge import Content, Run, data_record, honest_prefix
 from redline.transcript.tinygpt import TrainConfig
-from redline.verify.attacks._base import BaseAttack, default_fake_from
-from redline.verify.attacks._forge import Content, Run, data_record, honest_prefix
 
 
+@attack
 class ForgedFinalWeights(BaseAttack):
     name = "forged-final-weights"
     description = "the final checkpoint is taken from another run"
@@ -36,6 +38,7 @@ class ForgedFinalWeights(BaseAttack):
         return {"faked": [len(ckpts) - 2], "cost": 1.0, "other_run_steps": cfg.steps}
 
 
+@attack
 class Splice(BaseAttack):
     name = "splice"
     description = "segments of two honest runs joined at a checkpoint"

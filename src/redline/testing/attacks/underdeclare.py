@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from redline.testing.attacks import attack
+from redline.testing.attacks._base import BaseAttack
+from redline.testing.attacks._forge import Content, Run, data_record, flop_per_step, make_config, state_with
 from redline.transcript.tinygpt import TrainConfig
-from redline.verify.attacks._base import BaseAttack
-from redline.verify.attacks._forge import Content, Run, data_record, flop_per_step, make_config, state_with
 
 
+@attack
 class ComputeUnderDeclaration(BaseAttack):
     name = "compute-under-declaration"
     description = "trains more steps (or a wider model) than declared"

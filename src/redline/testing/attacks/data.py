@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from redline.testing.attacks import attack
+from redline.testing.attacks._base import BaseAttack, default_fake_from
+from redline.testing.attacks._forge import Content, Run, data_record, honest_prefix
 from redline.transcript.tinygpt import TrainConfig, text_batches
-from redline.verify.attacks._base import BaseAttack, default_fake_from
-from redline.verify.attacks._forge import Content, Run, data_record, honest_prefix
 
 
 def _check_commit(commit: str) -> None:
@@ -28,6 +29,7 @@ def _check_commit(commit: str) -> None:
         raise ValueError("commit must be 'declared' or 'actual'")
 
 
+@attack
 class DataSubstitution(BaseAttack):
     name = "data-substitution"
     description = "trains on other batches than the committed ones"
@@ -51,6 +53,7 @@ class DataSubstitution(BaseAttack):
         return {"faked": list(range(k, len(ckpts) - 1)), "cost": 1.0, "commit": commit}
 
 
+@attack
 class DataReordering(BaseAttack):
     name = "data-reordering"
     description = "trains on the committed batches in another order"

@@ -2,7 +2,7 @@
 
 An attacker controls every byte it commits, so the spoofed transcripts here are
 written by :func:`write_transcript`, which does what the recorder's ``close()``
-does — content-addressed safetensors checkpoints, canonical step and data
+does, through the same writer — content-addressed safetensors checkpoints, canonical step and data
 records, the three RFC 6962 roots, a canonical manifest — over whatever content
 the attack chose. The commitments are therefore *consistent*: ``load_transcript``
 accepts the result; only the training behind it is faked.
@@ -28,24 +28,17 @@ from typing import Any
 import torch
 
 from redline import __version__
-from redline.transcript import stfile
-from redline.transcript.digest import MultiHasher, hash_file, tensors_digest
-from redline.transcript.records import (
-    BLOBS_DIR,
-    DATA_FILE,
-    FORMAT,
-    MANIFEST_FILE,
-    STEPS_FILE,
-    CheckpointEntry,
+from redline.transcript.digest import tensors_digest
+from redline.transcript.format import (
+    SPEC_FORMAT,
     Declaration,
-    FileDigest,
     FlopCount,
+    Init,
     Manifest,
+    RunSpec,
+    TranscriptWriter,
     canonical_record,
-    commitments,
-    record_bytes,
 )
-from redline.transcript.store import BlobStore
 from redline.transcript.tinygpt import (
     MODEL_DEFAULTS,
     TrainConfig,
@@ -73,11 +66,12 @@ SMALL_BATCH = 4
 
 
 def make_config(seed: int, steps: int, *, model: Mapping[str, Any] | None = None, batch_size: int = SMALL_BATCH,
-                warmup_steps: int | None = None) -> TrainConfig:
-    """The declared configuration of a tiny run (small model unless ``model`` says otherwise)."""
+                warmup_steps: int | None = None, party: str = "lab", run_id: str = "tiny") -> TrainConfig:
+    """The declared configuration of a tiny run (small model unless ``model`` says otherwise) of ``party/run_id``."""
     return TrainConfig(steps=steps, seed=seed, batch_size=batch_size,
                        model=dict(SMALL_MODEL if model is None else model),
-                       warmup_steps=max(1, steps // 8) if warmup_steps is None else warmup_steps)
+                       warmup_steps=max(1, steps // 8) if warmup_steps is None else warmup_steps,
+                       party=party, run_id=run_id)
 
 
 def checkpoint_steps(steps: int, every: int) -> list[int]:
@@ -295,49 +289,33 @@ class Content:
     parameter_count: int
     checkpoint_every: int
     flop_per_step: float | None
+    init: Init
+    party: str = "lab"
+    run_id: str = "tiny"
 
 
 def write_transcript(out: str | Path, content: Content) -> Manifest:
-    """Write ``content`` as a well-formed transcript with honest commitments over it (like ``Recorder.close``)."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: transcript directory exists and is not empty")
-    (out / BLOBS_DIR).mkdir(parents=True, exist_ok=True)
-    store = BlobStore(out / BLOBS_DIR)
-    entries = []
-    for step in sorted(content.checkpoints):
-        state = content.checkpoints[step]
-        if state.metadata.get("redline.step") != str(step):
-            raise ValueError(f"checkpoint for step {step} is labelled {state.metadata.get('redline.step')}")
-        data = state.tensor_data()
-        model_digest = tensors_digest((name[6:], t.dtype, t.shape, t.data) for name, t in data.items()
-                                      if name.startswith("model."))
-
-        def write(f: Any, hasher: MultiHasher, data: Any = data, meta: Any = state.metadata) -> int:
-            return stfile.write(f, data, meta, hasher)
-
-        digests, size = store.put(write, ("sha256",), durable=False)
-        entries.append(CheckpointEntry(step=step, size=size, digest={"sha256": digests["sha256"]},
-                                       model_digest=model_digest))
-    step_lines = [canonical_record(r) for r in content.step_records]
-    data_lines = [canonical_record(r) for r in content.data_records]
-    for name, lines in ((STEPS_FILE, step_lines), (DATA_FILE, data_lines)):
-        (out / name).write_bytes(b"".join(line + b"\n" for line in lines))
-    files = {name: FileDigest(sha256=hash_file(out / name)["sha256"], size=(out / name).stat().st_size)
-             for name in (STEPS_FILE, DATA_FILE)}
-    roots = commitments(step_lines, data_lines, [record_bytes(e) for e in entries])
-    now = datetime.now(timezone.utc)
+    """Write ``content`` as a well-formed transcript with honest commitments over it, through the same
+    :class:`~redline.transcript.format.TranscriptWriter` the recorder uses."""
+    spec = RunSpec(format=SPEC_FORMAT, party=content.party, run_id=content.run_id, redline_version=__version__,
+                   environment=environment(),
+                   declaration=content.declaration, init=content.init, parameter_count=content.parameter_count,
+                   checkpoint_every=content.checkpoint_every, digest_algorithms=["sha256"])
+    writer = TranscriptWriter(out, spec, durable=False)
+    try:
+        entries = [writer.put_checkpoint(step, content.checkpoints[step].tensor_data(),
+                                         content.checkpoints[step].metadata) for step in sorted(content.checkpoints)]
+        for step_record_, data_record_ in zip(content.step_records, content.data_records):
+            writer.append(canonical_record(step_record_), canonical_record(data_record_))
+    finally:
+        writer.close_files()
     flop = None
     if content.flop_per_step is not None:
         flop = FlopCount(method="torch.utils.flop_counter.FlopCounterMode", counted_step=1,
                          per_step=content.flop_per_step)
-    manifest = Manifest(
-        format=FORMAT, redline_version=__version__, started_at=now, finished_at=now, environment=environment(),
-        declaration=content.declaration, parameter_count=content.parameter_count,
-        tokens=sum(int(r["tokens"]) for r in content.step_records), checkpoint_every=content.checkpoint_every,
-        digest_algorithms=["sha256"], flop=flop, files=files, checkpoints=entries, commitments=roots)
-    (out / MANIFEST_FILE).write_bytes(record_bytes(manifest))
-    return manifest
+    now = datetime.now(timezone.utc)
+    return writer.finish(entries, tokens=[int(r["tokens"]) for r in content.step_records], flop=flop,
+                         started_at=now, finished_at=now)
 
 
 def honest_prefix(run: Run, upto: int, ckpt_steps: Sequence[int], content: Content) -> None:
@@ -356,7 +334,8 @@ def new_content(cfg: TrainConfig, checkpoint_every: int, *, declare_flop: bool =
     """An empty transcript content declaring ``cfg`` honestly."""
     return Content(declaration=cfg.declaration(), step_records=[], data_records=[], checkpoints={},
                    parameter_count=parameter_count(cfg), checkpoint_every=checkpoint_every,
-                   flop_per_step=flop_per_step(cfg) if declare_flop else None)
+                   flop_per_step=flop_per_step(cfg) if declare_flop else None, init=cfg.init(), party=cfg.party,
+                   run_id=cfg.run_id)
 
 
 def segment_index(ckpt_steps: Sequence[int], start_step: int) -> int:

@@ -43,10 +43,9 @@ from typing import Any
 
 import torch
 
-from redline.transcript.tinygpt import TrainConfig
-from redline.transcript.torchstate import CapturedState
-from redline.verify.attacks._base import BaseAttack, default_fake_from
-from redline.verify.attacks._forge import (
+from redline.testing.attacks import attack
+from redline.testing.attacks._base import BaseAttack, default_fake_from
+from redline.testing.attacks._forge import (
     Content,
     Run,
     advance_rng,
@@ -55,6 +54,8 @@ from redline.verify.attacks._forge import (
     honest_prefix,
     state_with,
 )
+from redline.transcript.tinygpt import TrainConfig
+from redline.transcript.torchstate import CapturedState
 
 
 def _extrapolate(c: CapturedState, p: CapturedState, factor: float) -> dict[str, torch.Tensor]:
@@ -65,6 +66,7 @@ def _extrapolate(c: CapturedState, p: CapturedState, factor: float) -> dict[str,
     return out
 
 
+@attack
 class AdversarialCheckpoints(BaseAttack):
     name = "adversarial-tolerance"
     description = "checkpoints extrapolated from short probes and steered within ε of an estimated replay"
