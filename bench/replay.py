@@ -492,7 +492,12 @@ def generate(n: int, seed: int) -> list[Entry]:
 
 
 def _cache_path(n: int, seed: int) -> Path:
-    return OUT / f"replay-log-v{GENERATOR_VERSION}-n{n}-seed{seed}.bin"
+    # the statements depend on this generator and on the policy pack's normal form (its digest): a cached log
+    # made before either changed would replay into rejections, so both name the file
+    import hashlib
+
+    key = hashlib.sha256(Path(__file__).read_bytes() + load_pack("coordinated-pause").digest.encode()).hexdigest()
+    return OUT / f"replay-log-v{GENERATOR_VERSION}-n{n}-seed{seed}-{key[:12]}.bin"
 
 
 def load_or_generate(n: int, seed: int) -> tuple[list[Entry], str]:

@@ -574,3 +574,16 @@ def test_a_report_names_the_seed_ranges_the_log_implies(world: World) -> None:
     world.sub("audit", VerificationReport, **good)
     assert world.state.runs["lab-a/ra1"].verified_final
     same_on_replay(world)
+
+
+def test_only_the_owner_submits_its_model_for_review(world: World) -> None:
+    """Another lab cannot open (and so time) the review of weights it did not train, by digest or by name."""
+    a1 = trained(world, "lab-a", "ra1", "A-1", 1e23)
+    env = world.envelope("lab-b", ReviewSubmission, submission_id="sneaky", model_name="B-renamed",
+                         model_digest=a1.weights)
+    refused(world, env, NotAuthorized, r"its owner is 'lab-a'")
+    env = world.envelope("lab-b", ReviewSubmission, submission_id="sneaky", model_name="A-1",
+                         model_digest={"sha256": H64})
+    refused(world, env, NotAuthorized, r"only the lab that trained a model submits it")
+    review(world, "lab-a", "rev-a1", "A-1", a1.digest, decision=None)
+    assert world.state.reviews["rev-a1"].party == "lab-a"

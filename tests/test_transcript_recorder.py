@@ -460,3 +460,17 @@ def test_the_checkpoint_writer_yields_to_training(tmp_path: Path, idle: bool) ->
     finally:
         manifest = rec.close()
     assert [c.step for c in manifest.checkpoints] == [0, 2, 4]
+
+
+def test_a_base_initialisation_must_hold_the_base_weights(tmp_path: Path) -> None:
+    """A recorder declared to start from a base model refuses to start from other weights (an honest mistake
+    caught before any training; a verifier would fail the run's init check)."""
+    model, opt = _tiny()
+    digest = state_digest(model.state_dict())
+    ok = Recorder(tmp_path / "ok", model, opt, party="lab", run_id="ft",
+                  init=Init(kind="base", base_model_digest=digest)).start()
+    assert ok.initial_model_digest() == digest
+    ok.close()
+    with pytest.raises(MalformedInput, match="not the declared base model's"):
+        Recorder(tmp_path / "bad", model, opt, party="lab", run_id="ft2",
+                 init=Init(kind="base", base_model_digest="00" * 32)).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -467,3 +468,49 @@ def test_compute_fraction_with_120_segments(tmp_path: Path) -> None:
     # at one step per segment the 5 % default reaches P >= 0.99 from 920 segments on, P >= 0.95 from 620
     assert budget_draws([1] * 920, 0.05, reserved_steps=2) >= draws_needed(0.99, 0.1)
     assert budget_draws([1] * 620, 0.05, reserved_steps=2) >= draws_needed(0.95, 0.1)
+
+
+MANIFEST_FLIPS: dict[str, tuple[Any, str]] = {
+    # field: (how to change it in manifest.json, what the failing check names)
+    "format": (lambda m: m.update(format="redline-transcript/v9"), "format"),
+    "spec.party": (lambda m: m["spec"].update(party="lab-z"), "run.json"),
+    "spec.declaration": (lambda m: m["spec"]["declaration"]["model_factory"]["kwargs"].update(d_model=32),
+                         "run.json"),
+    "spec.init": (lambda m: m["spec"]["init"].update(seed=99), "run.json"),
+    "spec.parameter_count": (lambda m: m["spec"].update(parameter_count=1), "run.json"),
+    "spec.environment": (lambda m: m["spec"]["environment"].update(num_threads=7), "run.json"),
+    "started_at": (lambda m: m.update(started_at="2001-01-01T00:00:00Z"), "'started_at'"),
+    "finished_at": (lambda m: m.update(finished_at="2001-01-01T00:00:00Z"), "finished_at"),
+    "tokens": (lambda m: m.update(tokens=m["tokens"] + 1), "tokens"),
+    "flop": (lambda m: m["flop"].update(per_step=m["flop"]["per_step"] / 2), "'flop'"),
+    "files": (lambda m: m["files"]["steps.jsonl"].update(size=1), "steps.jsonl"),
+    "checkpoints": (lambda m: m["checkpoints"][1].update(model_digest="11" * 32), "checkpoints root"),
+    "commitments": (lambda m: m["commitments"].update(steps_root="22" * 32), "steps root"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(MANIFEST_FLIPS))
+def test_every_field_of_the_manifest_is_bound(runs: dict[int, Path], tmp_path: Path, field: str) -> None:
+    """Change any field of a declared transcript's manifest: verification against the logged RunStart and
+    RunFinish fails, and the failing check names the field (or the file it describes)."""
+    import shutil
+
+    from redline.crypto.canonical import canonical_json, parse_json
+
+    t = load_transcript(runs[1])
+    flop = t.manifest.flop.per_step * t.step_count
+    finish = RunFinish.build(party="lab-a", seq=3, run_id="r1", total_flop=flop,
+                             flop_estimates=FlopEstimates(counted=flop), estimates_disagree=False,
+                             final_model_digest={"sha256": t.final_model_digest()}, commitments=t.commitments,
+                             spec_digest=t.spec_digest, manifest_digest=t.manifest.digest(),
+                             finished_at=t.manifest.finished_at)
+    copy = tmp_path / "edited"
+    shutil.copytree(runs[1], copy)
+    obj = parse_json((copy / "manifest.json").read_bytes(), limit=1 << 26)
+    edit, named = MANIFEST_FLIPS[field]
+    edit(obj)
+    (copy / "manifest.json").write_bytes(canonical_json(obj))
+    res = verify_transcript(copy, seed=SEED, workers=1, declaration=finish, run_start=_run_start(t), policy=LOOSE)
+    failed = [c for c in res.checks if not c.passed]
+    assert res.verdict == "fail" and failed, field
+    assert any(named in c.detail for c in failed), [c.detail[:300] for c in failed]

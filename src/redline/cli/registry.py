@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from redline.crypto.canonical import canonical_json, parse_json
+from redline.crypto.canonical import parse_json
 from redline.crypto.keys import load_signing_key, load_verifier_key
 from redline.errors import InvalidStatement, LogNotFound, MalformedInput
 from redline.log.service import Log

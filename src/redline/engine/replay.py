@@ -414,6 +414,13 @@ def _check_semantics(state: State, pred: Predicate, party: Party) -> None:
     elif isinstance(pred, ReviewSubmission):
         if pred.submission_id in state.reviews:
             raise InvalidStatement(f"field 'submission_id': submission {pred.submission_id!r} already exists")
+        producer = _producer(state, _sha256(pred.model_digest))
+        owner = producer.party if producer is not None else (
+            state.runs[state.models[pred.model_name]].party if pred.model_name in state.models else None)
+        if owner is not None and owner != party.name:
+            raise NotAuthorized(f"{pred.PREDICATE_TYPE}: {party.name!r} submits model {pred.model_name!r} (weights "
+                                f"{_short(pred.model_digest)}) for review, but its owner is {owner!r}: only the "
+                                "lab that trained a model submits it")
     elif isinstance(pred, (ReviewFinding, ReviewDecision)):
         review = state.reviews.get(pred.submission_id)
         if review is None:

@@ -53,11 +53,12 @@ from redline.statements.verification import Check, VerificationReport
 
 __all__ = [
     "PREDICATE_KINDS", "PREDICATE_TYPES", "ROLES",
-    "Admission", "BaseModelRegistration", "Check", "ChipCount", "Cluster", "Commitment", "ComputeInventory", "ComputeShareQuorum",
-    "ComputeUsageReport", "CountQuorum", "DataSourceRef", "Declaration", "Environment", "FactoryRef", "EvaluationResult", "FlopEstimates", "Genesis", "Indicator",
-    "KeyRevocation", "KeyRotation", "PauseAcknowledgement", "PolicyPublication", "Predicate", "Release",
-    "ResumeApproval", "ResumeProposal", "ReviewDecision", "ReviewFinding", "ReviewSubmission", "RunFinish",
-    "Init", "RunProgress", "RunSpec", "RunStart", "RunUsage", "TranscriptCommitments", "VerificationReport",
-    "open_envelope", "open_predicate", "parse_payload", "parse_payload_canonical", "parse_predicate", "parse_statement", "predicate_digest", "register", "sign_predicate",
-    "to_statement",
+    "Admission", "BaseModelRegistration", "Check", "ChipCount", "Cluster", "Commitment", "ComputeInventory",
+    "ComputeShareQuorum", "ComputeUsageReport", "CountQuorum", "DataSourceRef", "Declaration", "Environment",
+    "EvaluationResult", "FactoryRef", "FlopEstimates", "Genesis", "Indicator", "Init", "KeyRevocation",
+    "KeyRotation", "PauseAcknowledgement", "PolicyPublication", "Predicate", "Release", "ResumeApproval",
+    "ResumeProposal", "ReviewDecision", "ReviewFinding", "ReviewSubmission", "RunFinish", "RunProgress", "RunSpec",
+    "RunStart", "RunUsage", "TranscriptCommitments", "VerificationReport",
+    "open_envelope", "open_predicate", "parse_payload", "parse_payload_canonical", "parse_predicate",
+    "parse_statement", "predicate_digest", "register", "sign_predicate", "to_statement",
 ]

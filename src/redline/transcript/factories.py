@@ -88,8 +88,43 @@ def _group(field: str, name: Any = None) -> str:
 # --- what is registered --------------------------------------------------------------------
 
 
+def _path_state() -> tuple[tuple[str, int], ...]:
+    """``sys.path`` with each directory's modification time: installing or removing a distribution changes it."""
+    import sys
+
+    out = []
+    for entry in sys.path:
+        try:
+            out.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            out.append((entry, -1))
+    return tuple(out)
+
+
+_SCANS: dict[tuple[str, tuple[tuple[str, int], ...]], Any] = {}
+_scans_lock = threading.Lock()
+
+
 def _scan(group: str) -> tuple[dict[str, importlib.metadata.EntryPoint], dict[str, list[str]]]:
-    """The names registered once in ``group``, and the names registered more than once (with their distributions)."""
+    """The names registered once in ``group``, and the names registered more than once (with their distributions).
+
+    Reading every installed distribution's metadata takes about 10 ms, and a verification looks factories up
+    a few dozen times: the result is kept while ``sys.path`` and its directories are unchanged.
+    """
+    key = (group, _path_state())
+    with _scans_lock:
+        cached = _SCANS.get(key)
+    if cached is not None:
+        return cached
+    result = _scan_uncached(group)
+    with _scans_lock:
+        if len(_SCANS) > 64:
+            _SCANS.clear()
+        _SCANS[key] = result
+    return result
+
+
+def _scan_uncached(group: str) -> tuple[dict[str, importlib.metadata.EntryPoint], dict[str, list[str]]]:
     found: dict[str, list[importlib.metadata.EntryPoint]] = {}
     for ep in importlib.metadata.entry_points(group=group):
         same = found.setdefault(ep.name, [])
@@ -297,9 +332,11 @@ def distribution_digest(dist: importlib.metadata.Distribution | str) -> str:
 
 
 def clear_cache() -> None:
-    """Forget every digest :func:`distribution_digest` has cached in this process."""
+    """Forget every digest :func:`distribution_digest` and every registry scan this process has cached."""
     with _digests_lock:
         _digests.clear()
+    with _scans_lock:
+        _SCANS.clear()
 
 
 # --- pin, load, look up ----------------------------------------------------------------------

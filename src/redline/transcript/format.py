@@ -484,8 +484,8 @@ class TranscriptWriter:
             checkpoints_root=root_of([leaf_hash(self.bound + record_bytes(e)) for e in entries]).hex(),
             step_count=last)
         manifest = Manifest(format=FORMAT, spec=self.spec, started_at=started_at, finished_at=finished_at,
-                            tokens=sum(tokens[:last]), flop=flop if last >= 1 else None, files=files, checkpoints=list(entries),
-                            commitments=roots)
+                            tokens=sum(tokens[:last]), flop=flop if last >= 1 else None, files=files,
+                            checkpoints=list(entries), commitments=roots)
         write_atomic(self.path / MANIFEST_FILE, record_bytes(manifest), durable=self.durable)
         return manifest
 

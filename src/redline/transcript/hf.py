@@ -29,10 +29,9 @@ import transformers
 from transformers import TrainerCallback
 
 from redline.errors import MalformedInput
-from redline.transcript.recorder import Recorder
 from redline.transcript.factories import pin
 from redline.transcript.format import Declaration, Init
-
+from redline.transcript.recorder import Recorder
 
 
 def _model_class(model_class: Any) -> type:

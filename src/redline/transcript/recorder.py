@@ -470,7 +470,11 @@ class Recorder:
                                          idle=self._writer_idle)
         try:
             self._checkpoint(RngState.capture())
-            self._writer.flush()  # run.json and checkpoint 0 are on disk when start() returns: RunStart needs them
+            first = self._writer.flush()[0]  # run.json and checkpoint 0 are on disk when start() returns
+            if self.init.kind == "base" and first.model_digest != self.init.base_model_digest:
+                raise MalformedInput(f"{self.path}: the model's weights have digest {first.model_digest}, not the "
+                                     f"declared base model's {self.init.base_model_digest} (load the base's "
+                                     "weights before start(), or declare the right base)")
         except BaseException:
             self._writer.stop()
             self._records.stop()

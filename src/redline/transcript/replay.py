@@ -20,6 +20,7 @@ import torch
 
 from redline.crypto.canonical import canonical_json
 from redline.errors import MalformedInput
+from redline.transcript.digest import tensors_digest
 from redline.transcript.factories import load
 from redline.transcript.format import Declaration, FactoryRef, RunSpec
 from redline.transcript.torchstate import (
@@ -34,7 +35,6 @@ from redline.transcript.torchstate import (
     named_tensors_equal,
     step_record,
 )
-from redline.transcript.digest import tensors_digest
 from redline.transcript.transcript import Transcript
 
 

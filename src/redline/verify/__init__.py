@@ -43,8 +43,8 @@ from redline.errors import MalformedInput, UntrustedCode
 from redline.statements.verification import Check
 from redline.verify.bisect import BisectResult, CheckpointOracle, FunctionOracle, StateOracle, bisect_segment
 from redline.verify.distance import Distance, GroupDistance, Tolerance, calibrate, compare_states
-from redline.verify.report import VerificationResult, sign_report
 from redline.verify.policy import VerificationPolicy
+from redline.verify.report import VerificationResult, sign_report
 from redline.verify.sampling import (
     REPORT_FRACTIONS,
     Sample,

@@ -367,5 +367,6 @@ def choose_step_sample(ranges: Sequence[SeedRange], segment_ends: Sequence[int],
 
 
 __all__ = ["FLOOR_FAKE_FRACTION", "FLOOR_P_DETECT", "REPORT_FRACTIONS", "Sample", "SeedRange", "StepSample",
-           "budget_draws", "checkpoint_after", "choose_sample", "choose_step_sample", "draws_needed", "p_detect", "p_detect_steps",
-           "sample_size", "seed_from_checkpoint", "seed_from_log", "uniform_sample", "weighted_mean_segment"]
+           "budget_draws", "checkpoint_after", "choose_sample", "choose_step_sample", "draws_needed", "p_detect",
+           "p_detect_steps", "sample_size", "seed_from_checkpoint", "seed_from_log", "uniform_sample",
+           "weighted_mean_segment"]
