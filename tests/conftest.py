@@ -1,4 +1,5 @@
-"""Shared test fixtures: the known-answer vectors live in ../shared beside the checkout."""
+"""Shared test fixtures: the known-answer vectors, vendored in ``tests/vectors`` (see its README for their
+origins and licences)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-VECTORS = SHARED / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
 @pytest.fixture(scope="session")
 def vectors() -> Path:
-    """Path of ../shared/vectors; the suite needs it and says so when it is missing."""
+    """Path of the vendored known-answer vectors (``tests/vectors``)."""
     if not VECTORS.is_dir():
-        raise RuntimeError(f"known-answer vectors not found at {VECTORS}: check out ../shared beside the repo")
+        raise RuntimeError(f"known-answer vectors not found at {VECTORS}")
     return VECTORS
 
 

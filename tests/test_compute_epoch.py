@@ -16,13 +16,13 @@ from redline.compute.epoch import CREDIT, REQUIRED_COLUMNS, parse_epoch_csv, rea
 from redline.errors import MalformedInput
 from redline.policy import load_pack
 
-EPOCH_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "epoch" / "notable_ai_models.csv"
+EPOCH_CSV = Path(__file__).resolve().parent / "data" / "epoch" / "notable_ai_models.csv"  # see tests/data/README.md
 
 
 @pytest.fixture(scope="module")
 def epoch_csv() -> Path:
     if not EPOCH_CSV.is_file():
-        raise RuntimeError(f"Epoch data not found at {EPOCH_CSV}: check out ../shared beside the repo")
+        raise RuntimeError(f"Epoch data not found at {EPOCH_CSV}: it is vendored in tests/data/epoch")
     return EPOCH_CSV
 
 

@@ -1,4 +1,4 @@
-"""RFC 6962 known answers: the transparency-dev/merkle vectors in ../shared/vectors/merkle."""
+"""RFC 6962 known answers: the transparency-dev/merkle vectors, vendored in tests/vectors/merkle."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from redline.log.merkle import (
     verify_inclusion,
 )
 # Parametrization needs the files at collection time, before fixtures exist (same path as conftest's).
-MERKLE = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors" / "merkle"
+MERKLE = Path(__file__).resolve().parent / "vectors" / "merkle"
 
 
 def _cases(kind: str) -> list[Path]:
