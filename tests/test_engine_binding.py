@@ -587,3 +587,56 @@ def test_only_the_owner_submits_its_model_for_review(world: World) -> None:
     refused(world, env, NotAuthorized, r"only the lab that trained a model submits it")
     review(world, "lab-a", "rev-a1", "A-1", a1.digest, decision=None)
     assert world.state.reviews["rev-a1"].party == "lab-a"
+
+
+# --- the coordinator's continuity and readmission ------------------------------------------------------
+
+
+def test_the_last_coordinator_cannot_revoke_its_key_but_can_rotate_it(world: World) -> None:
+    from redline.crypto.keys import SigningKey
+    from redline.statements import KeyRevocation, KeyRotation
+
+    coord = world.state.parties["coordinator"].key
+    env = world.envelope("coordinator", KeyRevocation, revoked_party="coordinator",
+                         key_fingerprint=coord.fingerprint, reason="leaving")
+    refused(world, env, NotAuthorized, r"last coordinator, cannot be revoked")
+    successor = SigningKey(name="coordinator", seed=bytes(range(32)))
+    world.sub("coordinator", KeyRotation, new_verifier_key=successor.verifier().to_string())
+    world.keys["coordinator"] = successor
+    world.admit("lab-c", "lab")  # the successor key admits
+    assert "lab-c" in world.state.parties and not world.state.rejected
+
+
+def test_a_revoked_party_is_readmitted_with_a_new_key_and_its_sequence_goes_on(world: World) -> None:
+    from redline.crypto.keys import SigningKey
+    from redline.errors import RevokedKey, SequenceError
+    from redline.statements import Admission, KeyRevocation
+
+    old = world.keys["lab-a"]
+    world.sub("lab-a", RunStart, **run_start_fields("ra8", "A-8", 1e20))
+    world.sub("coordinator", KeyRevocation, revoked_party="lab-a", key_fingerprint=old.verifier().fingerprint,
+              reason="key leaked")
+    before = world.state.parties["lab-a"].last_seq
+    refused(world, world.envelope("lab-a", RunStart, **run_start_fields("ra9", "A-9", 1e20)), RevokedKey,
+            r"retired key|no valid key")
+    new = SigningKey(name="lab-a", seed=bytes(range(1, 33)))
+    refused(world, world.envelope("coordinator", Admission, admitted="lab-a", verifier_key=new.verifier().to_string(),
+                                  role="regulator", display_name="LAB-A", jurisdiction="EU"),
+            InvalidStatement, r"field 'role'")
+    refused(world, world.envelope("coordinator", Admission, admitted="lab-a", verifier_key=old.verifier().to_string(),
+                                  role="lab", display_name="LAB-A", jurisdiction="EU"),
+            InvalidStatement, r"already in use")
+    world.sub("coordinator", Admission, admitted="lab-a", verifier_key=new.verifier().to_string(), role="lab",
+              display_name="LAB-A", jurisdiction="EU")
+    world.keys["lab-a"] = new
+    party = world.state.parties["lab-a"]
+    assert not party.revoked and party.key.fingerprint == new.verifier().fingerprint and party.last_seq == before
+    # its old sequence numbers stay spent: a replay is refused, the next one accepted
+    refused(world, world.envelope("lab-a", RunStart, seq=before, **run_start_fields("ra9", "A-9", 1e20)),
+            SequenceError, r"replays")
+    world.sub("lab-a", RunStart, **run_start_fields("ra9", "A-9", 1e20))
+    refused(world, world.envelope("coordinator", Admission, admitted="lab-a",
+                                  verifier_key=SigningKey(name="lab-a", seed=bytes(32)).verifier().to_string(),
+                                  role="lab", display_name="LAB-A", jurisdiction="EU"),
+            InvalidStatement, r"already admitted")
+    same_on_replay(world)

@@ -345,8 +345,12 @@ def _check_seed_ranges(pred: VerificationReport, run: Run) -> None:
 def _check_semantics(state: State, pred: Predicate, party: Party) -> None:
     """Checks that need the state: references to things that must exist, names that must be new."""
     if isinstance(pred, Admission):
-        if pred.admitted in state.parties:
+        known = state.parties.get(pred.admitted)
+        if known is not None and not known.revoked:
             raise InvalidStatement(f"party {pred.admitted!r} is already admitted")
+        if known is not None and pred.role != known.role:
+            raise InvalidStatement(f"field 'role': party {pred.admitted!r} is readmitted with a new key in its role "
+                                   f"{known.role!r}, not {pred.role!r}")
         key = VerifierKey.from_string(pred.verifier_key)
         if key.name != pred.admitted:
             raise InvalidStatement(f"admission of {pred.admitted!r} names a key called {key.name!r}")
@@ -362,6 +366,10 @@ def _check_semantics(state: State, pred: Predicate, party: Party) -> None:
             raise InvalidStatement(f"field 'revoked_party': no party {pred.revoked_party!r}")
         if party.role != "coordinator" and party.name != target.name:
             raise NotAuthorized(f"party {party.name!r} may revoke only its own key")
+        if target.role == "coordinator" and not any(p.role == "coordinator" and not p.revoked and p is not target
+                                                     for p in state.parties.values()):
+            raise NotAuthorized(f"the key of {target.name!r}, the log's last coordinator, cannot be revoked: nobody "
+                                "could then admit, readmit or publish; rotate it to its successor (key-rotation)")
         if target.key.fingerprint != pred.key_fingerprint:
             raise InvalidStatement(f"field 'key_fingerprint' is not the current key of {target.name!r}")
     elif isinstance(pred, PolicyPublication):
@@ -514,9 +522,17 @@ def _effects(state: State, pred: Predicate, party: Party | None, key: VerifierKe
     assert party is not None
     if isinstance(pred, Admission):
         k = VerifierKey.from_string(pred.verifier_key)
-        state.parties[pred.admitted] = Party(pred.admitted, pred.role, k, pred.display_name, pred.jurisdiction, index)
-        state.keys[k.fingerprint] = pred.admitted
-        _event(state, index, now, "admission", f"{pred.admitted} admitted as {pred.role} ({pred.jurisdiction})")
+        known = state.parties.get(pred.admitted)
+        if known is not None:  # a revoked party readmitted with a new key: its sequence goes on, so no replay
+            known.key, known.revoked = k, False
+            known.display_name, known.jurisdiction = pred.display_name, pred.jurisdiction
+            state.keys[k.fingerprint] = pred.admitted
+            _event(state, index, now, "admission", f"{pred.admitted} readmitted as {pred.role} with a new key")
+        else:
+            state.parties[pred.admitted] = Party(pred.admitted, pred.role, k, pred.display_name, pred.jurisdiction,
+                                                 index)
+            state.keys[k.fingerprint] = pred.admitted
+            _event(state, index, now, "admission", f"{pred.admitted} admitted as {pred.role} ({pred.jurisdiction})")
     elif isinstance(pred, KeyRotation):
         k = VerifierKey.from_string(pred.new_verifier_key)
         old = party.key.fingerprint
