@@ -54,7 +54,7 @@ class Registry:
     def submit(self, envelope: bytes) -> Submitted:
         """Admit, append and apply one signed statement; raise the specific error and write nothing if refused."""
         with self._lock:
-            pred, _, _ = admit(self.state, envelope)
+            pred, _, _ = admit(self.state, envelope, at_ms=max(self.log.clock(), self.state.last_time_ms))
             done = self.log.append([envelope])
             index, time_ms = done.first_index, done.times_ms[0]
             apply(self.state, Entry(index, time_ms, envelope))

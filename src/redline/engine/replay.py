@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from redline.crypto.dsse import Envelope
@@ -43,7 +43,7 @@ from redline.engine.state import (
     State,
     Violation,
 )
-from redline.policy.model import EVIDENCE_STRENGTH, Line, Policy, policy_from_document
+from redline.policy.model import EVIDENCE_STRENGTH, Line, Parameters, Policy, policy_from_document
 from redline.policy.metrics import INDICATOR_METRICS
 from redline.statements import (
     Admission,
@@ -154,8 +154,13 @@ def _ms(dt: datetime) -> int:
 # --- admission: signature, parsing, role, sequence --------------------------------
 
 
-def admit(state: State, data: bytes, pre: Prepared | None = None) -> tuple[Predicate, Party | None, VerifierKey]:
+def admit(state: State, data: bytes, pre: Prepared | None = None, *,
+          at_ms: int | None = None) -> tuple[Predicate, Party | None, VerifierKey]:
     """Check an entry against the state without changing it.
+
+    The statement's times are judged against the entry's integration time: during replay that is the state's
+    time; before an append (the registry) ``at_ms`` is the time the log is about to give, and the lower bounds
+    are judged a minute later, so that nothing the registry accepts is refused once logged a moment later.
 
     Returns the predicate, the speaking party (None for the genesis statement)
     and the key that signed it, or raises the specific error: ``MalformedInput`` (``EntryTooLarge``),
@@ -213,6 +218,10 @@ def admit(state: State, data: bytes, pre: Prepared | None = None) -> tuple[Predi
         raise SequenceError(f"{pred.PREDICATE_TYPE}: sequence number {pred.seq} from {party.name!r} {what} "
                             f"(expected {party.last_seq + 1})")
     _check_semantics(state, pred, party)
+    if at_ms is None:
+        _check_times(state, pred, state.last_time_ms)
+    else:
+        _check_times(state, pred, at_ms, behind_margin_ms=60_000)
     return pred, party, key
 
 
@@ -340,6 +349,38 @@ def _check_seed_ranges(pred: VerificationReport, run: Run) -> None:
             raise InvalidStatement(f"field 'seed_ranges': the seed of steps {r.first_step}..{r.last_step} must come "
                                    f"from a checkpoint after entry {r.declaration_index}, not of size "
                                    f"{r.checkpoint_size}")
+
+
+#: Statement times that say when something happened: neither ahead of the log's clock nor too far behind it.
+#: (Reporting periods and indicator windows are spans the engine judges by logged time; a policy's
+#: ``effective_from`` may lie ahead; a commitment's ``expires_at`` must.)
+_EVENT_TIMES = frozenset({"started_at", "as_of", "finished_at", "released_at", "evaluated_at"})
+
+
+def _check_times(state: State, pred: Predicate, now: int, *, behind_margin_ms: int = 0) -> None:
+    """Every time a statement gives is bounded by the log's integration time ``now`` (the policy's skew and
+    backdating limits; an expiry must lie ahead)."""
+    policy = _policy(state)
+    params = policy.parameters if policy is not None else Parameters()
+    ahead = int(params.max_clock_skew_minutes * 60_000)
+    behind = int(params.max_backdating_days * DAY_MS)
+    for name in type(pred).model_fields:
+        value = getattr(pred, name)
+        if not isinstance(value, datetime):
+            continue
+        ms = _ms(value)
+        stamp = value.isoformat().replace("+00:00", "Z")
+        logged = datetime.fromtimestamp(now / 1000, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        if name == "expires_at":
+            if ms <= now:
+                raise InvalidStatement(f"field 'expires_at': {stamp} is not after the log's time {logged}: the "
+                                       "commitment would have expired already")
+        elif name in _EVENT_TIMES and ms > now + ahead:
+            raise InvalidStatement(f"field '{name}': {stamp} is ahead of the log's time {logged} by more than "
+                                   f"{params.max_clock_skew_minutes:g} minutes")
+        if name in _EVENT_TIMES and ms < now + behind_margin_ms - behind:
+            raise InvalidStatement(f"field '{name}': {stamp} is more than {params.max_backdating_days:g} days before "
+                                   f"the log's time {logged}")
 
 
 def _check_semantics(state: State, pred: Predicate, party: Party) -> None:

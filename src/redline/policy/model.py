@@ -112,6 +112,12 @@ class Parameters(_Strict):
     #: A run that declared progress must declare its RunFinish within this many days of its last RunProgress:
     #: only a verified RunFinish makes a run's compute and weights verified, so a run may not stay open forever.
     run_finish_deadline_days: Annotated[float, Field(gt=0, le=3650)] = 90
+    #: A time in a statement may be at most this far ahead of the log's integration time (clocks differ a little;
+    #: a statement dated in the future would let a lab pre-date its obligations).
+    max_clock_skew_minutes: Annotated[float, Field(ge=0, le=24 * 60)] = 5
+    #: When something happened (a run started or finished, a release, an evaluation, an inventory's date) may be
+    #: at most this far behind the integration time.
+    max_backdating_days: Annotated[float, Field(gt=0, le=36500)] = 366
 
 
 class Policy(_Strict):
