@@ -335,12 +335,7 @@ def test_manifest_fields_nothing_else_binds_are_named_when_changed(runs: dict[in
     from redline.crypto.canonical import canonical_json, parse_json
 
     t = load_transcript(runs[1])
-    flop = t.manifest.flop.per_step * t.step_count
-    finish = RunFinish.build(party="lab-a", seq=3, run_id="r1", total_flop=flop,
-                             flop_estimates=FlopEstimates(counted=flop), estimates_disagree=False,
-                             final_model_digest={"sha256": t.final_model_digest()}, commitments=t.commitments,
-                             spec_digest=t.spec_digest, manifest_digest=t.manifest.digest(),
-                             finished_at=t.manifest.finished_at)
+    finish = _finish(t)
     copy = tmp_path / "edited"
     shutil.copytree(runs[1], copy)
     obj = parse_json((copy / "manifest.json").read_bytes(), limit=1 << 26)
@@ -359,11 +354,7 @@ def test_the_declared_flop_must_match_the_count_within_1_percent(runs: dict[int,
     flop = t.manifest.flop.per_step * t.step_count
 
     def compute(counted: float | None, total: float) -> Check:
-        decl = RunFinish.build(party="lab-a", seq=3, run_id="r1", total_flop=total,
-                               flop_estimates=FlopEstimates(counted=counted), estimates_disagree=False,
-                               final_model_digest={"sha256": t.final_model_digest()}, commitments=t.commitments,
-                               spec_digest=t.spec_digest, manifest_digest=t.manifest.digest(),
-                               finished_at=t.manifest.finished_at)
+        decl = _finish(t, total_flop=total, flop_estimates=FlopEstimates(counted=counted))
         res = verify_transcript(runs[1], seed=SEED, workers=1, declaration=decl, policy=LOOSE)
         return next(c for c in res.checks if c.name == "compute")
 
@@ -372,6 +363,15 @@ def test_the_declared_flop_must_match_the_count_within_1_percent(runs: dict[int,
     low = compute(flop, flop * 0.5)  # the headline under the count, however honest the estimate
     assert not low.passed and "total_flop" in low.detail
     assert compute(None, flop * 1.2).passed  # over-declaring is conservative
+
+
+def _finish(t, **over) -> RunFinish:  # noqa: ANN001 - the RunFinish lab-a signs for the transcript t
+    flop = t.manifest.flop.per_step * t.step_count
+    fields = dict(party="lab-a", seq=3, run_id="r1", total_flop=flop, flop_estimates=FlopEstimates(counted=flop),
+                  estimates_disagree=False, final_model_digest={"sha256": t.final_model_digest()},
+                  commitments=t.commitments, spec_digest=t.spec_digest, manifest_digest=t.manifest.digest(),
+                  finished_at=t.manifest.finished_at)
+    return RunFinish.build(**{**fields, **over})
 
 
 def _run_start(t, **over) -> RunStart:  # noqa: ANN001 - the RunStart lab-a signs for the transcript t
@@ -498,12 +498,7 @@ def test_every_field_of_the_manifest_is_bound(runs: dict[int, Path], tmp_path: P
     from redline.crypto.canonical import canonical_json, parse_json
 
     t = load_transcript(runs[1])
-    flop = t.manifest.flop.per_step * t.step_count
-    finish = RunFinish.build(party="lab-a", seq=3, run_id="r1", total_flop=flop,
-                             flop_estimates=FlopEstimates(counted=flop), estimates_disagree=False,
-                             final_model_digest={"sha256": t.final_model_digest()}, commitments=t.commitments,
-                             spec_digest=t.spec_digest, manifest_digest=t.manifest.digest(),
-                             finished_at=t.manifest.finished_at)
+    finish = _finish(t)
     copy = tmp_path / "edited"
     shutil.copytree(runs[1], copy)
     obj = parse_json((copy / "manifest.json").read_bytes(), limit=1 << 26)
