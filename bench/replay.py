@@ -96,7 +96,9 @@ from redline.statements import (
 )
 
 GOAL_PER_S = 8_000
-GENERATOR_VERSION = 2  # 2: run specs, base models, weights bound by digest (statements v2)
+#: The benchmark log's origin: every statement names it.
+BENCH_ORIGIN = "bench.redline.example/log"
+GENERATOR_VERSION = 3  # 2: run specs, base models, weights bound by digest (statements v2)
 OUT = Path(__file__).resolve().parent / "out"
 T0_MS = 1_800_000_000_000
 HOUR_MS = 3_600_000
@@ -160,7 +162,7 @@ class _Generator:
 
     def statement(self, party: str, cls: type[Predicate], **fields: Any) -> bytes:
         self.seq[party] = self.seq.get(party, 0) + 1
-        pred = cls(party=party, seq=self.seq[party], **fields)
+        pred = cls(party=party, seq=self.seq[party], log=BENCH_ORIGIN, **fields)
         data = sign_predicate(pred, self.keys[party]).to_json()
         self.add(data)
         self.last_signed = data
@@ -176,7 +178,7 @@ class _Generator:
 
     def setup(self) -> None:
         coord = self.keys["coordinator"] = _key("coordinator")
-        self.statement("coordinator", Genesis, origin="bench.redline.example/log", coordinator="coordinator",
+        self.statement("coordinator", Genesis, origin=BENCH_ORIGIN, coordinator="coordinator",
                        coordinator_key=coord.verifier().to_string())
         parties = [(n, "lab") for n in LABS] + [(n, "auditor") for n in AUDITORS] + \
                   [(n, "regulator") for n in REGULATORS]

@@ -33,15 +33,16 @@ from redline.policy import Policy, load_pack
 from redline.registry import Registry, Submitted
 from redline.statements import (
     Admission,
+    Check,
     ChipCount,
     Cluster,
-    Check,
     ComputeInventory,
     CountQuorum,
     Declaration,
     Environment,
     FactoryRef,
     FlopEstimates,
+    Genesis,
     Init,
     PolicyPublication,
     Predicate,
@@ -221,7 +222,7 @@ class World:
     def pred(self, party: str, cls: type[Predicate], *, seq: int | None = None, **fields: Any) -> Predicate:
         """A validated predicate of ``cls`` for ``party`` with its next sequence number (or ``seq``)."""
         seq = self.registry.next_seq(party) if seq is None else seq
-        return cls.build(party=party, seq=seq, **fields)
+        return cls.build(party=party, seq=seq, **{"log": self.log.origin, **fields})
 
     def envelope(self, party: str, cls: type[Predicate], *, seq: int | None = None, signer: str | None = None,
                  **fields: Any) -> bytes:
@@ -253,11 +254,12 @@ class World:
         return [Entry(i, t, e) for i, t, e in self.log.entries()]
 
 
-def make_world(tmp_path: Path, parties: Iterable[tuple[str, str]] = (), *, start_ms: int = T0_MS) -> World:
-    """A fresh log with its genesis, then the given ``(name, role)`` parties admitted in order."""
+def make_world(tmp_path: Path, parties: Iterable[tuple[str, str]] = (), *, start_ms: int = T0_MS,
+               origin: str = LOG_NAME) -> World:
+    """A fresh log (named ``origin``) with its genesis, then the given ``(name, role)`` parties admitted in order."""
     clock = Clock(start_ms)
     path = tmp_path / "log.db"
-    log = Log.create(SqliteStore(path, create=True), key(LOG_NAME), clock=clock)
+    log = Log.create(SqliteStore(path, create=True), key(origin), clock=clock)
     coordinator = key("coordinator")
     registry = Registry.genesis(log, coordinator)
     world = World(path, clock, log, registry, {"coordinator": coordinator})
@@ -287,6 +289,7 @@ class EntryWriter:
     def __init__(self, start_ms: int = T0_MS) -> None:
         self.entries: list[Entry] = []
         self.time_ms = start_ms
+        self.origin: str | None = None  # the log the statements are for: the origin its genesis names
 
     def add(self, data: bytes, *, after_ms: int = 0) -> Entry:
         """Append ``data`` ``after_ms`` after the previous entry."""
@@ -296,8 +299,10 @@ class EntryWriter:
         return entry
 
     def signed(self, pred: Predicate, signer: SigningKey, *, after_ms: int = 0) -> Entry:
-        """Append ``pred`` signed by ``signer`` (its key name must be the party)."""
-        return self.add(sign_predicate(pred, signer).to_json(), after_ms=after_ms)
+        """Append ``pred`` signed by ``signer`` (its key name must be the party), for the log of the genesis."""
+        if isinstance(pred, Genesis):
+            self.origin = pred.origin
+        return self.add(sign_predicate(pred, signer, log=self.origin).to_json(), after_ms=after_ms)
 
 
 # --- replay in another process ------------------------------------------------------------

@@ -77,12 +77,14 @@ def test_sign_and_write_the_envelope(repo: Repo, tmp_path: Path) -> None:
     ok("key", "new", "lab-a", "-o", tmp_path / "lab.key")
     env_file, evidence = tmp_path / "stmt.json", tmp_path / "ev.json"
     ok("indicators", "code-share", repo.path, "--sign", tmp_path / "lab.key", "--out", env_file, "--seq", "3",
-       "--evidence", evidence, "--since", "2025-01-01", "--until", "2025-02-01")
+       "--log-origin", "redline.example/log", "--evidence", evidence, "--since", "2025-01-01", "--until",
+       "2025-02-01")
     key = load_signing_key(tmp_path / "lab.key")
     pred, _ = open_envelope(Envelope.from_json(env_file.read_bytes()), [key.verifier()])
     assert isinstance(pred, Indicator)
     assert (pred.party, pred.seq, pred.name, pred.subject, pred.unit) == ("lab-a", 3, "ai-code-share", "repo",
                                                                          "fraction")
+    assert pred.log == "redline.example/log"  # signed offline for the log it will be submitted to
     assert pred.value == 0.75 and pred.interval_low == 1 / 12 and pred.interval_high == 10 / 12
     assert pred.window_start == datetime(2025, 1, 1, tzinfo=timezone.utc)
     assert pred.window_end == datetime(2025, 2, 1, tzinfo=timezone.utc)
@@ -122,6 +124,8 @@ def test_signing_usage_errors(repo: Repo, tmp_path: Path) -> None:
     failed(2, "indicators", "code-share", repo.path, "--sign", tmp_path / "lab.key", match="--sign needs --submit")
     failed(2, "indicators", "code-share", repo.path, "--sign", tmp_path / "lab.key", "--out", tmp_path / "x.json",
            match="--out without --submit needs --seq")
+    failed(2, "indicators", "code-share", repo.path, "--sign", tmp_path / "lab.key", "--out", tmp_path / "x.json",
+           "--seq", "1", match="--out without --submit needs --log-origin")
     failed(4, "indicators", "code-share", repo.path, "--sign", tmp_path / "lab.key", "--submit", tmp_path / "nolog",
            match="no log in")
 

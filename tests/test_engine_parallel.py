@@ -60,6 +60,7 @@ from redline.statements import (
 T0_MS = 1_800_000_000_000
 H64 = "ab" * 32
 _T = TypeVar("_T")
+ORIGIN = "test.redline.example/log"
 
 
 def _key(name: str, generation: int = 0) -> SigningKey:
@@ -83,7 +84,7 @@ class _Log:
 
     def pred(self, party: str, cls: type[Predicate], **fields: Any) -> Predicate:
         self.seq[party] = self.seq.get(party, 0) + 1
-        return cls(party=party, seq=self.seq[party], **fields)
+        return cls(party=party, seq=self.seq[party], log=ORIGIN, **fields)
 
     def sub(self, party: str, cls: type[Predicate], **fields: Any) -> bytes:
         data = sign_predicate(self.pred(party, cls, **fields), self.keys[party]).to_json()
@@ -110,7 +111,7 @@ def _nested(depth: int) -> bytes:
 def _scenario() -> _Log:
     log = _Log()
     coord = log.keys["coordinator"] = _key("coordinator")
-    log.sub("coordinator", Genesis, origin="test.redline.example/log", coordinator="coordinator",
+    log.sub("coordinator", Genesis, origin=ORIGIN, coordinator="coordinator",
             coordinator_key=coord.verifier().to_string())
     for name, role in [("lab-a", "lab"), ("lab-b", "lab"), ("lab-c", "lab"), ("gov", "regulator"),
                        ("audit", "auditor")]:

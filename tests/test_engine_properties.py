@@ -295,7 +295,8 @@ def build_log(ops: Sequence[Op], *, genesis: bool = True, pack: str = "coordinat
         known = shadow.parties.get(party)
         seq = (known.last_seq + 1 if known else 1) + SEQ_SHIFTS[seq_shift % len(SEQ_SHIFTS)]
         cls, fields = _fields(kind, party, a, b, shadow, writer.time_ms)
-        pred = cls.model_validate({"party": party, "seq": max(1, seq), **fields})
+        pred = cls.model_validate({"party": party, "seq": max(1, seq), "log": fields.get("origin", LOG_NAME),
+                                   **fields})
         statement = to_statement(pred)
         data = forge_envelope(statement, signer)
         if mutation != "none":
@@ -307,7 +308,10 @@ def build_log(ops: Sequence[Op], *, genesis: bool = True, pack: str = "coordinat
     return writer.entries
 
 
-def sign(pred: Predicate, signer: SigningKey) -> bytes:
+def sign(pred: Predicate, signer: SigningKey, log: str = LOG_NAME) -> bytes:
+    """Sign ``pred`` (valid or not) for the log ``log`` (a genesis names its own origin)."""
+    if pred.log is None:
+        pred = pred.model_copy(update={"log": getattr(pred, "origin", log)})
     return forge_envelope(to_statement(pred), signer)
 
 
@@ -539,7 +543,7 @@ def test_garbage_as_the_first_entry() -> None:
 
 def test_a_bad_predicate_in_a_valid_envelope_is_named() -> None:
     entries = build_log([])
-    statement = to_statement(ComputeInventory.build(party="lab-a", seq=1, **inventory_fields(10)))
+    statement = to_statement(ComputeInventory.build(party="lab-a", seq=1, log=LOG_NAME, **inventory_fields(10)))
     statement["predicate"]["clusters"][0]["chips"][0]["chip_model"] = "Abacus 3000"
     state = replay([*entries, Entry(len(entries), T0_MS, forge_envelope(statement, KEYS["lab-a"]))])
     [rejection] = state.rejected

@@ -72,3 +72,38 @@ def test_replay_judges_times_by_each_entrys_own_integration_time(world: World) -
     world.sub("lab-b", RunStart, **run_start_fields("r2", "B-2", 1e20, when=utc(world.clock())))
     again = replay(Entry(i, t, e) for i, t, e in world.log.entries())
     assert not again.rejected and again.to_dict() == world.state.to_dict()
+
+
+def test_statements_are_bound_to_their_log(tmp_path: Path) -> None:
+    """Every statement names the log it is for: another log refuses it verbatim, genesis included."""
+    from redline.registry import Registry
+
+    a = make_world(tmp_path / "a", [("lab-a", "lab")], origin="a.example/log")
+    b = make_world(tmp_path / "b", [("lab-a", "lab")], origin="b.example/log")
+    a.publish("coordinated-pause")
+    b.publish("coordinated-pause")
+    statement = a.sub("lab-a", RunStart, **run_start_fields("r1", "A-1", 1e20, when=utc(a.clock())))
+    _, data = a.log.entry(statement.index)
+    assert statement.predicate.log == "a.example/log"
+    size = b.log.size
+    with pytest.raises(InvalidStatement, match=r"field 'log': the statement is for log 'a.example/log', this log "
+                                               r"is 'b.example/log'"):
+        b.registry.submit(data)
+    assert b.log.size == size
+    # a statement that names no log is refused by every log, with the fix in the message
+    unbound = a.pred("lab-a", RunStart, **run_start_fields("r2", "A-2", 1e20, when=utc(a.clock())), log=None)
+    from redline.statements import sign_predicate
+
+    with pytest.raises(InvalidStatement, match=r"for log None.*sign it for this log"):
+        a.registry.submit(sign_predicate(unbound, a.keys["lab-a"]).to_json())
+    # one log's genesis is not another's first entry
+    from redline.log.service import Log
+    from redline.log.sqlite import SqliteStore
+    from scenario_kit import key
+
+    empty = Log.create(SqliteStore(tmp_path / "c.db", create=True), key("c.example/log"))
+    _, genesis = a.log.entry(0)
+    with pytest.raises(InvalidStatement, match=r"the genesis is for log 'a.example/log', this log is "
+                                               r"'c.example/log'"):
+        Registry(empty).submit(genesis)
+    assert empty.size == 0

@@ -502,10 +502,12 @@ def test_cli_on_a_run_table_with_release_dates(tmp_path: Path, three_models) -> 
     assert [m["model"] for m in doc["models"]] == ["large", "small"] and doc["doubling_time"]["days"] > 0
     key = tmp_path / "k"
     assert CliRunner().invoke(cli, ["key", "new", "lab-a", "-o", str(key)]).exit_code == 0
-    r = run(table, "--bootstrap", "0", "--sign", key, "--out", tmp_path / "s.json", "--seq", "1")
+    r = run(table, "--bootstrap", "0", "--sign", key, "--out", tmp_path / "s.json", "--seq", "1",
+            "--log-origin", "redline.example/log")
     assert r.exit_code == 2 and "choose one of" in r.stderr and "--model" in r.stderr
     r = run(table, "--bootstrap", "0", "--sign", key)
     assert r.exit_code == 2 and "--submit" in r.stderr
-    r = run(table, "--bootstrap", "0", "--sign", key, "--out", tmp_path / "s.json", "--seq", "1", "--model", "small")
+    r = run(table, "--bootstrap", "0", "--sign", key, "--out", tmp_path / "s.json", "--seq", "1", "--model", "small",
+            "--log-origin", "redline.example/log")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "s.json").exists()

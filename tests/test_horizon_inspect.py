@@ -231,7 +231,7 @@ def test_cli_sign_submit_and_out(inspect_logs: Path, tmp_path: Path) -> None:
     assert entry["by"] == "lab-a" and entry["value"] > 0
     out = tmp_path / "stmt.json"
     r = run("indicators", "horizon", inspect_logs / "eval", "--bootstrap", "20", "--sign", lab, "--out", out,
-            "--seq", "9")
+            "--seq", "9", "--log-origin", "redline.example/log")
     assert r.exit_code == 0, r.output
     key = load_signing_key(lab)
     pred, _ = open_envelope(Envelope.from_json(out.read_bytes()), [key.verifier()])
@@ -244,8 +244,8 @@ def test_cli_sign_submit_and_out(inspect_logs: Path, tmp_path: Path) -> None:
     assert pred.evidence_digest == {"sha256": digest}
     # one statement per --out: several finite models need --model
     both = run("indicators", "horizon", inspect_logs / "eval", "--bootstrap", "0", "--sign", lab, "--out", out,
-               "--seq", "10", "--model", "nobody")
+               "--seq", "10", "--model", "nobody", "--log-origin", "redline.example/log")
     assert both.exit_code == 65 and "no runs for model(s) 'nobody'" in both.stderr
     none = run("indicators", "horizon", inspect_logs / "hopeless", "--bootstrap", "0", "--sign", lab,
-               "--out", out, "--seq", "10")
+               "--out", out, "--seq", "10", "--log-origin", "redline.example/log")
     assert none.exit_code == 65 and "nothing to sign" in none.stderr

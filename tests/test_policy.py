@@ -253,7 +253,7 @@ def test_a_fine_tune_of_exactly_one_third_is_not_more_than_one_third(eu: World, 
     eu.sub("lab-b", RunStart, **run_start_fields("ft", "Tuned-1", own, base_model="Base-1"))
     assert "substantial-modification" not in crossings(eu, "Tuned-1")
     eu.sub("lab-b", RunProgress, run_id="ft", step=1, flop_so_far=math.nextafter(own, math.inf) * (1 + 1e-9),
-           commitments=commits(run="ft"), spec_digest=None, as_of=utc(0))
+           commitments=commits(run="ft"), spec_digest=None, as_of=utc(eu.clock()))
     assert crossings(eu, "Tuned-1")["substantial-modification"] > 1 / 3
 
 

@@ -417,13 +417,15 @@ def test_predicate_too_large_rejected() -> None:
     _reject(statement, "over the limit")
 
 
-PINNED_DIGEST = "90fd1e9570cba8dbf0fb075092087772d789df92901f43b2b5704fb660afe923"
+PINNED_DIGEST = "51312c85ccda5f8d7cc7e1d55cf8d22e3feb6f9d093de4e0bf78cb25eb06401b"
 
 
 def test_digest_pinned_and_equal_to_canonical_digest() -> None:
-    pred = PauseAcknowledgement(party="lab-a", seq=11, pause_id="42")
-    assert canonical_json(pred.model_dump(mode="json")) == b'{"party":"lab-a","pause_id":"42","seq":11}'
-    assert predicate_digest(pred) == canonical_digest({"party": "lab-a", "pause_id": "42", "seq": 11})
+    pred = PauseAcknowledgement(party="lab-a", seq=11, pause_id="42", log="redline.example/log")
+    assert canonical_json(pred.model_dump(mode="json")) == \
+        b'{"log":"redline.example/log","party":"lab-a","pause_id":"42","seq":11}'
+    assert predicate_digest(pred) == canonical_digest({"log": "redline.example/log", "party": "lab-a",
+                                                       "pause_id": "42", "seq": 11})
     assert predicate_digest(pred) == PINNED_DIGEST
 
 

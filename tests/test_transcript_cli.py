@@ -83,7 +83,7 @@ def test_declare_writes_signed_progress_and_finish(transcript: Path, lab_key: tu
     key, key_path = lab_key
     out = tmp_path / "declarations.jsonl"
     ok("run", "declare", transcript, "--key", key_path, "--run-id", "r1", "--model-name", "tiny-1",
-       "--seq", "4", "--out", out)
+       "--seq", "4", "--out", out, "--log-origin", ORIGIN)
     lines = out.read_bytes().splitlines()
     assert len(lines) == 2
     (progress, _), (finish, _) = (open_envelope(Envelope.from_json(line), [key.verifier()]) for line in lines)
@@ -105,7 +105,7 @@ def test_declare_writes_signed_progress_and_finish(transcript: Path, lab_key: tu
 def test_start_signs_the_whole_run_spec_and_checkpoint_0(transcript: Path, lab_key: tuple[SigningKey, Path]) -> None:
     key, key_path = lab_key
     result = ok("run", "start", transcript, "--key", key_path, "--model-name", "tiny-1", "--declared-flop", "1e12",
-                "--hardware", "H100 SXM=8", "--seq", "3")
+                "--hardware", "H100 SXM=8", "--seq", "3", "--log-origin", ORIGIN)
     start, _ = open_envelope(Envelope.from_json(result.stdout_bytes.strip()), [key.verifier()])
     t = load_transcript(transcript)
     assert isinstance(start, RunStart) and start.seq == 3 and start.run_id == "r1"
@@ -122,7 +122,7 @@ def test_start_works_before_the_first_step(lab_key: tuple[SigningKey, Path], tmp
                    run_id="early", init=Init(kind="fresh", seed=0)).start()
     try:
         result = ok("run", "start", tmp_path / "t", "--key", key_path, "--model-name", "m", "--declared-flop", "1",
-                    "--seq", "1")  # no manifest yet: checkpoint 0 is read from its blob
+                    "--seq", "1", "--log-origin", ORIGIN)  # no manifest yet: checkpoint 0 is read from its blob
         start, _ = open_envelope(Envelope.from_json(result.stdout_bytes.strip()), [key.verifier()])
         assert start.init_model_digest == rec.initial_model_digest()
     finally:
@@ -142,13 +142,13 @@ def test_start_and_declare_refuse_a_transcript_of_another_run(transcript: Path, 
 def test_declare_progress_at_an_earlier_checkpoint(transcript: Path, lab_key: tuple[SigningKey, Path]) -> None:
     key, key_path = lab_key
     result = ok("run", "declare", transcript, "--key", key_path, "--run-id", "r1", "--model-name", "tiny-1",
-                "--seq", "1", "--progress-step", "20")
+                "--seq", "1", "--progress-step", "20", "--log-origin", ORIGIN)
     progress, _ = open_envelope(Envelope.from_json(result.stdout_bytes.splitlines()[0]), [key.verifier()])
     t = load_transcript(transcript)
     assert progress.step == 20 and progress.commitments == t.commitments_at(20)
     assert progress.flop_so_far == t.manifest.flop.per_step * 20
     assert run("run", "declare", transcript, "--key", key_path, "--run-id", "r1", "--model-name", "tiny-1",
-               "--seq", "1", "--progress-step", "15").exit_code == 2
+               "--seq", "1", "--progress-step", "15", "--log-origin", ORIGIN).exit_code == 2
 
 
 def test_declare_needs_a_sequence_number_when_not_submitting(transcript: Path,
@@ -217,7 +217,7 @@ def test_declare_without_counted_flop_uses_6nd_and_says_so(lab_key: tuple[Signin
             opt.step()
             rec.step({"x": x}, loss, tokens=5)
     result = ok("run", "declare", tmp_path / "t", "--key", key_path, "--run-id", "r2", "--model-name", "m",
-                "--seq", "1")
+                "--seq", "1", "--log-origin", ORIGIN)
     assert "could not be counted" in result.stderr and "declares no data source" in result.stderr
     assert "6·N·D" in result.stderr
     finish, _ = open_envelope(Envelope.from_json(result.stdout_bytes.splitlines()[1]), [key.verifier()])
@@ -230,7 +230,7 @@ def test_written_envelopes_can_be_submitted_later(transcript: Path, logdir: Path
     _run_start(logdir, lab_key[1], transcript)
     out = tmp_path / "declarations.jsonl"
     ok("run", "declare", transcript, "--key", lab_key[1], "--run-id", "r1", "--model-name", "tiny-1",
-       "--seq", "2", "--out", out)
+       "--seq", "2", "--out", out, "--log-origin", ORIGIN)
     for i, line in enumerate(out.read_bytes().splitlines()):
         f = tmp_path / f"envelope-{i}.json"
         f.write_bytes(line)

@@ -38,7 +38,8 @@ class Registry:
     def __init__(self, log: Log) -> None:
         self.log = log
         self._lock = threading.Lock()
-        self.state: State = replay(Entry(i, t, e) for i, t, e in log.entries())
+        # the state knows the log's origin from the start: a genesis or a statement for another log is refused
+        self.state: State = replay((Entry(i, t, e) for i, t, e in log.entries()), State(origin=log.origin))
 
     @classmethod
     def genesis(cls, log: Log, coordinator: SigningKey, *, when: datetime | None = None) -> Registry:
@@ -46,7 +47,7 @@ class Registry:
         if log.size != 0:
             raise MalformedInput(f"log {log.origin} already holds {log.size} entries; genesis must be first")
         reg = cls(log)
-        pred = Genesis(party=coordinator.name, seq=1, origin=log.origin, coordinator=coordinator.name,
+        pred = Genesis(party=coordinator.name, seq=1, log=log.origin, origin=log.origin, coordinator=coordinator.name,
                        coordinator_key=coordinator.verifier().to_string())
         reg.submit(sign_predicate(pred, coordinator).to_json())
         return reg

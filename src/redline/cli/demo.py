@@ -93,7 +93,7 @@ class _Scenario:
 
     def say(self, who: str, cls: type[Predicate], **fields) -> int:
         pred = cls.build(party=who, seq=self.registry.next_seq(who), **fields)
-        return self.submit(sign_predicate(pred, self.keys[who]).to_json())
+        return self.submit(sign_predicate(pred, self.keys[who], log=self.log.origin).to_json())
 
     def key_file(self, who: str) -> Path:
         path = self.base / "keys" / f"{who}.key"
@@ -118,7 +118,8 @@ def _declare(s: _Scenario, lab: str, run_id: str, model_name: str, transcript: P
     out = s.base / "declarations" / f"{run_id}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     run_declare.callback(transcript=transcript, key_path=s.key_file(lab), run_id=run_id, model_name=model_name,
-                         logdir=None, out=out, seq=s.registry.next_seq(lab), progress_step=None)
+                         logdir=None, out=out, seq=s.registry.next_seq(lab), progress_step=None,
+                         log_origin=s.log.origin)
     index = -1
     for line in out.read_bytes().splitlines():
         index = s.submit(line)
@@ -226,7 +227,7 @@ def _verify(s: _Scenario, run_party: str, run_id: str, transcript: Path, index: 
         line += f"; [bold red]first bad step {result.failing_step}[/] ({result.bisect.method})"
     s.console.print(line)
     env = sign_report(result, s.keys["audit-co"], seq=s.registry.next_seq("audit-co"), run_id=run_id,
-                      run_party=run_party)
+                      run_party=run_party, log=s.log.origin)
     s.submit(env.to_json())
     s.verifications.append((run_party, run_id, result))
     return result

@@ -33,6 +33,9 @@ _sign_options = [
                       "required with --out alone)."),
     click.option("--receipt", "receipt_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="With --submit: write the offline receipt (C2SP tlog-proof) here."),
+    click.option("--log-origin", default=None, expose_value=False,
+                 callback=lambda ctx, param, value: ctx.meta.__setitem__("redline.log_origin", value),
+                 help="With --out alone: the origin of the log the statement is for (with --submit: that log's)."),
 ]
 
 
@@ -56,6 +59,8 @@ def check_sign_options(sign_key: Path | None, submit_dir: Path | None, out_file:
         raise click.UsageError("--sign needs --submit LOGDIR or --out FILE (or both)")
     if submit_dir is None and seq is None:
         raise click.UsageError("--out without --submit needs --seq N (the party's next sequence number)")
+    if submit_dir is None and not click.get_current_context().meta.get("redline.log_origin"):
+        raise click.UsageError("--out without --submit needs --log-origin ORIGIN (the log the statement is for)")
     if receipt_file is not None and submit_dir is None:
         raise click.UsageError("--receipt needs --submit LOGDIR")
 
@@ -67,7 +72,8 @@ def emit(fields: dict, sign_key: Path, submit_dir: Path | None, out_file: Path |
     from redline.indicators.signing import submit_or_write
 
     key = load_signing_key(sign_key)
-    done = submit_or_write(key, logdir=submit_dir, out=out_file, seq=seq, receipt=receipt_file, **fields)
+    done = submit_or_write(key, logdir=submit_dir, out=out_file, seq=seq, receipt=receipt_file,
+                           log=click.get_current_context().meta.get("redline.log_origin"), **fields)
     if done.index is not None:
         click.echo(f"accepted: entry {done.index}, indicator #{done.seq} from {key.name}", err=True)
     if done.out is not None:

@@ -51,7 +51,7 @@ def _sign_and_submit(reg: Registry, key_path: Path, kind: str, fields: dict, rec
         raise InvalidStatement(f"unknown statement kind {kind!r} (kinds: {', '.join(sorted(PREDICATE_KINDS))})")
     body = {"party": key.name, "seq": reg.next_seq(key.name), **fields}
     pred = _parse_predicate(cls, body)
-    done = reg.submit(sign_predicate(pred, key).to_json())
+    done = reg.submit(sign_predicate(pred, key, log=reg.log.origin).to_json())
     _report(done, receipt_out)
     return done
 

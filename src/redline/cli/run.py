@@ -104,11 +104,13 @@ def _hardware(items: tuple[str, ...]) -> list[ChipCount]:
               help="Submit the RunStart to the log in LOGDIR through the registry.")
 @click.option("--out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
               help="Write the signed envelope as a JSON line to FILE ('-' is stdout, the default without --submit).")
+@click.option("--log-origin", default=None,
+              help="Without --submit: the origin of the log the statements are for (with --submit: that log's).")
 @click.option("--seq", type=click.IntRange(min=1), default=None,
               help="Sequence number (with --submit: the party's next on the log).")
 def run_start(transcript: Path, key_path: Path, model_name: str, declared_flop: float, flop_method: str,
               hardware: tuple[str, ...], started_at: datetime | None, logdir: Path | None, out: Path | None,
-              seq: int | None) -> None:
+              log_origin: str | None, seq: int | None) -> None:
     """Sign the RunStart of TRANSCRIPT (a recorder that has started): its whole run spec and checkpoint 0.
 
     Sign it before the first training step: the RunStart commits to the registered factories, their
@@ -129,6 +131,9 @@ def run_start(transcript: Path, key_path: Path, model_name: str, declared_flop: 
         seq = reg.next_seq(key.name) if seq is None else seq
     elif seq is None:
         raise click.UsageError("--seq is needed without --submit: the party's next sequence number on the log")
+    elif log_origin is None:
+        raise click.UsageError("--log-origin is needed without --submit: the origin of the log the statements are for")
+    origin = reg.log.origin if reg is not None else log_origin
     base = spec.init.base_model_digest
     pred = RunStart.build(party=key.name, seq=seq, run_id=spec.run_id, model_name=model_name,
                           base_model=None, base_model_flop=None, declared_flop=declared_flop,
@@ -136,7 +141,7 @@ def run_start(transcript: Path, key_path: Path, model_name: str, declared_flop: 
                           started_at=(started_at or datetime.now(timezone.utc)).replace(tzinfo=timezone.utc,
                                                                                         microsecond=0),
                           spec=spec, init_model_digest=base if base is not None else initial_model_digest(transcript))
-    env = sign_predicate(pred, key).to_json()
+    env = sign_predicate(pred, key, log=origin).to_json()
     if out is not None or reg is None:
         if out is None or str(out) == "-":
             click.echo(env + b"\n", nl=False)
@@ -160,12 +165,14 @@ def run_start(transcript: Path, key_path: Path, model_name: str, declared_flop: 
               help="Submit both statements to the log in LOGDIR through the registry.")
 @click.option("--out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
               help="Write the signed envelopes as JSON lines to FILE ('-' is stdout, the default without --submit).")
+@click.option("--log-origin", default=None,
+              help="Without --submit: the origin of the log the statements are for (with --submit: that log's).")
 @click.option("--seq", type=click.IntRange(min=1), default=None,
               help="Sequence number of the first statement (with --submit: the party's next on the log).")
 @click.option("--progress-step", type=click.IntRange(min=1), default=None,
               help="Checkpoint step the RunProgress commits to (default: the last checkpoint).")
 def run_declare(transcript: Path, key_path: Path, run_id: str, model_name: str, logdir: Path | None,
-                out: Path | None, seq: int | None, progress_step: int | None) -> None:
+                out: Path | None, seq: int | None, progress_step: int | None, log_origin: str | None = None) -> None:
     """Sign a RunProgress and a RunFinish for the verified TRANSCRIPT.
 
     The RunProgress commits to the transcript up to a checkpoint (its roots are
@@ -204,6 +211,9 @@ def run_declare(transcript: Path, key_path: Path, run_id: str, model_name: str, 
             seq = reg.next_seq(key.name)
     elif seq is None:
         raise click.UsageError("--seq is needed without --submit: the party's next sequence number on the log")
+    elif log_origin is None:
+        raise click.UsageError("--log-origin is needed without --submit: the origin of the log the statements are for")
+    origin = reg.log.origin if reg is not None else log_origin
 
     findings, why = _counted(t)
     counted_p, six_nd_p = _flop(t, findings, ps)
@@ -221,7 +231,7 @@ def run_declare(transcript: Path, key_path: Path, run_id: str, model_name: str, 
                              estimates_disagree=disagree, final_model_digest={"sha256": t.final_model_digest()},
                              commitments=t.commitments, spec_digest=t.spec_digest,
                              manifest_digest=m.digest(), finished_at=m.finished_at)
-    envelopes = [sign_predicate(p, key).to_json() for p in (progress, finish)]
+    envelopes = [sign_predicate(p, key, log=origin).to_json() for p in (progress, finish)]
     if out is not None or reg is None:
         text = b"".join(e + b"\n" for e in envelopes)
         if out is None or str(out) == "-":

@@ -72,9 +72,12 @@ def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> A
 @click.option("--seq", type=click.IntRange(min=1), default=None,
               help="The report's sequence number (default: the auditor's next on --log, else 1).")
 @click.option("--device", default="cpu", show_default=True, help="Where to re-execute segments.")
+@click.option("--log-origin", default=None,
+              help="Without --log: the origin of the log the report is for (with --log: that log's).")
 def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path | None, run_party: str | None,
                seed_hex: str | None, submit: bool, out: Path | None, as_json: bool, workers: int,
-               target_p_detect: float, fake_fraction: float, budget: float, seq: int | None, device: str) -> None:
+               target_p_detect: float, fake_fraction: float, budget: float, seq: int | None, device: str,
+               log_origin: str | None) -> None:
     """Verify the declared run RUN from its transcript, and sign the report with the auditor's key."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -142,7 +145,16 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
             seq = 1 if p is None else p.last_seq + 1
         else:
             seq = 1
-    env = sign_report(result, key, seq=seq, run_id=run_id, run_party=run_party)  # type: ignore[arg-type]
+    if logdir is not None:
+        from redline.log.sqlite import SqliteStore
+
+        store = SqliteStore(logdir / "log.db")
+        try:
+            log_origin = (store.get_meta("origin") or b"").decode() or None
+        finally:
+            store.close()
+    env = sign_report(result, key, seq=seq, run_id=run_id, run_party=run_party,  # type: ignore[arg-type]
+                      log=log_origin)
     if as_json:
         click.echo(json.dumps({**result.to_json(), "envelope": json.loads(env.to_json())}, indent=2, sort_keys=True))
     else:

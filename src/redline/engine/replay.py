@@ -176,7 +176,7 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
     else:
         env, keyids = pre.envelope, pre.keyids
     if state.next_index == 0 and not state.parties:
-        return _admit_genesis(env if env is not None else Envelope.from_json(data))
+        return _admit_genesis(env if env is not None else Envelope.from_json(data), state.origin)
     signer_keys = [state.parties[state.keys[k]].key for k in keyids if k in state.keys]
     if not signer_keys:
         for k in keyids:
@@ -209,6 +209,9 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
                             "a party speaks only for itself")
     if isinstance(pred, Genesis):
         raise NotAuthorized("a genesis statement may only be the log's first entry")
+    if pred.log != state.origin:
+        raise InvalidStatement(f"field 'log': the statement is for log {pred.log!r}, this log is {state.origin!r}"
+                               + ("" if pred.log is not None else " (sign it for this log: its origin goes in 'log')"))
     allowed = ROLES_ALLOWED[type(pred)]
     if party.role not in allowed:
         raise NotAuthorized(f"{pred.PREDICATE_TYPE}: party {party.name!r} has role {party.role!r}; "
@@ -225,7 +228,7 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
     return pred, party, key
 
 
-def _admit_genesis(env: Envelope) -> tuple[Predicate, None, VerifierKey]:
+def _admit_genesis(env: Envelope, origin: str | None) -> tuple[Predicate, None, VerifierKey]:
     statement_payload = env.payload
     # The genesis statement is self-signed: the key it names must sign it.
     from redline.crypto.canonical import parse_json
@@ -243,6 +246,10 @@ def _admit_genesis(env: Envelope) -> tuple[Predicate, None, VerifierKey]:
         raise NotAuthorized("the genesis statement must be made by the coordinator it names")
     if pred.seq != 1:
         raise SequenceError(f"genesis sequence number must be 1, got {pred.seq}")
+    if pred.log != pred.origin:
+        raise InvalidStatement(f"field 'log': the genesis of log {pred.origin!r} names log {pred.log!r}")
+    if origin is not None and pred.origin != origin:
+        raise InvalidStatement(f"field 'origin': the genesis is for log {pred.origin!r}, this log is {origin!r}")
     return pred, None, signer
 
 

@@ -34,7 +34,7 @@ def _digest(value: str | Mapping[str, str]) -> dict[str, str]:
 def indicator_envelope(key: SigningKey, *, name: str, subject: str, value: float, unit: str,
                        interval: tuple[float, float] | None, window: tuple[datetime, datetime], method: str,
                        method_version: str, rule_version: str | None, evidence_digest: str | Mapping[str, str],
-                       seq: int) -> Envelope:
+                       seq: int, log: str | None = None) -> Envelope:
     """Build, validate and sign an ``Indicator`` statement spoken by ``key``'s party.
 
     ``interval`` is ``(low, high)`` with ``low <= value <= high`` (or ``None``); ``window`` is
@@ -46,7 +46,7 @@ def indicator_envelope(key: SigningKey, *, name: str, subject: str, value: float
                            interval_low=low, interval_high=high, window_start=window[0], window_end=window[1],
                            method=method, method_version=method_version, rule_version=rule_version,
                            evidence_digest=_digest(evidence_digest))
-    return sign_predicate(pred, key)
+    return sign_predicate(pred, key, log=log)
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,14 @@ class Emitted:
 
 
 def submit_or_write(key: SigningKey, *, logdir: Path | None = None, out: Path | None = None, seq: int | None = None,
-                    receipt: Path | None = None, **fields: Any) -> Emitted:
+                    receipt: Path | None = None, log: str | None = None, **fields: Any) -> Emitted:
     """Sign an indicator (``fields`` as for :func:`indicator_envelope`, less ``seq``) and deliver it.
 
     With ``logdir`` the statement is submitted through the registry of the log there
     (``seq`` defaults to the party's next sequence number; ``receipt`` writes the offline
     receipt). With ``out`` the envelope's canonical JSON is written to that file (both
-    may be given). Writing without submitting needs an explicit ``seq``.
+    may be given). Writing without submitting needs an explicit ``seq`` and the ``log`` (origin) the statement
+    is for; submitting binds it to the log it goes to.
     """
     if logdir is None and out is None:
         raise InvalidStatement("an indicator statement needs somewhere to go: a log directory or an output file")
@@ -80,7 +81,7 @@ def submit_or_write(key: SigningKey, *, logdir: Path | None = None, out: Path | 
         reg = open_registry(logdir)
         if seq is None:
             seq = reg.next_seq(key.name)
-        env = indicator_envelope(key, seq=seq, **fields)
+        env = indicator_envelope(key, seq=seq, log=reg.log.origin, **fields)
         done = reg.submit(env.to_json())
         index = done.index
         if receipt is not None:
@@ -89,7 +90,7 @@ def submit_or_write(key: SigningKey, *, logdir: Path | None = None, out: Path | 
         if seq is None:
             raise InvalidStatement("writing an indicator statement without submitting it needs its sequence "
                                    "number (the party's next one)")
-        env = indicator_envelope(key, seq=seq, **fields)
+        env = indicator_envelope(key, seq=seq, log=log, **fields)
     if out is not None:
         out.write_bytes(env.to_json())
     return Emitted(env, seq, index, out, receipt)

@@ -235,13 +235,16 @@ class Model(BaseModel):
 
 
 class Predicate(Model):
-    """Base of every redline predicate: who says it (``party``) and its place in their sequence (``seq``)."""
+    """Base of every redline predicate: who says it (``party``), its place in their sequence (``seq``) and the
+    log it is for (``log``, the log's origin: a statement is accepted by that log alone)."""
 
     PREDICATE_TYPE: ClassVar[str]
     KIND: ClassVar[str]
 
     party: PartyName = Field(description="the speaking party: the key name it was admitted under")
     seq: Seq = Field(description="the party's sequence number; strictly increasing per party")
+    log: Label | None = Field(default=None, description="the origin of the log the statement is for (its "
+                              "checkpoints' first line); every other log refuses it")
 
     @classmethod
     def build(cls: type[_Self], **fields: Any) -> _Self:
@@ -618,10 +621,19 @@ def open_predicate(env: Envelope, keys: Iterable[VerifierKey]) -> tuple[Predicat
     return parse_payload(env.payload), signer
 
 
-def sign_predicate(pred: Predicate, key: SigningKey) -> Envelope:
-    """Sign ``pred`` as an in-toto statement in a DSSE envelope; the key's name must be ``pred.party``."""
+def sign_predicate(pred: Predicate, key: SigningKey, *, log: str | None = None) -> Envelope:
+    """Sign ``pred`` as an in-toto statement in a DSSE envelope; the key's name must be ``pred.party``.
+
+    ``log`` (the origin of the log the statement is for) fills ``pred.log`` when it is not set, and must equal it
+    when it is.
+    """
     if key.name != pred.party:
         raise NotAuthorized(f"key {key.name!r} cannot sign for party {pred.party!r}")
+    if log is not None:
+        if pred.log is None:
+            pred = type(pred).build(**{**pred.model_dump(), "log": log})
+        elif pred.log != log:
+            raise InvalidStatement(f"field 'log': the statement is for log {pred.log!r}, not {log!r}")
     statement = to_statement(pred)
     parse_statement(statement)  # refuse to sign what a verifier would refuse (e.g. a model_construct'ed model)
     return sign_statement(statement, key)

@@ -211,7 +211,7 @@ class Scenario:
 
         try:
             pred = cls.build(party=party, seq=self._next_seq(party), **fields)
-            env = sign_predicate(pred, self.keys[party]).to_json()
+            env = sign_predicate(pred, self.keys[party], log=LOG_ORIGIN).to_json()
         except RedlineError as exc:
             return Answer(what, f"{cls.__name__}.build", True, f"{type(exc).__name__}: {exc}")
         return self.submit(what, env, via=f"{cls.__name__}.build + Registry.submit")
@@ -226,7 +226,7 @@ class Scenario:
         from redline.crypto.dsse import sign_statement
         from redline.statements.base import to_statement
 
-        pred = cls.model_construct(party=party, seq=self._next_seq(party), **fields)
+        pred = cls.model_construct(party=party, seq=self._next_seq(party), **{"log": LOG_ORIGIN, **fields})
         env = sign_statement(to_statement(pred), self.keys[party]).to_json()
         return self.submit(what, env, via="forged envelope + Registry.submit")
 
@@ -349,7 +349,7 @@ class Scenario:
         audit = Audit(run_party, run_id, Path(transcript), result, index)
         if submit and decl is not None:
             env = sign_report(result, self.keys[auditor], seq=self._next_seq(auditor), run_id=run_id,
-                              run_party=run_party)
+                              run_party=run_party, log=LOG_ORIGIN)
             audit.report = self.submit(f"{auditor}: verification report on {run_party}/{run_id} ({result.verdict})",
                                        env.to_json())
         return audit

@@ -116,11 +116,14 @@ class VerificationResult:
                                                      for r in (self.sample.ranges if self.sample else ())])
 
 
-def sign_report(result: VerificationResult, key: SigningKey, *, seq: int, run_id: str, run_party: str) -> Envelope:
-    """Sign the result's ``VerificationReport`` with the auditor's key (its name is the auditor party)."""
+def sign_report(result: VerificationResult, key: SigningKey, *, seq: int, run_id: str, run_party: str,
+                log: str | None = None) -> Envelope:
+    """Sign the result's ``VerificationReport`` with the auditor's key (its name is the auditor party), for the
+    log whose origin is ``log``."""
     from redline.statements import sign_predicate
 
-    return sign_predicate(result.to_predicate(party=key.name, seq=seq, run_id=run_id, run_party=run_party), key)
+    return sign_predicate(result.to_predicate(party=key.name, seq=seq, run_id=run_id, run_party=run_party), key,
+                          log=log)
 
 
 __all__ = ["VerificationResult", "sign_report"]
