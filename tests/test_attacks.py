@@ -49,7 +49,9 @@ def test_registry_has_every_family() -> None:
 
     assert set(ATTACKS) == {"skipped-steps", "data-substitution", "data-reordering", "compute-under-declaration",
                             "forged-final-weights", "splice", "tamper", "adversarial-tolerance", "code-execution",
-                            "hidden-pretraining", "transcript-reuse", "release-unverified-weights"}
+                            "hidden-pretraining", "transcript-reuse", "release-unverified-weights", "late-smooth-fake",
+                            "long-warmup", "calibration-poisoning", "seed-grinding", "under-declared-flop",
+                            "uncounted-matmuls", "small-first-batches", "under-declared-tokens"}
     for name, attack in ATTACKS.items():
         assert attack.name == name and attack.description
     for table in (CASES, TAMPER_CASES, BINDING_CASES):

@@ -457,17 +457,19 @@ def test_compute_fraction_with_120_segments(tmp_path: Path) -> None:
     counted = full.compute.counted_steps  # one step of the one batch shape, and a seed-drawn second to cross-check
     assert counted == 2 and full.replayed_steps == n + counted
     assert full.compute_fraction == pytest.approx((n + counted) / 120)
-    # a 40 % budget (48 steps: two for the FLOP count, 46 draws) fits the target's 44
+    # a 40 % budget (48 steps: two for the FLOP count, two for the largest-update segments, 44 draws) fits the
+    # target's 44
     roomy = verify_transcript(path, seed=SEED, workers=1, policy=VerificationPolicy(budget=0.4))
-    assert not roomy.sample.capped and roomy.sample.max_draws == 46
+    assert not roomy.sample.capped and roomy.sample.max_draws == 44
     assert roomy.compute_fraction <= 0.4 and roomy.p_detect >= 0.99
     # the default 5 % (6 steps) cannot: the sample falls to its floor, 7 draws (+ 2 largest), and says so
     res = verify_transcript(path, seed=SEED, workers=1)
     assert res.verdict == "pass" and res.sample.capped and res.sample.draws == 7
     assert res.p_detect == pytest.approx(1 - 0.9 ** 7) and res.sample.p_detect[0.5] >= 0.99
-    # at one step per segment the 5 % default reaches P >= 0.99 from 920 segments on, P >= 0.95 from 620
-    assert budget_draws([1] * 920, 0.05, reserved_steps=2) >= draws_needed(0.99, 0.1)
-    assert budget_draws([1] * 620, 0.05, reserved_steps=2) >= draws_needed(0.95, 0.1)
+    # at one step per segment (2 steps for the FLOP count, 2 largest-update segments) the 5 % default reaches
+    # P >= 0.99 from 960 segments on, P >= 0.95 from 660
+    assert budget_draws([1] * 960, 0.05, reserved_steps=4) >= draws_needed(0.99, 0.1)
+    assert budget_draws([1] * 660, 0.05, reserved_steps=4) >= draws_needed(0.95, 0.1)
 
 
 MANIFEST_FLIPS: dict[str, tuple[Any, str]] = {

@@ -355,12 +355,16 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes | Sequence[Seed
         replayed += 2 * sum(t.segment(s).end.step - s for s in starts)
     result.tolerance = tol
     lengths = [s.end.step - s.start.step for s in segs]
+    norms = update_norms(t) if policy.largest > 0 else None
+    # the budget pays for the FLOP count, the calibration and the largest-update segments before any draw
+    top = sorted(range(len(segs)), key=lambda i: (-norms[i], i))[:policy.largest] if norms is not None else []
     sample = choose_step_sample(ranges, [s.end.step for s in segs],
                                 target_p_detect=policy.target_p_detect,
                                 assumed_fake_fraction=policy.assumed_fake_fraction,
-                                update_norms=update_norms(t) if policy.largest > 0 else None, largest=policy.largest,
+                                update_norms=norms, largest=policy.largest,
                                 max_draws=budget_draws(lengths, policy.budget,
-                                                       reserved_steps=computed.counted_steps + replayed))
+                                                       reserved_steps=computed.counted_steps + replayed
+                                                       + sum(lengths[i] for i in top)))
     result.sample = sample
     if on_sample:
         on_sample(sample)

@@ -34,7 +34,16 @@ the log's ``RunStart`` and declaration) and returns a :class:`BindingRun`: every
 what the log or the verifier answered, and whether each move was stopped. None of them fakes a segment:
 every segment they commit replays bit for bit, so re-execution alone never catches them.
 
+**The adaptive lab** (:data:`ADAPTIVE_CASES`, :data:`ADAPTIVE_BINDING_CASES`): evasions aimed at the
+verifier's step sample, its calibration and its compute check — a late fake of small smooth updates, with or
+without a long warm-up segment (``late_smooth``); forged early ends to inflate a calibrated tolerance, with
+final weights trained ten times longer (``calibration``); re-declaring the same steps to re-roll the sample
+(``seed_grinding``, a story); and four compute under-declarations (``compute_evasion``, stories). Their
+transcript forgeries are written like the others; their stories like the binding attacks'.
+
 ``HONEST`` (not in ``ATTACKS``) writes an honest run the same way: the baseline that must pass verification.
+``OTHER_CPU`` (not in ``ATTACKS``) verifies an honest run under another ATen CPU capability in a subprocess:
+the baseline that must never be failed.
 
 Segments are numbered from 0 in checkpoint order: segment ``i`` runs from the ``i``-th checkpoint to the
 next (``SpoofedRun.segment_starts[i]`` is its start step).
@@ -130,7 +139,8 @@ _A = TypeVar("_A", bound=Callable[[], Any])
 _REGISTRY: dict[str, Attack] = {}
 #: The modules of the built-in attacks, imported when ``ATTACKS`` is first read.
 BUILTIN_MODULES = ("skipped", "data", "underdeclare", "forged", "tamper", "adversarial", "code_execution",
-                   "hidden_pretraining", "reuse", "release")
+                   "hidden_pretraining", "reuse", "release", "late_smooth", "calibration", "seed_grinding",
+                   "compute_evasion")
 
 
 @overload
@@ -198,6 +208,24 @@ BINDING_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "transcript-reuse": ("transcript-reuse", {}),
     "release-unverified-weights": ("release-unverified-weights", {"factor": 10}),
 }
+#: The adaptive lab's transcript forgeries (``tests/test_attacks_adaptive.py``, ``bench/verify_cost.py``): each
+#: writes a transcript like :data:`CASES` (``long-warmup`` is refused on load, like :data:`TAMPER_CASES`), but
+#: they are tuned to the step sample, so they need their own geometry (one-step segments, a long warm-up).
+ADAPTIVE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "late-smooth-fake": ("late-smooth-fake", {"fake_fraction": 0.1}),
+    "late-smooth-fake-warmup": ("late-smooth-fake", {"fake_fraction": 0.1, "warmup": 32}),
+    "long-warmup": ("long-warmup", {"fake_fraction": 0.1}),
+    "calibration-poisoning": ("calibration-poisoning", {"poisoned": 2, "factor": 10}),
+}
+#: The adaptive lab's attacks on what binds a run to its sample and its compute: stories on a log, like
+#: :data:`BINDING_CASES` (``seed-grinding`` forges its own 100-segment run; the compute stories record their own).
+ADAPTIVE_BINDING_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "seed-grinding": ("seed-grinding", {"segments": 100, "tries": 4}),
+    "under-declared-flop-0.701": ("under-declared-flop", {"factor": 0.701}),
+    "uncounted-matmuls": ("uncounted-matmuls", {}),
+    "small-first-batches": ("small-first-batches", {}),
+    "under-declared-tokens": ("under-declared-tokens", {"token_share": 0.25}),
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -205,6 +233,10 @@ def __getattr__(name: str) -> Any:
         from redline.testing.attacks._base import Honest
 
         return Honest()
+    if name == "OTHER_CPU":  # the honest baseline verified on another CPU capability (not in ATTACKS)
+        from redline.testing.attacks.other_cpu import OtherCpu
+
+        return OtherCpu()
     if name == "ATTACKS":  # lazily: the attacks need torch
         global ATTACKS
         ATTACKS = registered()
@@ -212,5 +244,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'redline.testing.attacks' has no attribute {name!r}")
 
 
-__all__ = ["ATTACKS", "Attack", "BINDING_CASES", "BUILTIN_MODULES", "BindingRun", "CASES", "Declared", "HONEST",
-           "SpoofedRun", "TAMPER_CASES", "attack", "registered"]
+__all__ = [
+    "ADAPTIVE_BINDING_CASES",
+    "ADAPTIVE_CASES",
+    "ATTACKS",
+    "BINDING_CASES",
+    "BUILTIN_MODULES",
+    "CASES",
+    "HONEST",
+    "OTHER_CPU",
+    "TAMPER_CASES",
+    "Attack",
+    "BindingRun",
+    "Declared",
+    "SpoofedRun",
+    "attack",
+    "registered",
+]

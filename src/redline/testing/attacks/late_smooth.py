@@ -23,7 +23,8 @@ write without the format's validation (every digest and root consistent): ``load
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def warmup_checkpoints(steps: int, every: int, warmup: int = 0) -> list[int]:
         raise ValueError("steps and checkpoint_every must be positive, warmup at least 0")
     if warmup >= steps:
         raise ValueError(f"the warm-up ({warmup} steps) must end before the run does ({steps} steps)")
-    first = warmup if warmup > 0 else 0
+    first = max(0, warmup)
     out = [0] + ([first] if first else []) + list(range(first + every, steps + 1, every))
     if out[-1] != steps:
         out.append(steps)
@@ -107,7 +108,7 @@ def finish_unchecked(writer: Any, entries: list[Any], *, tokens: list[int], flop
         data_root=root_of(list(writer.data_leaves[:last])).hex(),
         checkpoints_root=root_of([leaf_hash(writer.bound + record_bytes(e)) for e in entries]).hex(),
         step_count=last)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     manifest = Manifest.model_construct(format=FORMAT, spec=writer.spec, started_at=now, finished_at=now,
                                         tokens=sum(tokens[:last]), flop=flop, files=files, checkpoints=list(entries),
                                         commitments=roots)
@@ -167,7 +168,7 @@ class LateSmoothFake(BaseAttack):
         declared = Declared(steps=steps, flop=flop, model=dict(cfg.model_kwargs()),
                             parameter_count=content.parameter_count, tokens=manifest.tokens)
         info.update(warmup=warmup, declared_checkpoint_every=declared_every,
-                    longest_segment=max(b - a for a, b in zip(ckpts, ckpts[1:])))
+                    longest_segment=max(b - a for a, b in pairwise(ckpts)))
         return SpoofedRun(attack=self.name, transcript_dir=out, declared=declared,
                           faked_segments=sorted(info.pop("faked")), segment_starts=ckpts[:-1],
                           cost=float(info.pop("cost")), details=info)
@@ -199,7 +200,7 @@ class LateSmoothFake(BaseAttack):
             content.step_records.append(scratch.record(step, batch, loss=loss * (1 - 1e-4 * k),
                                                        rng_digests=rng.digests()))
             content.data_records.append(data_record(step, step - 1, batch))
-        faked = [i for i, (a, b) in enumerate(zip(ckpts, ckpts[1:])) if b > s]
+        faked = [i for i, (_, b) in enumerate(pairwise(ckpts)) if b > s]
         return {"faked": faked, "cost": s / n, "faked_steps": faked_steps, "first_faked_step": s + 1,
                 "fake_fraction": faked_steps / n}
 
