@@ -163,22 +163,8 @@ class Windows:
         return {"input_ids": ids[:, :-1].contiguous(), "labels": ids[:, 1:].contiguous()}
 
 
-class MulSumLM(nn.Module):
-    """Looks like a small language model; its two large matmuls are broadcast multiplies and sums, which
-    FlopCounterMode counts as zero. Only the small LM head is a real matmul."""
-
-    def __init__(self, vocab: int = 16, d: int = 32, hidden: int = 256) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, d)
-        self.w_in = nn.Parameter(torch.randn(d, hidden) * 0.05)
-        self.w_out = nn.Parameter(torch.randn(hidden, d) * 0.05)
-        self.head = nn.Linear(d, vocab, bias=False)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.emb(idx)
-        h = (x.unsqueeze(-1) * self.w_in).sum(-2)  # x @ w_in, unseen
-        x = x + (torch.relu(h).unsqueeze(-1) * self.w_out).sum(-2)  # relu(h) @ w_out, unseen
-        return self.head(x)
+# a model whose matmuls are broadcast multiplies and sums: the attack suite's (one definition for both)
+from redline.testing.attacks.compute_evasion import MulSumLM  # noqa: E402
 
 
 @torch.library.custom_op("redline_test::odd_act", mutates_args=())
