@@ -268,23 +268,6 @@ def _short(digest: dict[str, str]) -> str:
     return f"{value[:12]}" if alg == "sha256" else f"{alg}:{value[:12]}"
 
 
-_last_spec: list[tuple[object, str]] = []
-
-
-def _spec_digest(pred: RunStart) -> str | None:
-    """``pred.spec_digest``, computed once for a statement that admission and its effects both look at (the
-    spec is frozen; the one-entry memo holds the spec itself, so identity cannot be mistaken)."""
-    spec = pred.spec
-    if spec is None:
-        return None
-    last = _last_spec[0] if _last_spec else None  # one read: safe if another thread replaces the entry
-    if last is not None and last[0] is spec:
-        return last[1]
-    digest = spec.digest()
-    _last_spec[:] = [(spec, digest)]
-    return digest
-
-
 def _producer(state: State, digest: str | None) -> Run | None:
     """The run whose final weights are ``digest`` (a sha256 hex), if one finished with them."""
     key = state.final_weights.get(digest) if digest is not None else None
@@ -292,7 +275,7 @@ def _producer(state: State, digest: str | None) -> Run | None:
 
 
 def _check_run_start(state: State, pred: RunStart, party: Party) -> None:
-    spec_digest = _spec_digest(pred)
+    spec_digest = pred.spec_digest
     if spec_digest is not None and spec_digest in state.spec_runs:
         other = state.runs[state.spec_runs[spec_digest]]
         raise InvalidStatement(f"field 'spec': spec {spec_digest[:12]} is already declared by run {other.key} at "
@@ -698,7 +681,7 @@ def _apply_run(state: State, pred: RunStart | RunProgress | RunFinish, party: Pa
     if isinstance(pred, RunStart):
         spec = pred.spec
         run = Run(party.name, pred.run_id, pred.model_name, pred.base_model, pred.base_model_flop, pred.declared_flop,
-                  spec_digest=_spec_digest(pred),
+                  spec_digest=pred.spec_digest,
                   base_digest=None if spec is None else spec.init.base_model_digest)
         state.runs[key] = run
         state.models[pred.model_name] = key

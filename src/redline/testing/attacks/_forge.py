@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -294,9 +294,13 @@ class Content:
     run_id: str = "tiny"
 
 
-def write_transcript(out: str | Path, content: Content) -> Manifest:
+def write_transcript(out: str | Path, content: Content, *, finish: Callable[..., Any] | None = None) -> Manifest:
     """Write ``content`` as a well-formed transcript with honest commitments over it, through the same
-    :class:`~redline.transcript.format.TranscriptWriter` the recorder uses."""
+    :class:`~redline.transcript.format.TranscriptWriter` the recorder uses.
+
+    ``finish(writer, entries, tokens=, flop=)`` writes the manifest instead of ``TranscriptWriter.finish`` (an
+    attacker's own, unvalidated manifest).
+    """
     spec = RunSpec(format=SPEC_FORMAT, party=content.party, run_id=content.run_id, redline_version=__version__,
                    environment=environment(),
                    declaration=content.declaration, init=content.init, parameter_count=content.parameter_count,
@@ -313,9 +317,11 @@ def write_transcript(out: str | Path, content: Content) -> Manifest:
     if content.flop_per_step is not None:
         flop = FlopCount(method="torch.utils.flop_counter.FlopCounterMode", counted_step=1,
                          per_step=content.flop_per_step)
+    tokens = [int(r["tokens"]) for r in content.step_records]
+    if finish is not None:
+        return finish(writer, entries, tokens=tokens, flop=flop)
     now = datetime.now(timezone.utc)
-    return writer.finish(entries, tokens=[int(r["tokens"]) for r in content.step_records], flop=flop,
-                         started_at=now, finished_at=now)
+    return writer.finish(entries, tokens=tokens, flop=flop, started_at=now, finished_at=now)
 
 
 def honest_prefix(run: Run, upto: int, ckpt_steps: Sequence[int], content: Content) -> None:

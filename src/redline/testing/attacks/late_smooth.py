@@ -119,25 +119,7 @@ def finish_unchecked(writer: Any, entries: list[Any], *, tokens: list[int], flop
 def write_unchecked(out: Path, content: Content) -> Any:
     """:func:`~redline.testing.attacks._forge.write_transcript` through the attacker's own, unvalidated
     manifest (:func:`finish_unchecked`)."""
-    from redline import __version__
-    from redline.testing.attacks._forge import environment
-    from redline.transcript.format import SPEC_FORMAT, FlopCount, RunSpec, TranscriptWriter, canonical_record
-
-    spec = RunSpec(format=SPEC_FORMAT, party=content.party, run_id=content.run_id, redline_version=__version__,
-                   environment=environment(), declaration=content.declaration, init=content.init,
-                   parameter_count=content.parameter_count, checkpoint_every=content.checkpoint_every,
-                   digest_algorithms=["sha256"])
-    writer = TranscriptWriter(out, spec, durable=False)
-    try:
-        entries = [writer.put_checkpoint(step, content.checkpoints[step].tensor_data(),
-                                         content.checkpoints[step].metadata) for step in sorted(content.checkpoints)]
-        for step_record_, data_record_ in zip(content.step_records, content.data_records):
-            writer.append(canonical_record(step_record_), canonical_record(data_record_))
-    finally:
-        writer.close_files()
-    flop = None if content.flop_per_step is None else FlopCount(
-        method="torch.utils.flop_counter.FlopCounterMode", counted_step=1, per_step=content.flop_per_step)
-    return finish_unchecked(writer, entries, tokens=[int(r["tokens"]) for r in content.step_records], flop=flop)
+    return write_transcript(out, content, finish=finish_unchecked)
 
 
 @attack
