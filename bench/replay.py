@@ -191,7 +191,8 @@ class _Generator:
         pol = load_pack("coordinated-pause")
         self.policy_digest = pol.digest
         self.statement("coordinator", PolicyPublication, policy_id=pol.id, version=str(pol.version),
-                       document=pol.document(), document_digest=pol.digest, effective_from=self.when())
+                       document=pol.document(), document_digest=pol.digest, effective_from=self.when(),
+                       supersedes=[])
         for i in range(3):
             digest = _hex(self.rng)
             self.bases.append(digest)
@@ -353,11 +354,13 @@ class _Generator:
             rev = self.rng.choice(self.reviews)
             if rev["findings"] < 2:
                 rev["findings"] += 1
-                self.statement(self.rng.choice(REGULATORS + AUDITORS), ReviewFinding, submission_id=rev["id"],
+                self.statement(self.rng.choice(REGULATORS + AUDITORS), ReviewFinding, submitter=rev["lab"],
+                               submission_id=rev["id"],
                                finding="Checked the dangerous-capability evaluations; see the attached notes.",
                                severity=self.rng.choice(["info", "concern"]))
             else:
-                self.statement(self.rng.choice(REGULATORS), ReviewDecision, submission_id=rev["id"],
+                self.statement(self.rng.choice(REGULATORS), ReviewDecision, submitter=rev["lab"],
+                               submission_id=rev["id"],
                                decision="clear", reason="No finding blocks release.")
                 self.reviews.remove(rev)
                 self.releasable.append(rev["run"])

@@ -185,10 +185,11 @@ def report_fields(run_party: str, run_id: str, declaration_index: int | None, ve
             "failing_step": 7 if verdict == "fail" else None, "declaration_index": declaration_index}
 
 
-def publication_fields(policy: Policy, *, when: datetime | None = None) -> dict[str, Any]:
-    """Fields of a ``PolicyPublication`` of ``policy`` in its normal form."""
+def publication_fields(policy: Policy, *, when: datetime | None = None,
+                       supersedes: Sequence[str] = ()) -> dict[str, Any]:
+    """Fields of a ``PolicyPublication`` of ``policy`` in its normal form (superseding the digests given)."""
     return {"policy_id": policy.id, "version": str(policy.version), "document": policy.document(),
-            "document_digest": policy.digest, "effective_from": when or utc(T0_MS)}
+            "document_digest": policy.digest, "effective_from": when or utc(T0_MS), "supersedes": list(supersedes)}
 
 
 def commitment_fields(policy: Policy, threshold: int = 3, *, pauses: Sequence[str] = ("training", "releases"),
@@ -240,10 +241,12 @@ class World:
         return self.sub("coordinator", Admission, admitted=name, verifier_key=self.keys[name].verifier().to_string(),
                         role=role, display_name=name.upper(), jurisdiction=jurisdiction)
 
-    def publish(self, policy: Policy | str) -> Submitted:
-        """The coordinator publishes a policy (a pack name or a ``Policy``)."""
+    def publish(self, policy: Policy | str, *, supersedes: Sequence[str] = (),
+                effective_from: datetime | None = None) -> Submitted:
+        """The coordinator publishes a policy (a pack name or a ``Policy``), superseding the digests given."""
         pol = load_pack(policy) if isinstance(policy, str) else policy
-        return self.sub("coordinator", PolicyPublication, **publication_fields(pol, when=utc(self.clock())))
+        return self.sub("coordinator", PolicyPublication,
+                        **publication_fields(pol, when=effective_from or utc(self.clock()), supersedes=supersedes))
 
     def snapshot(self) -> tuple[int, bytes, int, str]:
         """What a refused submission must leave unchanged: log size, latest checkpoint, stored size, state."""

@@ -242,8 +242,8 @@ def test_honest_baseline_through_the_same_api_passes(tmp_path: Path) -> None:
     weights = manifest.checkpoints[-1].model_digest
     for answer in (scenario.say("submit for review", "lab-a", ReviewSubmission, submission_id="rev-1",
                                 model_name="lab-a-tiny-0", model_digest={"sha256": weights}, run_id="honest-0"),
-                   scenario.say("clear", "gov", ReviewDecision, submission_id="rev-1", decision="clear",
-                                reason="reviewed"),
+                   scenario.say("clear", "gov", ReviewDecision, submitter="lab-a", submission_id="rev-1",
+                                decision="clear", reason="reviewed"),
                    scenario.release("lab-a", "lab-a-tiny-0", weights)):
         assert not answer.refused, answer
     state = scenario.state()

@@ -23,7 +23,7 @@ def played(tmp_path_factory):
 
 def test_demo_pause_starts(played):
     _, out = played
-    assert re.search(r"PAUSE \d+ starts \('pause-line' crossed by lab-a\)", out)
+    assert re.search(r"PAUSE \d+ starts at entry \d+ \('pause-line' crossed by lab-a at entry \d+\)", out)
     assert "acknowledges pause" in out and "pause " in out and "ends: a majority of bound parties approved" in out
 
 

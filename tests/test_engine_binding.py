@@ -134,7 +134,7 @@ def review(world: World, lab: str, sid: str, model: str, digest: str, decision: 
     """Submit ``digest`` for review under ``model`` and, if ``decision``, have the regulator decide it."""
     done = world.sub(lab, ReviewSubmission, submission_id=sid, model_name=model, model_digest={"sha256": digest})
     if decision is not None:
-        world.sub("gov", ReviewDecision, submission_id=sid, decision=decision, reason="decided")
+        world.sub("gov", ReviewDecision, submitter=lab, submission_id=sid, decision=decision, reason="decided")
     return done
 
 
@@ -449,7 +449,7 @@ def test_a_review_clears_one_digest(world: World) -> None:
     first = trained(world, "lab-a", "ra1", "A-1", 5e24)
     second = trained(world, "lab-a", "ra2", "A-1", 5e24)  # A-1 trained again: other weights, same name
     sub = review(world, "lab-a", "s1", "A-1", first.digest)
-    assert world.state.reviews["s1"].model_digest == first.digest
+    assert world.state.reviews["lab-a/s1"].model_digest == first.digest
     out = release(world, "lab-a", "A-1", second.digest)
     assert violations(world) == [("lab-a", "release-without-review", [first.start.index, out.index])]
     # An open review of the second digest, within its window: released before clearance.
@@ -457,7 +457,7 @@ def test_a_review_clears_one_digest(world: World) -> None:
     early = release(world, "lab-a", "A-1", second.digest)
     assert violations(world)[1:] == [("lab-a", "release-before-clearance", [sub2.index, early.index])]
     # Cleared: released. The first digest's clearance stood all along.
-    world.sub("gov", ReviewDecision, submission_id="s2", decision="clear", reason="fine")
+    world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="s2", decision="clear", reason="fine")
     release(world, "lab-a", "A-1", second.digest)
     release(world, "lab-a", "A-1", first.digest)
     assert len(world.state.violations) == 2 and sub.index < sub2.index
@@ -467,7 +467,7 @@ def test_a_review_clears_one_digest(world: World) -> None:
 def test_a_blocked_digest_stays_blocked_under_another_name(world: World) -> None:
     a1 = trained(world, "lab-a", "ra1", "A-1", 5e24)
     sub = review(world, "lab-a", "s1", "A-1", a1.digest, decision="block")
-    decided = world.state.reviews["s1"].decision_index
+    decided = world.state.reviews["lab-a/s1"].decision_index
     out = release(world, "lab-a", "Totally-New", a1.digest)
     assert violations(world) == [("lab-a", "release-blocked", [sub.index, decided, out.index])]
 
@@ -586,7 +586,7 @@ def test_only_the_owner_submits_its_model_for_review(world: World) -> None:
                          model_digest={"sha256": H64})
     refused(world, env, NotAuthorized, r"only the lab that trained a model submits it")
     review(world, "lab-a", "rev-a1", "A-1", a1.digest, decision=None)
-    assert world.state.reviews["rev-a1"].party == "lab-a"
+    assert world.state.reviews["lab-a/rev-a1"].party == "lab-a"
 
 
 # --- the coordinator's continuity and readmission ------------------------------------------------------

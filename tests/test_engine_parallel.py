@@ -125,7 +125,7 @@ def _scenario() -> _Log:
     pol = load_pack("coordinated-pause")
     now = _utc(T0_MS)
     log.sub("coordinator", PolicyPublication, policy_id=pol.id, version=str(pol.version), document=pol.document(),
-            document_digest=pol.digest, effective_from=now)
+            document_digest=pol.digest, effective_from=now, supersedes=[])
     for lab in ("lab-a", "lab-b", "lab-c"):
         log.sub(lab, ComputeInventory, as_of=now,
                 clusters=[Cluster(cluster_id="c1", site="Somewhere", chips=[ChipCount(chip_model="H100 SXM",
@@ -211,7 +211,7 @@ def _scenario() -> _Log:
 
     # Life goes on: a review and a release (of weights no finished run produced: a violation).
     log.sub("lab-b", ReviewSubmission, submission_id="s1", model_name="B-1", model_digest={"sha256": H64})
-    log.sub("gov", ReviewDecision, submission_id="s1", decision="clear", reason="fine")
+    log.sub("gov", ReviewDecision, submitter="lab-b", submission_id="s1", decision="clear", reason="fine")
     log.sub("lab-b", Release, model_name="B-1", model_digest={"sha256": H64}, released_at=now)
     log.add(log.entries[-1].data)  # replayed
     return log

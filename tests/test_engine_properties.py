@@ -142,7 +142,7 @@ def _fields(kind: str, party: str, a: int, b: int, shadow: State, now_ms: int) -
     if kind == "inventory":
         return ComputeInventory, inventory_fields(8 * (a + 1) + b, cluster_id=f"c{b % 2}", when=when)
     if kind == "commitment":
-        digest = shadow.policy_digest if a % 4 else PACKS[PACK_NAMES[b % len(PACKS)]].digest
+        digest = (shadow.in_force or [None])[-1] if a % 4 else PACKS[PACK_NAMES[b % len(PACKS)]].digest
         fields = commitment_fields(PACKS["coordinated-pause"], threshold=1 + b % 3, days=1 + 30 * (a % 3))
         return Commitment, {**fields, "policy_digest": digest or PACKS["eu-ai-act"].digest}
     finals = sorted(shadow.final_weights)  # the final weights of runs finished so far
@@ -193,9 +193,9 @@ def _fields(kind: str, party: str, a: int, b: int, shadow: State, now_ms: int) -
         return ReviewSubmission, {"submission_id": f"s{a % 3}", "model_name": model, "model_digest": MODEL_DIGEST,
                                   "run_id": run if b % 2 else None}
     if kind == "finding":
-        return ReviewFinding, {"submission_id": f"s{a % 3}", "finding": "noted", "severity": "concern"}
+        return ReviewFinding, {"submitter": LABS[b % 3], "submission_id": f"s{a % 3}", "finding": "noted", "severity": "concern"}
     if kind == "decision":
-        return ReviewDecision, {"submission_id": f"s{a % 3}", "decision": ("clear", "block")[b % 2], "reason": "r"}
+        return ReviewDecision, {"submitter": LABS[a % 3], "submission_id": f"s{a % 3}", "decision": ("clear", "block")[b % 2], "reason": "r"}
     if kind == "release":
         digest = (finals + [H64, *BASE_WEIGHTS])[(a + b) % (len(finals) + 4)]
         return Release, {"model_name": model, "model_digest": {"sha256": digest}, "released_at": when}
@@ -458,8 +458,8 @@ def test_two_logs_with_different_policies_interleaved() -> None:
         if i < len(log_b):
             apply(sb, log_b[i])
     assert (sa.digest(), sb.digest()) == (alone_a, alone_b)
-    assert (sa.policy_digest, sb.policy_digest) == (PACKS["coordinated-pause"].digest,
-                                                    PACKS["coordinated-pause-variant"].digest)
+    assert (sa.in_force, sb.in_force) == ([PACKS["coordinated-pause"].digest],
+                                          [PACKS["coordinated-pause-variant"].digest])
 
 
 def test_two_policies_under_one_id_never_mix() -> None:
@@ -474,8 +474,7 @@ def test_two_policies_under_one_id_never_mix() -> None:
         assert pause_line(variant) == [("lab-a/r2", 9e24, 1e23)]
         assert pause_line(real) == []
     state = replay(variant)
-    assert state.policy_digest == PACKS["coordinated-pause-variant"].digest
-    assert state.policy_digest != PACKS["coordinated-pause"].digest
+    assert state.in_force == [PACKS["coordinated-pause-variant"].digest]
 
 
 # --- (d) garbage never crashes replay ------------------------------------------------------------

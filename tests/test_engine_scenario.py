@@ -37,6 +37,7 @@ from scenario_kit import (
 )
 
 from redline.engine import Entry, replay
+from redline.engine.effects import iso
 from redline.log.service import Log
 from redline.log.sqlite import SqliteStore
 from redline.policy import load_pack
@@ -101,8 +102,10 @@ def test_setup_admits_parties_publishes_the_pack_and_flags_covered_clusters(worl
         "coordinator": "coordinator", "lab-a": "lab", "lab-b": "lab", "lab-c": "lab", "gov": "regulator",
         "audit": "auditor"}
     assert [p.admitted_index for p in st.parties.values()] == [0, 1, 2, 3, 4, 5]
-    assert st.policy_digest == POLICY.digest
-    assert st.policies == {POLICY.digest: {"policy_id": "coordinated-pause", "version": 1, "index": 6}}
+    assert st.in_force == [POLICY.digest]
+    assert st.policies == {POLICY.digest: {
+        "policy_id": "coordinated-pause", "version": 1, "index": 6, "effective_from_ms": st.timeline[6].time_ms,
+        "supersedes": [], "status": "in-force", "in_force_index": 6, "superseded_index": None}}
     assert st.clusters == {"lab-a": {"c1": 1000.0}, "lab-b": {"c1": 500.0}, "lab-c": {"c1": 250.0}}
     assert [(c.line, c.subject, c.value, c.consequence, c.index) for c in st.crossings] == [
         ("covered-cluster", "lab-a/c1", 1000.0, "flag", 7),
@@ -186,7 +189,8 @@ def test_the_whole_pause_story(world: World) -> None:
     assert world.sub("lab-c", Commitment, **commitment_fields(POLICY)).index == 13
     assert st.status == "normal"  # the quorum binds, but no pause line has been crossed
     assert sorted(st.commitments) == LABS
-    assert st.commitments["lab-c"].threshold == 3.0 and st.commitments["lab-c"].index == 13
+    assert st.commitments["lab-c"][POLICY.digest].threshold == 3.0
+    assert st.commitments["lab-c"][POLICY.digest].index == 13
 
     # --- a run declaration over the pause line starts the pause at its logged time ------------------
     clock.advance(days=1)
@@ -200,8 +204,10 @@ def test_the_whole_pause_story(world: World) -> None:
     assert pause.bound == LABS and pause.ended_ms is None
     crossing = next(c for c in st.crossings if c.line == "pause-line")
     assert (crossing.subject, crossing.party, crossing.value, crossing.threshold, crossing.index, crossing.time_ms,
-            crossing.note) == ("lab-a/ra1", "lab-a", 3e25, 1e25, 14, t1, "")
-    assert ("pre-release-review", "A-1") in st.crossed
+            crossing.note) == ("lab-a/ra1", "lab-a", 3e25, 1e25, 14, t1, "pause 14 started at entry 14")
+    assert (pause.started_index, pause.policy, pause.triggers, pause.joined) == (14, POLICY.digest, [14],
+                                                                                 {lab: 14 for lab in LABS})
+    assert ("coordinated-pause", "pre-release-review", "A-1") in st.crossed
     ack_due = t1 + 72 * HOUR_MS
     period = 7 * DAY_MS
     assert [(o.kind, o.party, o.due_ms) for o in st.obligations] == (
@@ -230,7 +236,7 @@ def test_the_whole_pause_story(world: World) -> None:
     assert report_a.index == 18
     assert violations(world)[1:] == [("lab-c", "missed-acknowledgement", [14, 18])]
     assert st.violations[1].time_ms == ack_due + 1
-    assert st.violations[1].detail == "missed the acknowledgement deadline for pause 14"
+    assert st.violations[1].detail == (f"missed the acknowledgement deadline ({iso(ack_due)}) for pause 14")
     acks = {o.party: o for o in st.obligations if o.kind == "acknowledgement"}
     assert {p: (o.met_index, o.violated) for p, o in acks.items()} == {
         "lab-a": (15, False), "lab-b": (16, False), "lab-c": (None, True)}
@@ -280,7 +286,7 @@ def test_the_whole_pause_story(world: World) -> None:
     submitted = world.sub("lab-b", ReviewSubmission, submission_id="sub-b1", model_name="B-1",
                           model_digest=MODEL_DIGEST, run_id="rb1")
     assert submitted.index == 24
-    review = st.reviews["sub-b1"]
+    review = st.reviews["lab-b/sub-b1"]
     assert (review.window_days, review.submitted_ms, review.window_end_ms) == (
         30.0, submitted.time_ms, submitted.time_ms + 30 * DAY_MS)
     clock.advance(days=3)
@@ -307,12 +313,12 @@ def test_the_whole_pause_story(world: World) -> None:
     assert world.sub("lab-c", ReviewSubmission, submission_id="sub-c1", model_name="C-1",
                      model_digest=c1_weights, run_id="rc1").index == 29
     clock.advance(days=2)
-    assert world.sub("gov", ReviewFinding, submission_id="sub-c1", finding="no critical capability",
+    assert world.sub("gov", ReviewFinding, submitter="lab-c", submission_id="sub-c1", finding="no critical capability",
                      severity="info").index == 30
-    assert world.sub("gov", ReviewDecision, submission_id="sub-c1", decision="clear",
+    assert world.sub("gov", ReviewDecision, submitter="lab-c", submission_id="sub-c1", decision="clear",
                      reason="evaluations within bounds").index == 31
-    assert (st.reviews["sub-c1"].decision, st.reviews["sub-c1"].decision_index) == ("clear", 31)
-    assert st.reviews["sub-c1"].findings == [
+    assert (st.reviews["lab-c/sub-c1"].decision, st.reviews["lab-c/sub-c1"].decision_index) == ("clear", 31)
+    assert st.reviews["lab-c/sub-c1"].findings == [
         {"by": "gov", "severity": "info", "finding": "no critical capability", "index": 30}]
     cleared = world.sub("lab-c", Release, model_name="C-1", model_digest=c1_weights, released_at=utc(clock()))
     assert cleared.index == 32
@@ -366,7 +372,7 @@ def test_a_release_after_the_window_without_a_decision_is_not_a_violation(world:
 def test_a_blocked_model_released_is_a_violation(world: World) -> None:
     b1 = _verified_weights(world, "lab-b", "rb1", "B-1", 5e24)  # entries 10..12
     world.sub("lab-b", ReviewSubmission, submission_id="s1", model_name="B-1", model_digest=b1)
-    world.sub("gov", ReviewDecision, submission_id="s1", decision="block", reason="critical finding")
+    world.sub("gov", ReviewDecision, submitter="lab-b", submission_id="s1", decision="block", reason="critical finding")
     world.clock.advance(days=40)
     world.sub("lab-b", Release, model_name="B-1", model_digest=b1, released_at=utc(world.clock()))
     assert [(v.party, v.kind, v.evidence) for v in world.state.violations] == [

@@ -142,7 +142,7 @@ def test_a_lab_cannot_file_a_verification_report(world: World) -> None:
 
 def test_an_auditor_cannot_decide_a_review(world: World) -> None:
     world.sub("lab-a", ReviewSubmission, submission_id="s1", model_name="A-1", model_digest={"sha256": H64})
-    env = world.envelope("audit", ReviewDecision, submission_id="s1", decision="clear", reason="looks fine")
+    env = world.envelope("audit", ReviewDecision, submitter="lab-a", submission_id="s1", decision="clear", reason="looks fine")
     refused(world, env, NotAuthorized, r"party 'audit' has role 'auditor'; only regulator may make this statement")
 
 
@@ -270,7 +270,7 @@ def _bad_metric_document() -> dict[str, Any]:
 def test_policy_publication_naming_an_unknown_metric(world: World) -> None:
     doc = _bad_metric_document()
     env = world.envelope("coordinator", PolicyPublication, policy_id=POLICY.id, version="2", document=doc,
-                         document_digest=canonical_digest(doc), effective_from=utc(world.clock()))
+                         document_digest=canonical_digest(doc), effective_from=utc(world.clock()), supersedes=[])
     refused(world, env, InvalidPolicy, r"policy 'coordinated-pause': lines\.0.*unknown metric 'training_vibes'")
 
 
@@ -283,7 +283,7 @@ def test_policy_publication_not_in_normal_form(world: World) -> None:
     doc = POLICY.document()
     del doc["parameters"]  # valid, but defaults not written out: another digest for the same policy
     env = world.envelope("coordinator", PolicyPublication, policy_id=POLICY.id, version="1", document=doc,
-                         document_digest=canonical_digest(doc), effective_from=utc(world.clock()))
+                         document_digest=canonical_digest(doc), effective_from=utc(world.clock()), supersedes=[])
     refused(world, env, InvalidStatement, r"field 'document': the policy document is not in normal form")
 
 

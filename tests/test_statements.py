@@ -150,7 +150,7 @@ def examples() -> list[Predicate]:
                            verdict="fail", compute_spent_flop=1.2e23, sample_seed="00ff" * 8, segments_checked=16,
                            p_detect=0.99, failing_step=412, declaration_index=8),
         PolicyPublication(party="coordinator", seq=4, policy_id="eu-ai-act", version="2025.07", document=POLICY_DOC,
-                          document_digest=canonical_digest(POLICY_DOC), effective_from=T0),
+                          document_digest=canonical_digest(POLICY_DOC), effective_from=T0, supersedes=[]),
         Commitment(party="lab-a", seq=10, policy_digest=canonical_digest(POLICY_DOC),
                    pauses=["training", "releases"], quorum={"kind": "compute-share", "threshold": 0.6},
                    expires_at=T0 + timedelta(days=365)),
@@ -159,9 +159,9 @@ def examples() -> list[Predicate]:
         ResumeApproval(party="lab-a", seq=12, proposal_id="resume-1"),
         ReviewSubmission(party="lab-a", seq=13, submission_id="sub-1", model_name="frontier-7",
                          model_digest={"sha256": H}, run_id="run-1"),
-        ReviewFinding(party="regulator-eu", seq=2, submission_id="sub-1", finding="Uplift on bio tasks.",
+        ReviewFinding(party="regulator-eu", seq=2, submitter="lab-a", submission_id="sub-1", finding="Uplift on bio tasks.",
                       severity="concern"),
-        ReviewDecision(party="regulator-eu", seq=3, submission_id="sub-1", decision="clear", reason="Mitigated."),
+        ReviewDecision(party="regulator-eu", seq=3, submitter="lab-a", submission_id="sub-1", decision="clear", reason="Mitigated."),
         Release(party="lab-a", seq=14, model_name="frontier-7", model_digest={"sha256": H}, released_at=T0),
     ]
 

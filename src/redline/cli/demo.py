@@ -29,13 +29,14 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from redline.cli.registry import render_state
+from redline.cli.logdir import create_log
+from redline.cli.state_view import render_state
 from redline.crypto.dsse import Envelope
 from redline.crypto.keys import SigningKey, save_signing_key
+from redline.engine.view import iso
 from redline.log.receipt import Receipt, verify_receipt
-from redline.log.service import Log
-from redline.log.sqlite import SqliteStore
 from redline.policy import load_pack
 from redline.registry import Registry, utc_from_ms
 from redline.statements import (
@@ -73,7 +74,7 @@ class _Scenario:
         self.clock_ms = time.time_ns() // 1_000_000
         log_key = SigningKey.generate("redline.example/demo-log")
         self.log_key = log_key
-        self.log = Log.create(SqliteStore(base / "log.db", create=True), log_key, clock=lambda: self.clock_ms)
+        self.log = create_log(base, log_key, clock=lambda: self.clock_ms)
         self.keys = {"coordinator": SigningKey.generate("coordinator")}
         self.registry = Registry.genesis(self.log, self.keys["coordinator"])
         self.envelopes: dict[int, bytes] = {}
@@ -189,10 +190,10 @@ def _spoof(s: _Scenario, run_id: str, model_name: str) -> tuple[Path, int]:
 
 def _verify(s: _Scenario, run_party: str, run_id: str, transcript: Path, index: int) -> Any:
     """audit-co verifies a declared run from its transcript with a log-seeded sample, signs and submits."""
-    from redline.cli.verify import _declaration_from_log
     from redline.verify import sign_report, verify_transcript
+    from redline.verify.logged import logged_run
 
-    logged = _declaration_from_log(s.base, run_id, run_party)
+    logged = logged_run(s.log, run_id, run_party)
     decl, decl_index = logged.declaration, logged.index
     assert decl_index == index
     ranges = logged.ranges
@@ -241,7 +242,7 @@ def _play(s: _Scenario, real_runs: bool) -> None:
               display_name=name.upper(), jurisdiction=jur)
     policy = load_pack("coordinated-pause")
     s.say("coordinator", PolicyPublication, policy_id=policy.id, version=str(policy.version),
-          document=policy.document(), document_digest=policy.digest, effective_from=s.now())
+          document=policy.document(), document_digest=policy.digest, effective_from=s.now(), supersedes=[])
     for lab, chips in (("lab-a", 20000), ("lab-b", 12000), ("lab-c", 8000)):
         s.say(lab, ComputeInventory, as_of=s.now(), clusters=[
             Cluster(cluster_id="main", site="datacenter", chips=[ChipCount(chip_model="H100 SXM", count=chips)])])
@@ -257,8 +258,9 @@ def _play(s: _Scenario, real_runs: bool) -> None:
     s.say("lab-a", RunStart, run_id="a-9", model_name="A-9", declared_flop=2.4e25, flop_method="6ND",
           hardware=[ChipCount(chip_model="H100 SXM", count=16000)], started_at=s.now())
     pause = s.registry.state.pauses[0]
-    s.console.print(f"[bold red]pause {pause.pause_id} starts[/]: entry {pause.trigger_index} crosses the pause "
-                    f"line; it binds {', '.join(pause.bound)}")
+    s.console.print(f"[bold red]pause {pause.pause_id} starts[/] at entry {pause.started_index} "
+                    f"({iso(pause.started_ms)}): entry {pause.trigger_index} crosses the pause line; it binds "
+                    f"{', '.join(pause.bound)}")
     pause_id = pause.pause_id
     s.wait(5)
     s.say("lab-a", PauseAcknowledgement, pause_id=pause_id)
@@ -351,10 +353,9 @@ def demo(workdir: Path | None) -> None:
             style = styles.get(ev.kind)
             if ev.kind == "verification":
                 style = "green" if ev.text.endswith(": pass") else "bold red"
-            timeline.add_row(str(ev.index), utc_from_ms(ev.time_ms).strftime("%Y-%m-%d %H:%M"), ev.text,
-                             style=style)
+            timeline.add_row(str(ev.index), iso(ev.time_ms), Text(ev.text), style=style)
         console.print(timeline)
-        render_state(st, console)
+        render_state(st, console, where=base)
         console.print(_runs_table(st))
         console.print(f"[bold]{len(st.violations)} violations[/]:")
         for v in st.violations:
@@ -367,7 +368,7 @@ def demo(workdir: Path | None) -> None:
         cp, t = verify_receipt(Receipt.parse(receipt), s.envelopes[index], s.log_key.verifier())
         pred, signer = open_envelope(Envelope.from_json(s.envelopes[index]), [s.keys["lab-a"].verifier()])
         console.print(f"[green]receipt verified offline[/]: entry {index} ({pred.KIND} by {signer.name}) is in "
-                      f"{cp.origin} at size {cp.size}, logged {utc_from_ms(t).isoformat()}")
+                      f"{cp.origin} at size {cp.size}, logged {iso(t)}")
         console.print(f"state digest {st.digest()} — any replay of this log gives the same")
         console.print(f"demo played in {time.perf_counter() - began:.1f} s")
         s.log.store.close()

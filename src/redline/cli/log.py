@@ -13,30 +13,19 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from redline.cli.logdir import create_log, log_paths, not_found, open_log
 from redline.crypto.encoding import b64encode
 from redline.crypto.keys import SigningKey, load_signing_key, load_verifier_key, save_signing_key
-from redline.errors import LogNotFound, MalformedInput
+from redline.engine.view import iso
+from redline.errors import MalformedInput
 from redline.log import merkle
 from redline.log.checkpoint import Checkpoint, open_checkpoint
 from redline.log.receipt import Receipt, verify_receipt
 from redline.log.service import Log
-from redline.log.sqlite import SqliteStore
 
 _dir_arg = click.argument("logdir", type=click.Path(file_okay=False, path_type=Path))
 _key_opt = click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                         help="The log's private key file (default: LOGDIR/log.key).")
-
-
-def _paths(logdir: Path, key_path: Path | None) -> tuple[Path, Path]:
-    return logdir / "log.db", key_path or logdir / "log.key"
-
-
-def _open(logdir: Path, key_path: Path | None = None, *, signing: bool = False, verify: bool = False) -> Log:
-    db, kp = _paths(logdir, key_path)
-    if not db.exists():
-        raise LogNotFound(f"no log in {logdir} (run 'redline log init {logdir}' first)")
-    key = load_signing_key(kp) if signing else None
-    return Log.open(SqliteStore(db), key=key, verify=verify)
 
 
 @click.group()
@@ -54,7 +43,7 @@ def log_init(logdir: Path, origin: str, key_path: Path | None) -> None:
     Generates the log key at LOGDIR/log.key unless --key names an existing key
     whose name is the origin.
     """
-    db, kp = _paths(logdir, key_path)
+    _, kp = log_paths(logdir, key_path)
     if key_path is not None:
         key = load_signing_key(kp)
         if key.name != origin:
@@ -62,7 +51,7 @@ def log_init(logdir: Path, origin: str, key_path: Path | None) -> None:
     else:
         key = SigningKey.generate(origin)
         save_signing_key(key, kp)
-    Log.create(SqliteStore(db, create=True), key)
+    create_log(logdir, key)
     click.echo(key.verifier().to_string())
     click.echo(f"created log {origin} in {logdir}", err=True)
 
@@ -82,7 +71,7 @@ def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path
     if not files:
         raise click.UsageError("name at least one FILE (or '-' for standard input)")
     entries = [f.read() for f in files]
-    lg = _open(logdir, key_path, signing=True)
+    lg = open_log(logdir, key_path=key_path, signing=True)
     done = lg.append(entries)
     for f, idx in zip(files, done.indexes):
         click.echo(f"{idx}\t{getattr(f, 'name', '-')}", err=True)
@@ -97,7 +86,7 @@ def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path
 @click.option("--size", type=int, default=None, help="The checkpoint signed at this size (default: latest).")
 def log_checkpoint(logdir: Path, size: int | None) -> None:
     """Print the log's signed checkpoint (C2SP tlog-checkpoint)."""
-    sys.stdout.buffer.write(_open(logdir).checkpoint(size))
+    sys.stdout.buffer.write(open_log(logdir).checkpoint(size))
 
 
 @log.command("prove")
@@ -112,7 +101,7 @@ def log_prove(logdir: Path, index: int | None, old_size: int | None, size: int |
     """
     if (index is None) == (old_size is None):
         raise click.UsageError("give exactly one of --index and --consistency")
-    lg = _open(logdir)
+    lg = open_log(logdir)
     proof = lg.prove_inclusion(index, size) if index is not None else lg.prove_consistency(old_size, size)
     for h in proof:
         click.echo(b64encode(h))
@@ -126,7 +115,7 @@ def log_prove(logdir: Path, index: int | None, old_size: int | None, size: int |
               help="Write the receipt here instead of standard output.")
 def log_receipt(logdir: Path, index: int, size: int | None, out: Path | None) -> None:
     """Write an offline receipt (C2SP tlog-proof) for the entry at INDEX."""
-    data = _open(logdir).receipt(index, size).encode()
+    data = open_log(logdir).receipt(index, size).encode()
     if out is None:
         sys.stdout.buffer.write(data)
     else:
@@ -153,19 +142,18 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
         if logdir is not None or entry_file is None or log_key is None:
             raise click.UsageError("--receipt needs --entry and --log-key, and no LOGDIR")
         cp, t = verify_receipt(Receipt.parse(receipt_file.read()), entry_file.read(), load_verifier_key(log_key))
-        click.echo(f"OK: entry is in log {cp.origin} at size {cp.size}, integrated at {t} ms")
+        click.echo(f"OK: entry is in log {cp.origin} at size {cp.size}, integrated at {iso(t)}")
         return
     if logdir is None:
         raise click.UsageError("give LOGDIR, or --receipt with --entry and --log-key")
-    db, _ = _paths(logdir, None)
-    if not db.exists():
-        raise LogNotFound(f"no log in {logdir}")
-    store = SqliteStore(db)
+    if not log_paths(logdir)[0].is_file():
+        raise not_found(logdir)  # before the progress bar, so the error is the only output
     trusted = load_verifier_key(log_key) if log_key else None
     with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("verify", total=store.size())
-        lg = Log.open(store, trusted=trusted, progress=lambda n, total: bar.update(task, completed=n))
+        task = bar.add_task("verify", total=None)
+        lg = open_log(logdir, verify=True, trusted=trusted,
+                      progress=lambda n, total: bar.update(task, completed=n, total=total))
     if checkpoint_file is not None:
         cp, _ = open_checkpoint(checkpoint_file.read(), lg.verifier)
         _check_consistent(lg, cp)
@@ -195,7 +183,7 @@ def log_tiles(logdir: Path, outdir: Path) -> None:
     """
     from redline.log.tiles import write_static
 
-    lg = _open(logdir, verify=True)
+    lg = open_log(logdir, verify=True)
     written = write_static(outdir, size=lg.size, reader=lg.store, entries=lg.store.read_leaves,
                            checkpoint=lg.checkpoint())
     click.echo(f"wrote {len(written)} files for {lg.size} entries to {outdir}")

@@ -47,9 +47,10 @@ def _register() -> None:
     from redline.cli.log import log
     from redline.cli.registry import party, policy, state, submit
     from redline.cli.run import run
+    from redline.cli.sign import sign
     from redline.cli.verify import verify
 
-    for command in (key, log, party, policy, submit, state, run, compute, indicators, demo, verify):
+    for command in (key, log, party, policy, submit, sign, state, run, compute, indicators, demo, verify):
         cli.add_command(command)
 
 

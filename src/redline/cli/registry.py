@@ -7,20 +7,23 @@ authorised and appended, or refused with the reason and the log left untouched.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from redline.cli.logdir import open_log, open_registry, replayed_state
+from redline.cli.state_view import render_state
 from redline.crypto.canonical import parse_json
 from redline.crypto.keys import load_signing_key, load_verifier_key
-from redline.errors import InvalidStatement, LogNotFound, MalformedInput
-from redline.log.service import Log
-from redline.log.sqlite import SqliteStore
+from redline.engine.view import iso, state_json
+from redline.errors import InvalidStatement, MalformedInput
 from redline.policy import PACKS, resolve_policy
-from redline.registry import Registry, Submitted, utc_from_ms
+from redline.registry import Registry, Submitted
 from redline.statements import PREDICATE_KINDS, Admission, PolicyPublication, Predicate, sign_predicate
 
 _dir_arg = click.argument("logdir", type=click.Path(file_okay=False, path_type=Path))
@@ -28,17 +31,13 @@ _signer_opt = click.option("--key", "key_path", type=click.Path(dir_okay=False, 
                            help="The signing party's private key file (its name is the party's name).")
 
 
-def open_registry(logdir: Path) -> Registry:
-    """The registry over the log in LOGDIR (appends use LOGDIR/log.key)."""
-    db, kp = logdir / "log.db", logdir / "log.key"
-    if not db.exists():
-        raise LogNotFound(f"no log in {logdir} (run 'redline log init {logdir}' first)")
-    return Registry(Log.open(SqliteStore(db), key=load_signing_key(kp)))
+#: Kept for the modules and tests that import the opener from here (it lives in ``redline.cli.logdir``).
+open_registry_readonly = replayed_state
 
 
 def _report(done: Submitted, receipt_out: Path | None) -> None:
     click.echo(f"accepted: entry {done.index}, {done.predicate.KIND} #{done.predicate.seq} from "
-               f"{done.predicate.party}, logged {utc_from_ms(done.time_ms).isoformat()}")
+               f"{done.predicate.party}, logged {iso(done.time_ms)}")
     if receipt_out is not None:
         receipt_out.write_bytes(done.receipt.encode())
         click.echo(f"receipt written to {receipt_out}", err=True)
@@ -108,11 +107,7 @@ def party() -> None:
 @_signer_opt
 def party_genesis(logdir: Path, key_path: Path) -> None:
     """Write the genesis statement: KEY becomes the coordinator of the empty log in LOGDIR."""
-    db, kp = logdir / "log.db", logdir / "log.key"
-    if not db.exists():
-        raise LogNotFound(f"no log in {logdir} (run 'redline log init {logdir}' first)")
-    log = Log.open(SqliteStore(db), key=load_signing_key(kp))
-    reg = Registry.genesis(log, load_signing_key(key_path))
+    reg = Registry.genesis(open_log(logdir, signing=True, verify=True), load_signing_key(key_path))
     click.echo(f"genesis: {reg.state.coordinator} coordinates log {reg.state.origin}")
 
 
@@ -140,7 +135,7 @@ def party_admit(logdir: Path, verifier_key: str, role: str, display_name: str, j
 @_dir_arg
 def party_list(logdir: Path) -> None:
     """Show the admitted parties, their roles and keys."""
-    state = open_registry_readonly(logdir)
+    state = replayed_state(logdir)
     table = Table(title=f"parties of {state.origin}")
     for col in ("party", "role", "display name", "jurisdiction", "key ID", "last seq", "admitted at"):
         table.add_column(col)
@@ -148,17 +143,6 @@ def party_list(logdir: Path) -> None:
         table.add_row(p.name, p.role, p.display_name, p.jurisdiction, p.key.key_id.hex(), str(p.last_seq),
                       f"entry {p.admitted_index}" + (" (revoked)" if p.revoked else ""))
     Console().print(table)
-
-
-def open_registry_readonly(logdir: Path):
-    """The replayed state of the log in LOGDIR, without its signing key."""
-    from redline.engine import Entry, replay
-
-    db = logdir / "log.db"
-    if not db.exists():
-        raise LogNotFound(f"no log in {logdir}")
-    log = Log.open(SqliteStore(db))
-    return replay(Entry(i, t, e) for i, t, e in log.entries())
 
 
 # --- policy -------------------------------------------------------------------------
@@ -171,50 +155,82 @@ def policy() -> None:
 
 @policy.command("packs")
 def policy_packs() -> None:
-    """List the built-in policy packs."""
-    table = Table(title="policy packs")
-    for col in ("pack", "title", "lines", "digest"):
-        table.add_column(col)
+    """List the built-in policy packs with their full digests (what commitments name)."""
+    console = Console()
     for name in PACKS:
         pol = resolve_policy(name)
-        table.add_row(name, pol.title, str(len(pol.lines)), pol.digest[:16])
-    Console().print(table)
+        n = len(pol.lines)
+        console.print(Text.assemble((name, "bold"), f" v{pol.version}, {n} line{'' if n == 1 else 's'}: {pol.title}"))
+        console.print(Text(f"  digest {pol.digest}"), soft_wrap=True)
+
+
+def _parameter_rows(values: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """``(name, value)`` for every policy parameter, nested ones as ``outer.inner``."""
+    rows: list[tuple[str, str]] = []
+    for name, value in values.items():
+        if isinstance(value, dict):
+            rows += _parameter_rows(value, f"{prefix}{name}.")
+        elif isinstance(value, list):
+            rows.append((prefix + name, ", ".join(map(str, value)) or "none"))
+        elif isinstance(value, float):
+            rows.append((prefix + name, f"{value:g}"))
+        else:
+            rows.append((prefix + name, str(value)))
+    return rows
 
 
 @policy.command("show")
 @click.argument("pack_or_file")
 @click.option("--json", "as_json", is_flag=True, help="Print the canonical policy document as JSON.")
 def policy_show(pack_or_file: str, as_json: bool) -> None:
-    """Show a policy's lines (PACK_OR_FILE: a pack name or a YAML file)."""
+    """Show a policy: its full digest (what commitments name), every parameter, then its lines
+    (PACK_OR_FILE: a pack name or a YAML file)."""
     pol = resolve_policy(pack_or_file)
     if as_json:
         click.echo(json.dumps(pol.document(), indent=2, sort_keys=True))
         return
-    table = Table(title=f"{pol.title} (v{pol.version}, digest {pol.digest[:16]})", caption=pol.source)
+    console = Console()
+    console.print(Text(f"{pol.title}: {pol.id} v{pol.version}", style="bold"))
+    console.print(Text(f"digest {pol.digest}"), soft_wrap=True)
+    console.print(Text(pol.source))
+    params = Table(title="parameters")
+    params.add_column("parameter")
+    params.add_column("value", overflow="fold")
+    for name, value in _parameter_rows(pol.parameters.model_dump(mode="json")):
+        params.add_row(Text(name), Text(value))
+    console.print(params)
+    table = Table(title="lines")
     for col in ("line", "metric", "scope", "rule", "evidence", "consequence"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for line in pol.lines:
         c = line.consequence
         extra = f" {c.window_days:g}d" if c.window_days is not None else \
             f" {c.deadline_days:g}d" if c.deadline_days is not None else ""
-        table.add_row(line.id, line.metric, line.scope, f"{line.comparator} {line.value:g} {line.unit}",
-                      line.evidence, c.kind + extra)
-    Console().print(table)
+        table.add_row(*map(Text, (line.id, line.metric, line.scope, f"{line.comparator} {line.value:g} {line.unit}",
+                                  line.evidence, c.kind + extra)))
+    console.print(table)
 
 
 @policy.command("publish")
 @_dir_arg
 @click.argument("pack_or_file")
 @_signer_opt
+@click.option("--supersedes", "supersedes", multiple=True, metavar="DIGEST",
+              help="The full digest of a published policy this one replaces once it takes effect (repeat for "
+                   "several; none: it joins the policies in force).")
+@click.option("--effective-from", type=click.DateTime(["%Y-%m-%dT%H:%M:%SZ"]), default=None,
+              help="When it takes effect, UTC, e.g. 2027-01-15T08:00:00Z (default: now).")
 @click.option("--receipt", "receipt_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the offline receipt (C2SP tlog-proof) here.")
-def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, receipt_out: Path | None) -> None:
+def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, supersedes: tuple[str, ...],
+                   effective_from: datetime | None, receipt_out: Path | None) -> None:
     """Publish a policy (pack name or YAML file) to the log; signed by the coordinator's KEY."""
     pol = resolve_policy(pack_or_file)
     reg = open_registry(logdir)
+    when = (effective_from or datetime.now(UTC)).replace(tzinfo=UTC, microsecond=0)
     _sign_and_submit(reg, key_path, PolicyPublication.KIND, {
         "policy_id": pol.id, "version": str(pol.version), "document": pol.document(), "document_digest": pol.digest,
-        "effective_from": datetime.now(timezone.utc).replace(microsecond=0).isoformat()}, receipt_out)
+        "effective_from": when.isoformat(), "supersedes": list(supersedes)}, receipt_out)
 
 
 # --- state --------------------------------------------------------------------------
@@ -222,62 +238,18 @@ def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, receipt_out:
 
 @click.command()
 @_dir_arg
-@click.option("--json", "as_json", is_flag=True, help="Print the whole state as canonical JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the whole state as JSON (every *_ms time with its *_at ISO 8601 twin, the pause view "
+                   "and the release status); the digest of the canonical state goes to stderr.")
 def state(logdir: Path, as_json: bool) -> None:
-    """Replay the log in LOGDIR and show the state: pause, commitments, crossings, violations, reviews."""
-    st = open_registry_readonly(logdir)
+    """Replay the log in LOGDIR and show the state: policies, commitments, the pause, deadlines, crossings,
+    violations, reviews (and whether each model may be released now), releases."""
+    st = replayed_state(logdir)
     if as_json:
-        click.echo(json.dumps(st.to_dict(), indent=2, sort_keys=True))
+        click.echo(json.dumps(state_json(st), indent=2, sort_keys=True))
         click.echo(f"digest {st.digest()}", err=True)
         return
-    render_state(st, Console())
+    render_state(st, Console(), where=logdir)
 
 
-def render_state(st, console: Console) -> None:
-    """Print the state as Rich tables."""
-    pause = st.active_pause
-    status = {"normal": "[green]normal[/]", "paused": "[bold red]PAUSED[/]", "resumed": "[yellow]resumed[/]"}
-    console.print(f"log {st.origin}: {st.next_index} entries, status {status[st.status]}"
-                  + (f" since entry {pause.trigger_index} (binds {', '.join(pause.bound)})" if pause else ""))
-    t = Table(title="commitments")
-    for col in ("party", "policy", "pauses", "quorum", "expires", "entry"):
-        t.add_column(col)
-    for c in st.commitments.values():
-        t.add_row(c.party, c.policy_digest[:12], ", ".join(c.pauses), f"{c.quorum_kind} {c.threshold:g}",
-                  utc_from_ms(c.expires_ms).date().isoformat(), str(c.index))
-    console.print(t)
-    t = Table(title="danger lines crossed")
-    for col in ("line", "subject", "party", "value", "line at", "evidence", "consequence", "entry"):
-        t.add_column(col)
-    for c in st.crossings:
-        t.add_row(c.line, c.subject, c.party, f"{c.value:.3g}", f"{c.threshold:.3g}", c.evidence,
-                  c.consequence + (f" ({c.note})" if c.note else ""), str(c.index))
-    console.print(t)
-    t = Table(title="violations")
-    for col in ("party", "kind", "detail", "evidence (entries)"):
-        t.add_column(col)
-    for v in st.violations:
-        t.add_row(v.party, v.kind, v.detail, ", ".join(map(str, v.evidence)))
-    console.print(t)
-    t = Table(title="reviews")
-    for col in ("submission", "party", "model", "weights", "window ends", "findings", "decision"):
-        t.add_column(col)
-    for r in st.reviews.values():
-        t.add_row(r.submission_id, r.party, r.model_name, (r.model_digest or "")[:12],
-                  utc_from_ms(r.window_end_ms).isoformat(), str(len(r.findings)), r.decision or "pending")
-    console.print(t)
-    if st.bases:
-        t = Table(title="registered base models")
-        for col in ("model", "weights", "training FLOP", "source", "by", "entry"):
-            t.add_column(col)
-        for digest, b in st.bases.items():
-            t.add_row(b["model_name"], digest[:12], f"{b['training_flop']:.3g}", b["source"], b["party"],
-                      str(b["index"]))
-        console.print(t)
-    if st.rejected:
-        t = Table(title="rejected entries")
-        for col in ("entry", "error", "message"):
-            t.add_column(col)
-        for r in st.rejected:
-            t.add_row(str(r.index), r.error, r.message)
-        console.print(t)
+__all__ = ["open_registry", "open_registry_readonly", "party", "policy", "render_state", "state", "submit"]

@@ -11,7 +11,7 @@ write the signed envelopes as JSON lines (see ``docs/transcripts.md``).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -125,7 +125,7 @@ def run_start(transcript: Path, key_path: Path, model_name: str, declared_flop: 
                                f"{key_path} is {key.name!r}")
     reg = None
     if logdir is not None:
-        from redline.cli.registry import open_registry
+        from redline.cli.logdir import open_registry
 
         reg = open_registry(logdir)
         seq = reg.next_seq(key.name) if seq is None else seq
@@ -138,8 +138,7 @@ def run_start(transcript: Path, key_path: Path, model_name: str, declared_flop: 
     pred = RunStart.build(party=key.name, seq=seq, run_id=spec.run_id, model_name=model_name,
                           base_model=None, base_model_flop=None, declared_flop=declared_flop,
                           flop_method=flop_method, hardware=_hardware(hardware),
-                          started_at=(started_at or datetime.now(timezone.utc)).replace(tzinfo=timezone.utc,
-                                                                                        microsecond=0),
+                          started_at=(started_at or datetime.now(UTC)).replace(tzinfo=UTC, microsecond=0),
                           spec=spec, init_model_digest=base if base is not None else initial_model_digest(transcript))
     env = sign_predicate(pred, key, log=origin).to_json()
     if out is not None or reg is None:
@@ -197,7 +196,7 @@ def run_declare(transcript: Path, key_path: Path, run_id: str, model_name: str, 
                                  param_hint="--progress-step")
     reg = None
     if logdir is not None:
-        from redline.cli.registry import open_registry
+        from redline.cli.logdir import open_registry
 
         reg = open_registry(logdir)
         run_state = next((r for r in reg.state.runs.values() if r.party == key.name and r.run_id == run_id), None)

@@ -28,23 +28,6 @@ def verify() -> None:
     """Verify declared training runs by re-executing an unpredictable sample of their transcripts."""
 
 
-def _declaration_from_log(logdir: Path, run_id: str, run_party: str | None) -> Any:
-    """The run as the log in ``logdir`` holds it (:func:`redline.verify.logged.logged_run`)."""
-    from redline.errors import LogNotFound
-    from redline.log.service import Log
-    from redline.log.sqlite import SqliteStore
-    from redline.verify.logged import logged_run
-
-    db = logdir / "log.db"
-    if not db.exists():
-        raise LogNotFound(f"no log in {logdir}")
-    log = Log.open(SqliteStore(db))
-    try:
-        return logged_run(log, run_id, run_party)
-    finally:
-        log.store.close()
-
-
 @verify.command("run")
 @click.argument("run_id", metavar="RUN")
 @click.option("--transcript", "transcript_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -94,7 +77,14 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
     if logdir is not None:
         if seed_hex is not None:
             raise click.UsageError("--seed is not allowed with --log: the seed comes from the log")
-        logged = _declaration_from_log(logdir, run_id, run_party)
+        from redline.cli.logdir import open_log
+        from redline.verify.logged import logged_run
+
+        log = open_log(logdir, verify=True)
+        try:
+            logged = logged_run(log, run_id, run_party)
+        finally:
+            log.store.close()
         start, decl, index, seed, checks, earlier = (logged.start, logged.declaration, logged.index, logged.ranges,
                                                       logged.checks, logged.earlier)
         run_party = decl.party
@@ -133,26 +123,22 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
                                    run_start=start, run=(run_party, run_id), declaration_index=index, earlier=earlier)
     reg = None
     if submit:
-        from redline.cli.registry import open_registry
+        from redline.cli.logdir import open_registry
 
         reg = open_registry(logdir)  # type: ignore[arg-type]
         seq = reg.next_seq(key.name)
     elif seq is None:
         if logdir is not None:
-            from redline.cli.registry import open_registry_readonly
+            from redline.cli.logdir import replayed_state
 
-            p = open_registry_readonly(logdir).parties.get(key.name)
+            p = replayed_state(logdir).parties.get(key.name)
             seq = 1 if p is None else p.last_seq + 1
         else:
             seq = 1
     if logdir is not None:
-        from redline.log.sqlite import SqliteStore
+        from redline.cli.logdir import log_origin as origin_of
 
-        store = SqliteStore(logdir / "log.db")
-        try:
-            log_origin = (store.get_meta("origin") or b"").decode() or None
-        finally:
-            store.close()
+        log_origin = origin_of(logdir)
     env = sign_report(result, key, seq=seq, run_id=run_id, run_party=run_party,  # type: ignore[arg-type]
                       log=log_origin)
     if as_json:

@@ -26,11 +26,21 @@ class Party:
     admitted_index: int
     last_seq: int = 0
     revoked: bool = False
+    #: Every key the party has held, oldest first: ``{"key", "from_index", "to_index"}`` (``to_index`` the entry
+    #: that rotated or revoked it, None for the current key). ``key_at`` answers which key signed for it when.
+    key_history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role, "key": self.key.to_string(), "display_name": self.display_name,
                 "jurisdiction": self.jurisdiction, "admitted_index": self.admitted_index, "last_seq": self.last_seq,
-                "revoked": self.revoked}
+                "revoked": self.revoked, "key_history": [dict(k) for k in self.key_history]}
+
+    def key_at(self, index: int) -> str | None:
+        """The key (as its string) that was this party's valid key at log entry ``index``, if any."""
+        for k in self.key_history:
+            if k["from_index"] <= index and (k["to_index"] is None or index < k["to_index"]):
+                return str(k["key"])
+        return None
 
 
 @dataclass
@@ -93,6 +103,8 @@ class Crossing:
     index: int
     time_ms: int
     note: str = ""
+    #: The digest of the policy whose line this is.
+    policy: str = ""
 
 
 @dataclass
@@ -121,7 +133,15 @@ class Violation:
 
 @dataclass
 class Pause:
-    """One coordinated pause: when and why it started, whom it binds, and when it ended."""
+    """One coordinated pause: why it started (the crossing at ``trigger_index``) and when (the entry
+    ``started_index`` at which the quorum was met), the policy whose parameters govern it, whom it binds and to
+    what, and when it ended.
+
+    ``bound`` only grows while the pause lasts, and ``scopes`` (party -> what it is held to: training,
+    releases, deployment-scaling) only widens: a commitment made during the pause cannot loosen either.
+    ``joined`` is the entry at which each party became bound; ``triggers`` every pause-line crossing the
+    pause covers (the first is its trigger; crossings logged during it join it and end with it).
+    """
 
     pause_id: str
     trigger_line: str
@@ -132,6 +152,15 @@ class Pause:
     ended_index: int | None = None
     acknowledged: dict[str, int] = field(default_factory=dict)
     proposals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policy: str = ""
+    started_index: int = 0
+    scopes: dict[str, list[str]] = field(default_factory=dict)
+    joined: dict[str, int] = field(default_factory=dict)
+    #: When each party that joined after the start joined (its usage reports begin with the period it joined in).
+    joined_ms: dict[str, int] = field(default_factory=dict)
+    triggers: list[int] = field(default_factory=list)
+    #: The positions in ``State.crossings`` of the crossings in ``triggers``.
+    trigger_positions: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -156,7 +185,7 @@ class Review:
 
 @dataclass
 class Commitment:
-    """A party's conditional pause commitment (the latest it made)."""
+    """A party's conditional pause commitment to one policy (the latest it made to that policy)."""
 
     party: str
     policy_digest: str
@@ -197,22 +226,29 @@ class State:
     parties: dict[str, Party] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # key fingerprint -> party (current keys)
     retired_keys: dict[str, str] = field(default_factory=dict)  # rotated or revoked fingerprints -> party
-    policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> {policy_id, version, index}
-    policy_digest: str | None = None
+    #: Every published policy by full digest: ``{policy_id, version, index, effective_from_ms, supersedes,
+    #: status, in_force_index, superseded_index}``; status is ``scheduled`` (its effective_from is ahead),
+    #: ``in-force`` or ``superseded``.
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The parsed policies by digest: derived from ``policies``' statements, kept for speed, not in ``to_dict``.
     policy_objects: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: The digests of the policies in force, in publication order (derived from ``policies``; in ``to_dict``).
+    in_force: list[str] = field(default_factory=list)
+    #: Each policy's lines by (metric, scope): derived, kept for speed, not in ``to_dict``.
+    line_index: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     runs: dict[str, Run] = field(default_factory=dict)  # "party/run_id" -> run
     models: dict[str, str] = field(default_factory=dict)  # model name -> "party/run_id" that trained it
     clusters: dict[str, dict[str, float]] = field(default_factory=dict)  # party -> cluster -> H100e
     indicators: dict[str, dict[str, Any]] = field(default_factory=dict)
-    commitments: dict[str, Commitment] = field(default_factory=dict)
+    #: party -> policy digest -> the party's latest commitment to that policy.
+    commitments: dict[str, dict[str, Commitment]] = field(default_factory=dict)
     crossings: list[Crossing] = field(default_factory=list)
-    crossed: set[tuple[str, str]] = field(default_factory=set)
+    crossed: set[tuple[str, str, str]] = field(default_factory=set)  # (policy id, line id, subject): derived
     pending_pause: list[int] = field(default_factory=list)  # positions in crossings awaiting a quorum
     pauses: list[Pause] = field(default_factory=list)
     obligations: list[Obligation] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
-    reviews: dict[str, Review] = field(default_factory=dict)
+    reviews: dict[str, Review] = field(default_factory=dict)  # "party/submission_id" -> review
     review_required: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {line, window_days, index}
     releases: list[dict[str, Any]] = field(default_factory=list)
     #: Registered base models by weights digest: {model_name, training_flop, source, party, index}.
@@ -253,12 +289,13 @@ class State:
             "parties": {n: p.to_dict() for n, p in sorted(self.parties.items())},
             "retired_keys": dict(sorted(self.retired_keys.items())),
             "policies": dict(sorted(self.policies.items())),
-            "policy_digest": self.policy_digest,
+            "in_force": list(self.in_force),
             "runs": {k: {**plain(r), "compute": r.compute} for k, r in sorted(self.runs.items())},
             "models": dict(sorted(self.models.items())),
             "clusters": {p: dict(sorted(c.items())) for p, c in sorted(self.clusters.items())},
             "indicators": dict(sorted(self.indicators.items())),
-            "commitments": {k: plain(c) for k, c in sorted(self.commitments.items())},
+            "commitments": {p: {d: plain(c) for d, c in sorted(cs.items())}
+                            for p, cs in sorted(self.commitments.items())},
             "crossings": [plain(c) for c in self.crossings],
             "pending_pause": list(self.pending_pause),
             "pauses": [plain(p) for p in self.pauses],

@@ -8,7 +8,15 @@ import yaml
 
 from redline.errors import InvalidPolicy
 from redline.policy.metrics import METRICS, Metric
-from redline.policy.model import Consequence, Line, Parameters, Policy, load_policy, policy_from_document
+from redline.policy.model import (
+    Consequence,
+    Line,
+    Parameters,
+    Policy,
+    ResumeQuorum,
+    load_policy,
+    policy_from_document,
+)
 
 PACKS = ("eu-ai-act", "ca-sb53", "ny-raise", "miri-draft", "ai-rnd", "pre-release-review", "coordinated-pause")
 
@@ -26,5 +34,5 @@ def resolve_policy(name_or_path: str) -> Policy:
     return load_pack(name_or_path) if name_or_path in PACKS else load_policy(name_or_path)
 
 
-__all__ = ["METRICS", "PACKS", "Consequence", "Line", "Metric", "Parameters", "Policy", "load_pack", "load_policy",
+__all__ = ["METRICS", "PACKS", "Consequence", "Line", "Metric", "Parameters", "Policy", "ResumeQuorum", "load_pack", "load_policy",
            "policy_from_document", "resolve_policy"]

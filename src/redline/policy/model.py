@@ -101,8 +101,29 @@ class Line(_Strict):
                 else value < self.value if c == "<" else value <= self.value)
 
 
+class ResumeQuorum(_Strict):
+    """Who must approve a resume proposal to end a pause.
+
+    The approvals of the pause's bound parties count by number (``count``) or by the H100-equivalents their
+    latest inventories declare (``compute-share``); the pause ends once their share is *more than*
+    ``more_than``. Each role in ``also_required`` (regulator, coordinator) must approve too, by at least one
+    admitted party of that role.
+    """
+
+    kind: Literal["count", "compute-share"] = "count"
+    more_than: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    also_required: Annotated[list[Literal["regulator", "coordinator"]], Field(max_length=2)] = []
+
+    @field_validator("also_required")
+    @classmethod
+    def _unique_roles(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a role appears twice")
+        return v
+
+
 class Parameters(_Strict):
-    """Obligations during a pause and review defaults."""
+    """Obligations during a pause, the resume quorum, review defaults and the bounds on statement times."""
 
     ack_window_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 72
     #: At least an hour: the engine opens one reporting period per elapsed period of a pause.
@@ -118,6 +139,8 @@ class Parameters(_Strict):
     #: When something happened (a run started or finished, a release, an evaluation, an inventory's date) may be
     #: at most this far behind the integration time.
     max_backdating_days: Annotated[float, Field(gt=0, le=36500)] = 366
+    #: Who ends a pause this policy started.
+    resume_quorum: ResumeQuorum = ResumeQuorum()
 
 
 class Policy(_Strict):

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import JsonValue, field_validator, model_validator
+from pydantic import Field, JsonValue, field_validator, model_validator
 
 from redline.crypto.canonical import canonical_digest, canonical_json
 from redline.errors import MalformedInput
-from redline.statements.base import Label, Name, Predicate, Sha256Hex, Timestamp, json_doubles, register
+from redline.statements.base import Label, Name, Predicate, Sha256Hex, Timestamp, json_doubles, register, unique
 
 #: Largest policy document, in bytes of canonical JSON.
 MAX_POLICY_BYTES = 48 * 1024
 #: Deepest nesting of a policy document.
 MAX_POLICY_DEPTH = 32
+#: Most policies one publication may supersede.
+MAX_SUPERSEDES = 32
 
 
 def _depth(value: Any) -> int:
@@ -30,9 +32,14 @@ def _depth(value: Any) -> int:
 
 @register
 class PolicyPublication(Predicate):
-    """The coordinator publishes a version of a danger-line policy, in force from a given time."""
+    """The coordinator publishes a version of a danger-line policy, in force from ``effective_from``.
 
-    PREDICATE_TYPE: ClassVar[str] = "urn:redline:policy-publication:v1"
+    Policies form a set: every published policy stays in force, with its own lines and parameters, until one
+    that names it in ``supersedes`` takes effect. ``supersedes`` lists the full digests of the policies this one
+    replaces (empty: it adds to the set).
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = "urn:redline:policy-publication:v2"
     KIND: ClassVar[str] = "policy"
 
     policy_id: Name
@@ -40,6 +47,7 @@ class PolicyPublication(Predicate):
     document: dict[str, JsonValue]
     document_digest: Sha256Hex
     effective_from: Timestamp
+    supersedes: Annotated[list[Sha256Hex], Field(max_length=MAX_SUPERSEDES)]
 
     @field_validator("document", mode="after")
     @classmethod
@@ -57,7 +65,10 @@ class PolicyPublication(Predicate):
             raise ValueError(f"field 'document': {exc}") from None
         if len(raw) > MAX_POLICY_BYTES:
             raise ValueError(f"field 'document' is {len(raw)} bytes of canonical JSON, over {MAX_POLICY_BYTES}")
+        unique(self.supersedes, lambda d: d, "superseded policy")
         digest = canonical_digest(self.document)
+        if digest in self.supersedes:
+            raise ValueError("field 'supersedes': a policy cannot supersede itself")
         if digest != self.document_digest:
             raise ValueError(f"field 'document_digest' is not the canonical digest of the document ({digest})")
         return self
@@ -67,4 +78,4 @@ class PolicyPublication(Predicate):
                 {"name": f"policy/{self.policy_id}/{self.version}", "digest": {"sha256": self.document_digest}}]
 
 
-__all__ = ["MAX_POLICY_BYTES", "PolicyPublication"]
+__all__ = ["MAX_POLICY_BYTES", "MAX_SUPERSEDES", "PolicyPublication"]

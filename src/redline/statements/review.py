@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from redline.statements.base import Digest, Name, NonEmptyText, Predicate, Timestamp, register
+from redline.statements.base import Digest, Name, NonEmptyText, PartyName, Predicate, Timestamp, register
 
 Severity = Literal["info", "concern", "critical"]
 Decision = Literal["clear", "block"]
@@ -12,7 +12,8 @@ Decision = Literal["clear", "block"]
 
 @register
 class ReviewSubmission(Predicate):
-    """A lab submits a model for pre-release review, opening the review window."""
+    """A lab submits a model for pre-release review, opening the review window (``submission_id`` is the lab's
+    own: ids are scoped by party, so findings and decisions name the ``submitter`` too)."""
 
     PREDICATE_TYPE: ClassVar[str] = "urn:redline:review-submission:v1"
     KIND: ClassVar[str] = "review-submission"
@@ -28,11 +29,12 @@ class ReviewSubmission(Predicate):
 
 @register
 class ReviewFinding(Predicate):
-    """A reviewer records a finding on a submission, with its severity."""
+    """A reviewer records a finding on a submission (``submitter``'s ``submission_id``), with its severity."""
 
-    PREDICATE_TYPE: ClassVar[str] = "urn:redline:review-finding:v1"
+    PREDICATE_TYPE: ClassVar[str] = "urn:redline:review-finding:v2"
     KIND: ClassVar[str] = "review-finding"
 
+    submitter: PartyName
     submission_id: Name
     finding: NonEmptyText
     severity: Severity
@@ -40,11 +42,13 @@ class ReviewFinding(Predicate):
 
 @register
 class ReviewDecision(Predicate):
-    """A regulator clears or blocks the release of a submitted model, giving its reason."""
+    """A regulator clears or blocks the release of a submitted model (``submitter``'s ``submission_id``), giving
+    its reason."""
 
-    PREDICATE_TYPE: ClassVar[str] = "urn:redline:review-decision:v1"
+    PREDICATE_TYPE: ClassVar[str] = "urn:redline:review-decision:v2"
     KIND: ClassVar[str] = "review-decision"
 
+    submitter: PartyName
     submission_id: Name
     decision: Decision
     reason: NonEmptyText

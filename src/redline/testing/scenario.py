@@ -274,7 +274,7 @@ class Scenario:
         pol = load_pack(policy) if isinstance(policy, str) else policy
         answer = self.say(f"publish policy {pol.id}", "coordinator", PolicyPublication, policy_id=pol.id,
                           version=str(pol.version), document=pol.document(), document_digest=pol.digest,
-                          effective_from=now())
+                          effective_from=now(), supersedes=[])
         if answer.refused:
             raise RuntimeError(str(answer))
         self.policy = pol
@@ -329,12 +329,17 @@ class Scenario:
         ``verify_transcript`` (default ``workers=1``). Without a declaration on the log (nothing to verify
         against) the transcript is verified on its own, seeded by the log's latest checkpoint.
         """
-        from redline.cli.verify import _declaration_from_log
+        from redline.cli.logdir import open_log
         from redline.verify import seed_from_checkpoint, sign_report, verify_transcript
+        from redline.verify.logged import logged_run
 
         verify.setdefault("workers", 1)
         try:
-            logged = _declaration_from_log(self.dir, run_id, run_party)
+            log = open_log(self.dir, verify=True)
+            try:
+                logged = logged_run(log, run_id, run_party)
+            finally:
+                log.store.close()
             start, decl, index, seed, checks, earlier = (logged.start, logged.declaration, logged.index,
                                                           logged.ranges, logged.checks, logged.earlier)
         except RedlineError:

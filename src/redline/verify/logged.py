@@ -75,18 +75,11 @@ def logged_run(log: Log, run_id: str, run_party: str | None = None) -> LoggedRun
     """
     from redline.crypto.dsse import Envelope
     from redline.crypto.keys import VerifierKey
-    from redline.engine import Entry, State, apply
+    from redline.engine import Entry, State, replay
     from redline.log.receipt import verify_receipt
     from redline.statements import open_envelope
 
-    state = State()
-    held: dict[str, list[VerifierKey]] = {}  # every key each party has held, in order (rotations included)
-    for i, t, e in log.entries():
-        apply(state, Entry(i, t, e))
-        for p in state.parties.values():
-            keys = held.setdefault(p.name, [])
-            if not keys or keys[-1].fingerprint != p.key.fingerprint:
-                keys.append(p.key)
+    state = replay((Entry(i, t, e) for i, t, e in log.entries()), State(origin=log.origin))
     runs = [r for r in state.runs.values() if r.run_id == run_id and (run_party is None or r.party == run_party)]
     if not runs:
         raise InvalidStatement(f"field 'run_id': no run {run_id!r}" + (f" declared by {run_party!r}" if run_party
@@ -100,7 +93,10 @@ def logged_run(log: Log, run_id: str, run_party: str | None = None) -> LoggedRun
     signers: dict[int, Any] = {}
     for i in run.indexes:
         _, entry = log.entry(i)
-        pred, key = open_envelope(Envelope.from_json(entry), held.get(run.party, [party.key]))
+        held = party.key_at(i)  # the key the party held when it made the statement (rotations leave it valid)
+        if held is None:
+            raise InvalidStatement(f"entry {i}: {run.party} held no key then")
+        pred, key = open_envelope(Envelope.from_json(entry), [VerifierKey.from_string(held)])
         if pred.party != run.party or getattr(pred, "run_id", None) != run_id:
             continue
         if isinstance(pred, RunStart):

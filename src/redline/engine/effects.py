@@ -1,0 +1,447 @@
+"""What the engine derives, shared by the rules of every statement kind (pure and deterministic).
+
+- **The policy set.** Every published policy stays in force, with its own lines and parameters, from its
+  ``effective_from`` until a policy that names it in ``supersedes`` takes effect (``refresh_policies``).
+  Lines are judged against every policy in force; a crossing is one per (policy id, line id, subject), so a
+  new version of a policy does not set off again what an earlier version already recorded.
+- **The pause.** A pause line crossed waits until the commitments *to that line's policy* meet their quorum;
+  ``quorum_changed`` runs after every statement that can change a quorum (a commitment, an inventory, an
+  admission), so the pause starts at the entry that met it, whichever route that was. A pause is governed by
+  its policy's parameters for its whole life (a policy superseded or published meanwhile changes nothing).
+  Its bound parties only grow and what each is held to only widens: a commitment made during a pause cannot
+  loosen it. A pause line crossed *during* a pause joins that pause (and binds the parties that line's
+  policy binds); the quorum that resumes the pause resumes it with every crossing it covered, so nothing is
+  left pending after a resume.
+- **Releases.** ``release_obstacles`` says what a release by a party of given weights at a given time would
+  violate; the release rule records exactly those violations.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redline.engine.state import Crossing, Event, Obligation, Pause, Run, State, Violation
+from redline.policy.model import EVIDENCE_STRENGTH, Line, Parameters, Policy
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+_DEFAULTS = Parameters()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso(ms: int) -> str:
+    """A logged time (ms since the epoch) as ISO 8601 UTC: ``2027-01-15T08:00:00Z``, with ``.mmm`` when ms ≠ 0."""
+    try:
+        t = _EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:
+        return "after 9999-12-31T23:59:59Z" if ms > 0 else "before 0001-01-01T00:00:00Z"
+    text = t.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
+
+
+def ms_of(dt: datetime) -> int:
+    """A statement's time in milliseconds since the epoch."""
+    return int(dt.timestamp() * 1000)
+
+
+def run_key(party: str, run_id: str) -> str:
+    return f"{party}/{run_id}"
+
+
+def sha256_of(digest: dict[str, str]) -> str | None:
+    """The sha256 hex of an artefact digest (None when it names another algorithm): weights are bound by it."""
+    return digest.get("sha256")
+
+
+def short(digest: dict[str, str]) -> str:
+    """A digest for a message: the first 12 hex digits (prefixed by the algorithm unless it is sha256)."""
+    alg, value = next(iter(digest.items()))
+    return f"{value[:12]}" if alg == "sha256" else f"{alg}:{value[:12]}"
+
+
+def producer(state: State, digest: str | None) -> Run | None:
+    """The run whose final weights are ``digest`` (a sha256 hex), if one finished with them."""
+    key = state.final_weights.get(digest) if digest is not None else None
+    return state.runs[key] if key is not None else None
+
+
+def event(state: State, index: int, time_ms: int, kind: str, text: str) -> None:
+    state.timeline.append(Event(index, time_ms, kind, text))
+
+
+def violate(state: State, party: str, kind: str, detail: str, evidence: list[int], time_ms: int) -> None:
+    state.violations.append(Violation(party, kind, detail, evidence, time_ms))
+    event(state, evidence[-1], time_ms, "violation", f"{party}: {detail}")
+
+
+# --- the policy set ---------------------------------------------------------------------------
+
+
+def policies_in_force(state: State) -> list[Policy]:
+    """The policies in force, in the order they were published."""
+    return [state.policy_objects[d] for d in state.in_force]
+
+
+def parameters(state: State) -> Parameters:
+    """The parameters that bound every statement: the strictest of the policies in force (defaults if none)."""
+    policies = policies_in_force(state)
+    if not policies:
+        return _DEFAULTS
+    if len(policies) == 1:
+        return policies[0].parameters
+    ps = [p.parameters for p in policies]
+    return _DEFAULTS.model_copy(update={
+        "max_clock_skew_minutes": min(p.max_clock_skew_minutes for p in ps),
+        "max_backdating_days": min(p.max_backdating_days for p in ps),
+        "run_finish_deadline_days": min(p.run_finish_deadline_days for p in ps),
+        "review_window_days": max(p.review_window_days for p in ps),
+    })
+
+
+def pause_parameters(state: State, pause: Pause) -> Parameters:
+    """The parameters of the policy that governs ``pause`` (superseded or not)."""
+    policy = state.policy_objects.get(pause.policy)
+    return policy.parameters if policy is not None else _DEFAULTS
+
+
+def refresh_policies(state: State, index: int, now: int) -> None:
+    """Bring into force every scheduled policy whose ``effective_from`` the logged time ``now`` has reached; each
+    supersedes (from that entry) the policies it names."""
+    due = sorted((p["effective_from_ms"], p["index"], d) for d, p in state.policies.items()
+                 if p["status"] == "scheduled" and p["effective_from_ms"] <= now)
+    if not due:
+        return
+    for _, _, digest in due:
+        entry = state.policies[digest]
+        entry["status"], entry["in_force_index"] = "in-force", index
+        policy = state.policy_objects[digest]
+        event(state, index, now, "policy", f"policy {policy.id} v{policy.version} in force ({digest[:12]})")
+        for old in entry["supersedes"]:
+            gone = state.policies[old]
+            if gone["status"] != "superseded":
+                gone["status"], gone["superseded_index"] = "superseded", index
+                event(state, index, now, "policy", f"policy {gone['policy_id']} v{gone['version']} ({old[:12]}) "
+                                                   f"superseded by {policy.id} v{policy.version}")
+    state.in_force = [d for d, p in sorted(state.policies.items(), key=lambda kv: kv[1]["index"])
+                      if p["status"] == "in-force"]
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+def advance_time(state: State, index: int, now: int) -> None:
+    """Bring scheduled policies into force and judge every deadline that the logged time ``now`` has passed."""
+    state.last_time_ms = now
+    refresh_policies(state, index, now)
+    pause = state.active_pause
+    if pause is not None:
+        _open_usage_periods(state, pause, now)
+    for ob in state.obligations:
+        if ob.met_index is None and not ob.violated and now > ob.due_ms:
+            ob.violated = True
+            violate(state, ob.party, f"missed-{ob.kind}", f"missed the {ob.kind} deadline ({iso(ob.due_ms)}) for "
+                                                          f"{ob.ref}", [ob.origin_index, index], now)
+
+
+def _open_usage_periods(state: State, pause: Pause, now: int) -> None:
+    """Open the usage-report obligation of every period of ``pause`` that has begun by ``now``, for each bound
+    party from the period it joined in, before deadlines are judged: a period that began and ended since the
+    previous entry is missed as of this one."""
+    period = int(pause_parameters(state, pause).usage_report_period_days * DAY_MS)
+    opened = {(o.ref, o.party) for o in state.obligations if o.kind == "usage-report"}
+    k = 0
+    while pause.started_ms + k * period <= now:
+        ref = f"compute usage, period {k + 1} of pause {pause.pause_id}"
+        end = pause.started_ms + (k + 1) * period
+        for p in pause.bound:
+            if (ref, p) not in opened and end > _joined_ms(state, pause, p):
+                state.obligations.append(Obligation("usage-report", p, end, pause.trigger_index, ref))
+        k += 1
+
+
+def _joined_ms(state: State, pause: Pause, party: str) -> int:
+    """When ``party`` became bound by ``pause`` (its start for the parties bound from the start)."""
+    return pause.joined_ms.get(party, pause.started_ms)
+
+
+# --- danger lines -----------------------------------------------------------------------------
+
+
+def _lines(state: State, digest: str, metric: str, scope: str) -> list[Line]:
+    """The lines of one policy on ``metric`` in ``scope`` (indexed once per policy, for speed)."""
+    index = state.line_index.get(digest)
+    if index is None:
+        index = {}
+        for line in state.policy_objects[digest].lines:
+            index.setdefault((line.metric, line.scope), []).append(line)
+        state.line_index[digest] = index
+    return index.get((metric, scope), [])
+
+
+def evaluate(state: State, metric: str, scope: str, subject: str, party: str, value: float, evidence: str,
+             index: int, now: int, *, model: str | None = None) -> None:
+    """Record every line of every policy in force that this value crosses, and set off its consequence."""
+    for digest in state.in_force:
+        policy = state.policy_objects[digest]
+        for line in _lines(state, digest, metric, scope):
+            if EVIDENCE_STRENGTH[evidence] < EVIDENCE_STRENGTH[line.evidence]:
+                continue
+            if not line.crossed_by(value):
+                continue
+            if (policy.id, line.id, subject) in state.crossed:
+                _meet_notification(state, line, subject, party, evidence, index)
+                continue
+            state.crossed.add((policy.id, line.id, subject))
+            crossing = Crossing(line.id, metric, scope, subject, party, value, line.value, evidence,
+                                line.consequence.kind, index, now, policy=digest)
+            state.crossings.append(crossing)
+            event(state, index, now, "crossing", f"{party} crosses '{line.title}' of {policy.id} ({subject}: "
+                                                 f"{value:.3g} {line.unit}, {evidence})")
+            _consequence(state, line, crossing, model)
+
+
+def _consequence(state: State, line: Line, crossing: Crossing, model: str | None) -> None:
+    kind = line.consequence.kind
+    if kind == "pause":
+        position = len(state.crossings) - 1
+        pause = state.active_pause
+        if pause is not None:
+            _join_pause(state, pause, position, crossing.index, crossing.time_ms)
+        else:
+            state.pending_pause.append(position)
+            quorum_changed(state, crossing.index, crossing.time_ms)
+            if state.active_pause is None:
+                crossing.note = "no pause: the commitments' quorum is not met"
+    elif kind == "review":
+        target = model or crossing.subject
+        state.review_required.setdefault(target, {"line": line.id, "window_days": line.consequence.window_days,
+                                                  "index": crossing.index})
+    elif kind == "notify":
+        ob = Obligation("notification", crossing.party,
+                        crossing.time_ms + int((line.consequence.deadline_days or 0) * DAY_MS),
+                        crossing.index, f"line {line.id} on {crossing.subject}")
+        if crossing.evidence == "declared":
+            ob.met_index = crossing.index  # the party's own declaration is its notification
+        state.obligations.append(ob)
+    elif kind == "prohibit":
+        violate(state, crossing.party, "prohibited", f"crossed the prohibited line '{line.title}' "
+                                                     f"({crossing.subject})", [crossing.index], crossing.time_ms)
+
+
+def _meet_notification(state: State, line: Line, subject: str, party: str, evidence: str, index: int) -> None:
+    if line.consequence.kind != "notify" or evidence != "declared":
+        return
+    ref = f"line {line.id} on {subject}"
+    for ob in state.obligations:
+        if ob.kind == "notification" and ob.ref == ref and ob.party == party and ob.met_index is None \
+                and not ob.violated:
+            ob.met_index = index
+
+
+# --- commitments, quorum, pause and resume ------------------------------------------------------
+
+
+def h100e(state: State, party: str) -> float:
+    """The H100-equivalents of ``party``'s latest inventory."""
+    return sum(state.clusters.get(party, {}).values())
+
+
+def bound_parties(state: State, policy_digest: str, now: int) -> list[str]:
+    """Parties whose live commitment to the policy ``policy_digest`` has its quorum met."""
+    live = [cs[policy_digest] for p, cs in state.commitments.items()
+            if policy_digest in cs and cs[policy_digest].expires_ms > now and not state.parties[p].revoked]
+    if not live:
+        return []
+    total = sum(h100e(state, p) for p, party in state.parties.items() if party.role == "lab")
+    share = sum(h100e(state, c.party) for c in live) / total if total > 0 else 0.0
+    return sorted(c.party for c in live
+                  if (len(live) >= c.threshold if c.quorum_kind == "count" else share >= c.threshold))
+
+
+def quorum_changed(state: State, index: int, now: int) -> None:
+    """After anything that can change a quorum: start the waiting pause if its policy's quorum is now met, or
+    bind the parties that the quorum of a pause in force now binds."""
+    pause = state.active_pause
+    if pause is not None:
+        for digest in dict.fromkeys(state.crossings[i].policy for i in pause.trigger_positions):
+            _bind(state, pause, bound_parties(state, digest, now), digest, index, now)
+        return
+    for n, position in enumerate(state.pending_pause):
+        crossing = state.crossings[position]
+        if crossing.policy not in state.in_force:
+            continue  # superseded while it waited: its quorum is the successor's business now
+        bound = bound_parties(state, crossing.policy, now)
+        if bound:
+            _start_pause(state, position, bound, index, now)
+            for other in state.pending_pause[:n] + state.pending_pause[n + 1:]:
+                _join_pause(state, state.pauses[-1], other, index, now)
+            state.pending_pause.clear()
+            return
+
+
+def _start_pause(state: State, position: int, bound: list[str], index: int, now: int) -> None:
+    crossing = state.crossings[position]
+    pause = Pause(str(crossing.index), crossing.line, crossing.index, now, [], policy=crossing.policy,
+                  started_index=index, triggers=[crossing.index], trigger_positions=[position])
+    state.pauses.append(pause)
+    crossing.note = f"pause {pause.pause_id} started at entry {index}" + (
+        "" if index == crossing.index else ", when the quorum of commitments to its policy was met")
+    event(state, index, now, "pause", f"PAUSE {pause.pause_id} starts at entry {index} ('{crossing.line}' crossed "
+                                      f"by {crossing.party} at entry {crossing.index})")
+    _bind(state, pause, bound, crossing.policy, index, now)
+    advance_time(state, index, now)
+
+
+def _join_pause(state: State, pause: Pause, position: int, index: int, now: int) -> None:
+    """A pause-line crossing (logged during the pause, or waiting when it started) joins the pause: it ends with
+    it, and binds whom its own policy's quorum binds."""
+    crossing = state.crossings[position]
+    if position not in pause.trigger_positions:
+        pause.trigger_positions.append(position)
+        if crossing.index not in pause.triggers:
+            pause.triggers.append(crossing.index)
+    crossing.note = f"joins pause {pause.pause_id}"
+    _bind(state, pause, bound_parties(state, crossing.policy, now), crossing.policy, index, now)
+
+
+def _bind(state: State, pause: Pause, parties: list[str], digest: str, index: int, now: int) -> None:
+    """Bind ``parties`` (by their commitments to ``digest``) to ``pause``: newcomers join, with an acknowledgement
+    to make; the scopes each is held to widen to what its commitment says (they never narrow)."""
+    ack_ms = int(pause_parameters(state, pause).ack_window_hours * HOUR_MS)
+    joined = []
+    for p in parties:
+        scopes = state.commitments[p][digest].pauses
+        held = pause.scopes.setdefault(p, [])
+        for s in scopes:
+            if s not in held:
+                held.append(s)
+        held.sort()
+        if p in pause.bound:
+            continue
+        pause.bound.append(p)
+        pause.joined[p] = index
+        if index != pause.started_index:
+            pause.joined_ms[p] = now
+        state.obligations.append(Obligation("acknowledgement", p, now + ack_ms, index, f"pause {pause.pause_id}"))
+        joined.append(p)
+    pause.bound.sort()
+    if joined:
+        event(state, index, now, "pause-binds", f"pause {pause.pause_id} binds {', '.join(joined)}")
+        if index != pause.started_index:
+            _open_usage_periods(state, pause, now)
+
+
+def resume_met(state: State, pause: Pause, approvals: dict[str, int]) -> bool:
+    """Whether ``approvals`` (party -> entry) meet the resume quorum of ``pause``'s policy."""
+    rq = pause_parameters(state, pause).resume_quorum
+    voters = [p for p in pause.bound if not state.parties[p].revoked]
+    yes = [p for p in voters if p in approvals]
+    if not voters:
+        return False
+    total = sum(h100e(state, p) for p in voters) if rq.kind == "compute-share" else 0.0
+    if total > 0:
+        share = sum(h100e(state, p) for p in yes) / total
+    else:  # a count quorum, or a compute share among parties that declared no compute: count them
+        share = len(yes) / len(voters)
+    if share <= rq.more_than:
+        return False
+    return all(any(state.parties[p].role == role and not state.parties[p].revoked for p in approvals)
+               for role in rq.also_required)
+
+
+# --- releases -------------------------------------------------------------------------------
+
+
+def review_requirement(state: State, model_name: str, run: Run | None) -> dict[str, Any] | None:
+    """The review requirement on a model, by its name or by the name of the run that produced its weights
+    (so that renaming the weights does not escape it)."""
+    req = state.review_required.get(model_name)
+    if req is None and run is not None:
+        req = state.review_required.get(run.model_name)
+    return req
+
+
+def unverified_lineage(state: State, run: Run) -> list[Run]:
+    """The runs whose final weights are not verified, from ``run`` up its lineage by base weights digest (a
+    registered base model counts as approved and ends the lineage)."""
+    out: list[Run] = []
+    seen: set[str] = set()
+    current: Run | None = run
+    while current is not None and current.key not in seen:
+        seen.add(current.key)
+        if not current.verified_final:
+            out.append(current)
+        current = producer(state, current.base_digest)
+    return out
+
+
+def release_violations(state: State, party: str, model_name: str, weights: str | None, now: int,
+                       index: int | None = None, *, label: str | None = None) -> list[tuple[str, str, list[int]]]:
+    """What a release by ``party`` of ``model_name`` with weights ``weights`` (sha256 hex, or None for another
+    algorithm) at logged time ``now`` violates: ``(kind, detail, evidence entries)``; ``index`` is the
+    release's own entry (None: a release being considered, not yet logged); ``label`` how messages name the
+    weights (default: the digest's first 12 hex digits)."""
+    out: list[tuple[str, str, list[int]]] = []
+    here = [] if index is None else [index]
+
+    def add(kind: str, detail: str, evidence: list[int]) -> None:
+        out.append((kind, detail, evidence))
+
+    run = producer(state, weights)
+    shown = label or ((weights or "")[:12] or "(not a sha256 digest)")
+    what = f"{model_name} (weights {shown}" + (f", run {run.key})" if run is not None else ")")
+    pause = state.active_pause
+    if pause is not None and party in pause.bound and "releases" in pause.scopes.get(party, []):
+        add("release-during-pause", f"released {model_name} during pause {pause.pause_id} (in force since "
+                                    f"{iso(pause.started_ms)})", [pause.trigger_index, *here])
+    if run is None:
+        if weights is None or weights not in state.bases:
+            add("release-unverified-weights", f"released {model_name} with weights {shown} that no run on the log "
+                                              "finished with and no registered base model has", here)
+    else:
+        unverified = unverified_lineage(state, run)
+        if unverified:
+            def named(r: Run) -> str:
+                return f"run {r.key} ({r.model_name}, finished at entry {r.finish_index})"
+
+            up = ", ".join(named(r) for r in unverified if r is not run)
+            if unverified[0] is not run:
+                why = f"; up its lineage the final weights of {up} are not verified"
+            elif up:
+                why = f", which are not verified, nor are the final weights up its lineage of {up}"
+            else:
+                why = ", which no passing verification report on that RunFinish has verified"
+            finished = (r.finish_index for r in (run, *unverified) if r.finish_index is not None)
+            add("release-unverified-weights",
+                f"released {model_name} with weights {shown}, the final weights of {named(run)}{why}",
+                sorted({*here, *finished}))
+    req = review_requirement(state, model_name, run)
+    if req is None:
+        return out
+    reviews = [r for r in state.reviews.values() if r.party == party and weights is not None
+               and r.model_digest == weights]
+    if not reviews:
+        add("release-without-review", f"released {what} without submitting these weights for review",
+            [req["index"], *here])
+        return out
+    review = reviews[-1]
+    if review.decision == "block":
+        decided = [review.decision_index] if review.decision_index is not None else []
+        add("release-blocked", f"released {what} although review {review.submission_id} blocked these weights",
+            [review.submitted_index, *decided, *here])
+    elif review.decision != "clear" and now < review.window_end_ms:
+        add("release-before-clearance", f"released {what} before review {review.submission_id} of these weights "
+                                        f"cleared (window ends {iso(review.window_end_ms)})",
+            [review.submitted_index, *here])
+    return out
+
+
+def release_obstacles(state: State, party: str, model_name: str, weights: str | None,
+                      now_ms: int) -> list[tuple[str, str]]:
+    """Why ``party`` may not release ``model_name`` with weights ``weights`` (sha256 hex) at ``now_ms``: the
+    ``(violation kind, reason)`` pairs a Release would raise; empty when it may."""
+    return [(kind, detail.replace("released ", "releasing ", 1))
+            for kind, detail, _ in release_violations(state, party, model_name, weights, now_ms)]
