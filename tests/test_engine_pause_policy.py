@@ -39,6 +39,7 @@ from redline.statements import (
     ComputeShareQuorum,
     Indicator,
     KeyRevocation,
+    PauseAcknowledgement,
     PolicyPublication,
     Release,
     ResumeApproval,
@@ -386,3 +387,27 @@ def test_key_history_answers_which_key_was_valid_at_an_entry(tmp_path: Path) -> 
     world.sub("coordinator", KeyRevocation, revoked_party="lab-a", key_fingerprint=new_key.verifier().fingerprint,
               reason="leaked")
     assert world.state.parties["lab-a"].key_at(world.state.next_index) is None
+
+
+def test_a_commitment_that_expires_during_the_pause_still_holds_the_lab(tmp_path: Path) -> None:
+    world = labs_world(tmp_path, PAUSE, {"lab-a": 1000, "lab-b": 500, "lab-c": 250})
+    for lab in LABS:
+        world.sub(lab, Commitment, **commitment_fields(PAUSE, 3, days=10))
+    trigger = cross_pause_line(world)
+    for lab in LABS:
+        world.sub(lab, PauseAcknowledgement, pause_id=str(trigger))
+    world.clock.advance(days=12)  # every commitment has expired; the pause has not ended
+    run = world.sub("lab-c", RunStart, **run_start_fields("late", "C-late", 5e24, when=utc(world.clock()))).index
+    assert world.state.status == "paused" and world.state.active_pause.bound == LABS
+    assert ("lab-c", "training-during-pause", [trigger, run]) in violations(world)
+
+
+def test_a_superseded_policys_commitments_bind_nobody_new(tmp_path: Path) -> None:
+    world = pause_world(tmp_path)
+    v2 = variant(PAUSE, version=2)
+    world.publish(v2, supersedes=[PAUSE.digest])
+    world.sub("lab-a", Commitment, **commitment_fields(v2, 1))
+    trigger = cross_pause_line(world, "lab-b")  # crosses v2's line only: v1 is no longer in force
+    pause = world.state.active_pause
+    assert pause is not None and pause.trigger_index == trigger and pause.bound == ["lab-a"]
+    assert pause.policy == v2.digest

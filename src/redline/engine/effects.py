@@ -72,6 +72,17 @@ def event(state: State, index: int, time_ms: int, kind: str, text: str) -> None:
     state.timeline.append(Event(index, time_ms, kind, text))
 
 
+def oblige(state: State, ob: Obligation) -> Obligation:
+    """Record an obligation (and keep the deadline bookkeeping in step)."""
+    state.obligations.append(ob)
+    if ob.met_index is None:
+        state.open_obligations.append(ob)
+        state.next_due_ms = min(state.next_due_ms, ob.due_ms)
+    if ob.kind == "usage-report":
+        state.usage_opened.add((ob.ref, ob.party))
+    return ob
+
+
 def violate(state: State, party: str, kind: str, detail: str, evidence: list[int], time_ms: int) -> None:
     state.violations.append(Violation(party, kind, detail, evidence, time_ms))
     event(state, evidence[-1], time_ms, "violation", f"{party}: {detail}")
@@ -139,11 +150,21 @@ def advance_time(state: State, index: int, now: int) -> None:
     pause = state.active_pause
     if pause is not None:
         _open_usage_periods(state, pause, now)
-    for ob in state.obligations:
-        if ob.met_index is None and not ob.violated and now > ob.due_ms:
+    if now <= state.next_due_ms:
+        return
+    still: list[Obligation] = []
+    next_due = 2**62
+    for ob in state.open_obligations:
+        if ob.met_index is not None or ob.violated:
+            continue
+        if now > ob.due_ms:
             ob.violated = True
             violate(state, ob.party, f"missed-{ob.kind}", f"missed the {ob.kind} deadline ({iso(ob.due_ms)}) for "
                                                           f"{ob.ref}", [ob.origin_index, index], now)
+            continue
+        still.append(ob)
+        next_due = min(next_due, ob.due_ms)
+    state.open_obligations, state.next_due_ms = still, next_due
 
 
 def _open_usage_periods(state: State, pause: Pause, now: int) -> None:
@@ -151,14 +172,14 @@ def _open_usage_periods(state: State, pause: Pause, now: int) -> None:
     party from the period it joined in, before deadlines are judged: a period that began and ended since the
     previous entry is missed as of this one."""
     period = int(pause_parameters(state, pause).usage_report_period_days * DAY_MS)
-    opened = {(o.ref, o.party) for o in state.obligations if o.kind == "usage-report"}
+    opened = state.usage_opened
     k = 0
     while pause.started_ms + k * period <= now:
         ref = f"compute usage, period {k + 1} of pause {pause.pause_id}"
         end = pause.started_ms + (k + 1) * period
         for p in pause.bound:
             if (ref, p) not in opened and end > _joined_ms(state, pause, p):
-                state.obligations.append(Obligation("usage-report", p, end, pause.trigger_index, ref))
+                oblige(state, Obligation("usage-report", p, end, pause.trigger_index, ref))
         k += 1
 
 
@@ -225,7 +246,7 @@ def _consequence(state: State, line: Line, crossing: Crossing, model: str | None
                         crossing.index, f"line {line.id} on {crossing.subject}")
         if crossing.evidence == "declared":
             ob.met_index = crossing.index  # the party's own declaration is its notification
-        state.obligations.append(ob)
+        oblige(state, ob)
     elif kind == "prohibit":
         violate(state, crossing.party, "prohibited", f"crossed the prohibited line '{line.title}' "
                                                      f"({crossing.subject})", [crossing.index], crossing.time_ms)
@@ -250,7 +271,10 @@ def h100e(state: State, party: str) -> float:
 
 
 def bound_parties(state: State, policy_digest: str, now: int) -> list[str]:
-    """Parties whose live commitment to the policy ``policy_digest`` has its quorum met."""
+    """Parties whose live commitment to the policy ``policy_digest`` has its quorum met (none for a policy that
+    is not in force: commitments to a superseded or scheduled policy bind nobody)."""
+    if state.policies.get(policy_digest, {}).get("status") != "in-force":
+        return []
     live = [cs[policy_digest] for p, cs in state.commitments.items()
             if policy_digest in cs and cs[policy_digest].expires_ms > now and not state.parties[p].revoked]
     if not live:
@@ -325,7 +349,7 @@ def _bind(state: State, pause: Pause, parties: list[str], digest: str, index: in
         pause.joined[p] = index
         if index != pause.started_index:
             pause.joined_ms[p] = now
-        state.obligations.append(Obligation("acknowledgement", p, now + ack_ms, index, f"pause {pause.pause_id}"))
+        oblige(state, Obligation("acknowledgement", p, now + ack_ms, index, f"pause {pause.pause_id}"))
         joined.append(p)
     pause.bound.sort()
     if joined:

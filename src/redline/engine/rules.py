@@ -22,6 +22,7 @@ from redline.engine.effects import (
     event,
     iso,
     ms_of,
+    oblige,
     parameters,
     pause_parameters,
     producer,
@@ -415,9 +416,9 @@ class RunDeclarationRule:
             reported = pred.flop_so_far
         else:
             run.total_flop, run.finished, run.finish_index = pred.total_flop, True, index
-            for ob in state.obligations:
-                if ob.kind == "run-finish" and ob.ref == f"run {key_}" and ob.met_index is None and not ob.violated:
-                    ob.met_index = index
+            due = state.run_finish_due.pop(key_, None)
+            if due is not None and due.met_index is None and not due.violated:
+                due.met_index = index
             run.final_digest = sha256_of(pred.final_model_digest)
             if run.final_digest is not None:
                 state.final_weights[run.final_digest] = key_
@@ -436,13 +437,13 @@ def _run_declared(state: State, run: Run, reported: float, party: Party, index: 
 def _expect_run_finish(state: State, run: Run, index: int, now: int) -> None:
     """A RunProgress (re)sets the deadline of the run's RunFinish: the policy's ``run_finish_deadline_days``
     after the last RunProgress."""
-    ref = f"run {run.key}"
     due = now + int(parameters(state).run_finish_deadline_days * DAY_MS)
-    for ob in state.obligations:
-        if ob.kind == "run-finish" and ob.ref == ref and ob.met_index is None and not ob.violated:
-            ob.due_ms, ob.origin_index = due, index
-            return
-    state.obligations.append(Obligation("run-finish", run.party, due, index, ref))
+    ob = state.run_finish_due.get(run.key)
+    if ob is not None and ob.met_index is None and not ob.violated:
+        ob.due_ms, ob.origin_index = due, index
+        state.next_due_ms = min(state.next_due_ms, due)
+        return
+    state.run_finish_due[run.key] = oblige(state, Obligation("run-finish", run.party, due, index, f"run {run.key}"))
 
 
 def _check_paused_training(state: State, run: Run, reported: float, party: Party, index: int, now: int) -> None:

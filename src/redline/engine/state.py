@@ -247,6 +247,13 @@ class State:
     pending_pause: list[int] = field(default_factory=list)  # positions in crossings awaiting a quorum
     pauses: list[Pause] = field(default_factory=list)
     obligations: list[Obligation] = field(default_factory=list)
+    #: Derived, kept for speed, not in ``to_dict``: the obligations that may still be open (a superset: met or
+    #: violated ones leave it when a deadline check next looks), a time no open obligation falls due before,
+    #: the usage-report obligations opened, as (ref, party), and each run's open RunFinish obligation.
+    open_obligations: list[Obligation] = field(default_factory=list, repr=False, compare=False)
+    next_due_ms: int = field(default=2**62, repr=False, compare=False)
+    usage_opened: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
+    run_finish_due: dict[str, Obligation] = field(default_factory=dict, repr=False, compare=False)
     violations: list[Violation] = field(default_factory=list)
     reviews: dict[str, Review] = field(default_factory=dict)  # "party/submission_id" -> review
     review_required: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {line, window_days, index}
