@@ -411,3 +411,35 @@ def test_a_superseded_policys_commitments_bind_nobody_new(tmp_path: Path) -> Non
     pause = world.state.active_pause
     assert pause is not None and pause.trigger_index == trigger and pause.bound == ["lab-a"]
     assert pause.policy == v2.digest
+
+
+# --- refusals through the command line: exit codes, and the log left as it was ------------------------------
+
+
+def test_refusals_through_redline_submit_keep_the_log_unchanged(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+    from scenario_kit import LOG_NAME, key
+
+    from redline.cli.main import cli
+    from redline.crypto.keys import save_signing_key
+    from redline.log.service import Log
+
+    world = pause_world(tmp_path)
+    cross_pause_line(world)
+    save_signing_key(key(LOG_NAME), tmp_path / "log.key")
+    real_open = Log.open
+    monkeypatch.setattr(Log, "open", lambda store, **kw: real_open(store, **{**kw, "clock": world.clock}))
+    cases = [
+        (world.envelope("lab-b", Commitment, **commitment_fields(PAUSE, pauses=("releases",))), 65,
+         "field 'pauses': lab-b is bound by pause"),
+        (world.envelope("gov", ResumeApproval, proposal_id="p1"), 65, "no open resume proposal 'p1'"),
+        (world.envelope("lab-a", PolicyPublication, **_pub(PAUSE, world)), 7, "role 'lab'"),
+    ]
+    for i, (envelope, code, message) in enumerate(cases):
+        path = tmp_path / f"e{i}.json"
+        path.write_bytes(envelope)
+        size = world.log.size
+        result = CliRunner().invoke(cli, ["submit", str(tmp_path), str(path)])
+        assert (result.exit_code, message in result.stderr) == (code, True), result.output
+        assert Log.open(world.log.store).size == size

@@ -56,6 +56,7 @@ class VerifierKey:
     public: bytes
     alg: int = ALG_ED25519
     _key: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+    _fingerprint: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_key_name(self.name)
@@ -64,6 +65,7 @@ class VerifierKey:
         if self.alg not in (ALG_ED25519, ALG_COSIGNATURE_V1):
             raise MalformedKey(f"key {self.name!r}: unsupported algorithm byte {self.alg:#04x}")
         object.__setattr__(self, "_key", Ed25519PublicKey.from_public_bytes(self.public))
+        object.__setattr__(self, "_fingerprint", hashlib.sha256(self.public).hexdigest())
 
     @property
     def key_id(self) -> bytes:
@@ -72,8 +74,8 @@ class VerifierKey:
 
     @property
     def fingerprint(self) -> str:
-        """Hex SHA-256 of the raw public key: the DSSE ``keyid`` redline uses."""
-        return hashlib.sha256(self.public).hexdigest()
+        """Hex SHA-256 of the raw public key: the DSSE ``keyid`` redline uses (computed once)."""
+        return self._fingerprint
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raise ``BadSignature`` unless ``signature`` is this key's Ed25519 signature of ``message``."""
