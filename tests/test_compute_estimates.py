@@ -116,3 +116,14 @@ def test_what_counts() -> None:
     assert result.counted == pytest.approx(1.03e25) and result.excluded == pytest.approx(1.05e24)
     with pytest.raises(MalformedInput, match="unknown activity 'vibes'"):
         count_activities({"vibes": 1.0})
+
+
+def test_a_lineage_thousands_deep_is_counted_without_recursion() -> None:
+    from redline.compute.eu import LineageModel, cumulative_compute
+
+    depth = 20_000  # far beyond Python's recursion limit: a lab cannot break the count with a long chain
+    models = {f"m{i}": LineageModel(f"m{i}", 1.0, (f"m{i + 1}",) if i < depth else ()) for i in range(depth + 1)}
+    assert cumulative_compute("m0", models) == depth + 1
+    models[f"m{depth}"] = LineageModel(f"m{depth}", 1.0, ("m5",))
+    with pytest.raises(MalformedInput, match=rf"lineage cycle: m0 -> .* -> m{depth} -> m5$"):
+        cumulative_compute("m0", models)

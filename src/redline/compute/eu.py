@@ -24,7 +24,7 @@ Pure: no I/O, no torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -176,24 +176,36 @@ def cumulative_compute(name: str, models: Mapping[str, LineageModel] | Iterable[
         raise MalformedInput(f"unknown model {name!r} in the lineage")
     seen: set[str] = set()
     total = 0.0
+    # Depth first without recursion (a lineage may be thousands of fine-tunes deep): ``path`` holds the models
+    # from ``name`` down to the one being visited, each with the bases still to visit.
+    path: list[tuple[str, Iterator[str]]] = []
+    on_path: set[str] = set()
 
-    def visit(n: str, path: tuple[str, ...]) -> None:
+    def enter(n: str) -> None:
         nonlocal total
-        if n in path:
-            raise MalformedInput(f"lineage cycle: {' -> '.join((*path, n))}")
+        if n in on_path:
+            raise MalformedInput(f"lineage cycle: {' -> '.join((*(p for p, _ in path), n))}")
         model = table.get(n)
         if model is None:
-            raise MalformedInput(f"{path[-1]!r} names base model {n!r}, which is not in the lineage")
+            raise MalformedInput(f"{path[-1][0]!r} names base model {n!r}, which is not in the lineage")
         if n in seen:
             return
         seen.add(n)
         own = _flop(f"own compute of {n!r}", model.own_flop)
         assert own is not None
         total += own
-        for base in model.bases:
-            visit(base, (*path, n))
+        path.append((n, iter(model.bases)))
+        on_path.add(n)
 
-    visit(name, ())
+    enter(name)
+    while path:
+        n, bases = path[-1]
+        base = next(bases, None)
+        if base is None:
+            path.pop()
+            on_path.discard(n)
+        else:
+            enter(base)
     return total
 
 
