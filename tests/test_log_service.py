@@ -763,3 +763,46 @@ def test_every_stored_checkpoint_is_consistent_with_the_latest(big) -> None:
         cp, _ = open_checkpoint(lg.checkpoint(s), key.verifier())
         assert cp.size == s
         merkle.verify_consistency(s, latest.size, cp.root, latest.root, lg.prove_consistency(s))
+
+
+# --- numbered checkpoints: a signed checkpoint deleted from the store is found ----------------------------
+
+
+def test_checkpoints_are_numbered_in_a_signed_extension_line(stored: Path, key: SigningKey) -> None:
+    from redline.log.service import checkpoint_number
+
+    lg = reopen(stored, trusted=key.verifier())
+    numbers = [checkpoint_number(open_checkpoint(lg.checkpoint(s), key.verifier())[0]) for s in lg.checkpoint_sizes()]
+    assert numbers == list(range(len(SIZES) + 1))
+    assert lg.checkpoint(0).decode().splitlines()[3] == "redline-checkpoint 0"
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_a_deleted_middle_checkpoint_is_refused(stored: Path, position: int) -> None:
+    sizes = reopen(stored).checkpoint_sizes()
+    _sql(stored, "DELETE FROM checkpoints WHERE size=?", sizes[position])
+    with pytest.raises(InconsistentLog, match="an earlier signed checkpoint is missing from the store"):
+        reopen(stored)
+
+
+def test_a_checkpoint_copied_under_a_later_number_is_refused(stored: Path, key: SigningKey) -> None:
+    lg = reopen(stored)
+    sizes = lg.checkpoint_sizes()
+    # re-sign nothing: move checkpoint 2's row to replace checkpoint 1's (same key, different number)
+    _sql(stored, "DELETE FROM checkpoints WHERE size=?", sizes[1])
+    with pytest.raises(InconsistentLog, match=f"checkpoint at size {sizes[2]}"):
+        reopen(stored)
+
+
+def test_a_log_without_numbers_still_opens_but_a_gap_after_numbering_starts_is_refused(stored: Path,
+                                                                                     key: SigningKey) -> None:
+    lg = reopen(stored)
+    # a log written before numbering: strip the numbers (re-signed with the same key, as that log's writer did)
+    for s in lg.checkpoint_sizes():
+        c, _ = open_checkpoint(lg.checkpoint(s), key.verifier())
+        _sql(stored, "UPDATE checkpoints SET note=? WHERE size=?", Checkpoint(c.origin, c.size, c.root).sign(key), s)
+    assert reopen(stored).size == 37
+    # numbering starts at the next append; an unnumbered checkpoint after a numbered one is refused
+    lg = reopen(stored, key=key)
+    lg.append([entry_for(37)])
+    assert reopen(stored).size == 38

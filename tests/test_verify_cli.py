@@ -185,3 +185,16 @@ def test_an_auditor_on_another_cpu_gets_inconclusive_never_fail(world: dict[str,
     _, state = _state(world["log"])
     assert next(r for r in state.runs.values() if r.run_id == "r1").verified == doc["verdict"]
     assert not state.violations
+
+
+def test_verify_with_the_log_refuses_a_log_under_another_key(world: dict[str, Path], transcript: Path) -> None:
+    from redline.crypto.keys import SigningKey
+
+    origin = Log.open(SqliteStore(world["log"] / "log.db")).origin
+    other = SigningKey.generate(origin).verifier().to_string()  # same origin name, another key: a re-keyed log
+    refused = run("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--log", world["log"],
+                  "--log-key", other, "--workers", "1")
+    assert refused.exit_code == 3 and "not the trusted key" in refused.output
+    usage = run("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--log-key", other,
+                "--seed", "00")
+    assert usage.exit_code == 2 and "--log-key needs --log" in usage.output

@@ -17,7 +17,7 @@ from redline.cli.logdir import create_log, log_paths, not_found, open_log
 from redline.crypto.encoding import b64encode
 from redline.crypto.keys import SigningKey, load_signing_key, load_verifier_key, save_signing_key
 from redline.engine.view import iso
-from redline.errors import MalformedInput
+from redline.errors import InconsistentLog, MalformedInput, RedlineError
 from redline.log import merkle
 from redline.log.checkpoint import Checkpoint, open_checkpoint
 from redline.log.receipt import Receipt, verify_receipt
@@ -71,7 +71,7 @@ def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path
     if not files:
         raise click.UsageError("name at least one FILE (or '-' for standard input)")
     entries = [f.read() for f in files]
-    lg = open_log(logdir, key_path=key_path, signing=True)
+    lg = open_log(logdir, key_path=key_path, signing=True, verify=True)  # never sign over a store that fails
     done = lg.append(entries)
     for f, idx in zip(files, done.indexes):
         click.echo(f"{idx}\t{getattr(f, 'name', '-')}", err=True)
@@ -87,6 +87,42 @@ def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path
 def log_checkpoint(logdir: Path, size: int | None) -> None:
     """Print the log's signed checkpoint (C2SP tlog-checkpoint)."""
     sys.stdout.buffer.write(open_log(logdir).checkpoint(size))
+
+
+@log.command("checkpoints")
+@_dir_arg
+def log_checkpoints(logdir: Path) -> None:
+    """List every tree size the log signed a checkpoint at, with its number and root (one per line)."""
+    from redline.log.service import checkpoint_number
+
+    lg = open_log(logdir)
+    for size in lg.checkpoint_sizes():
+        cp, _ = open_checkpoint(lg.checkpoint(size), lg.verifier)
+        number = checkpoint_number(cp)
+        click.echo(f"{size}\t{'-' if number is None else number}\t{b64encode(cp.root)}")
+
+
+@log.command("entry")
+@_dir_arg
+@click.argument("index", type=int)
+@click.option("--leaf", "raw", is_flag=True, help="Write the raw leaf bytes (8-byte time || entry) to standard "
+              "output instead of the description.")
+def log_entry(logdir: Path, index: int, raw: bool) -> None:
+    """Show the entry at INDEX: its integration time, leaf hash, size and bytes (the envelope, as JSON when it is)."""
+    lg = open_log(logdir)
+    if raw:
+        sys.stdout.buffer.write(lg.leaf(index))
+        return
+    t, entry = lg.entry(index)
+    click.echo(f"entry {index} of log {lg.origin} (size {lg.size})")
+    click.echo(f"integrated at {iso(t)} ({t} ms)")
+    click.echo(f"leaf hash {b64encode(merkle.leaf_hash(lg.leaf(index)))}; {len(entry)} bytes")
+    try:
+        text = entry.decode("utf-8")
+    except UnicodeDecodeError:
+        click.echo(f"bytes (base64): {b64encode(entry)}")
+    else:
+        click.echo(text if text.isprintable() else f"bytes (base64): {b64encode(entry)}")
 
 
 @log.command("prove")
@@ -149,6 +185,9 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
     if not log_paths(logdir)[0].is_file():
         raise not_found(logdir)  # before the progress bar, so the error is the only output
     trusted = load_verifier_key(log_key) if log_key else None
+    if trusted is None:
+        click.echo("note: trusting the log key stored in the log itself; pass --log-key (the key you got from the "
+                   "log's operator out of band) so that a log re-signed under another key is refused", err=True)
     with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("verify", total=None)
@@ -158,7 +197,25 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
         cp, _ = open_checkpoint(checkpoint_file.read(), lg.verifier)
         _check_consistent(lg, cp)
     click.echo(f"OK: log {lg.origin} holds {lg.size} entries; every hash and "
-               f"{len(lg.checkpoint_sizes())} checkpoints verify")
+               f"{len(lg.checkpoint_sizes())} checkpoints verify, signed by "
+               + (f"the trusted key {lg.verifier.key_id.hex()}" if trusted else
+                  f"the key the log names ({lg.verifier.key_id.hex()}, not checked)"))
+
+
+def _refuse_rollback(published: Path, lg: Log) -> None:
+    """A checkpoint already published in a tiles directory must be one the log's tree extends: publishing an older
+    or a different tree over it would roll the public log back."""
+    if not published.is_file():
+        return
+    try:
+        cp, _ = open_checkpoint(published.read_bytes(), lg.verifier)
+    except RedlineError as exc:
+        raise InconsistentLog(f"{published} holds a checkpoint this log did not sign ({exc}): refusing to replace "
+                              "it") from exc
+    if cp.size > lg.size:
+        raise InconsistentLog(f"{published} is at size {cp.size}, beyond this log's {lg.size}: publishing would roll "
+                              "the log back (is this an older copy of the log?)")
+    _check_consistent(lg, cp)
 
 
 def _check_consistent(lg: Log, cp: Checkpoint) -> None:
@@ -184,6 +241,7 @@ def log_tiles(logdir: Path, outdir: Path) -> None:
     from redline.log.tiles import write_static
 
     lg = open_log(logdir, verify=True)
+    _refuse_rollback(outdir / "checkpoint", lg)
     written = write_static(outdir, size=lg.size, reader=lg.store, entries=lg.store.read_leaves,
-                           checkpoint=lg.checkpoint())
+                           checkpoint=lg.checkpoint(), sizes=lg.checkpoint_sizes())
     click.echo(f"wrote {len(written)} files for {lg.size} entries to {outdir}")

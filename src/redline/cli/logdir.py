@@ -56,9 +56,10 @@ def open_registry(logdir: Path) -> Registry:
     return Registry(open_log(logdir, signing=True, verify=True))
 
 
-def replayed_state(logdir: Path) -> State:
-    """The engine's state replayed from the verified log in LOGDIR, as its registry holds it (no key needed)."""
-    log = open_log(logdir, verify=True)
+def replayed_state(logdir: Path, *, trusted: VerifierKey | None = None) -> State:
+    """The engine's state replayed from the verified log in LOGDIR, as its registry holds it (no key needed);
+    ``trusted`` pins the log's verifier key (a log signed by another is refused)."""
+    log = open_log(logdir, verify=True, trusted=trusted)
     try:
         return replay((Entry(i, t, e) for i, t, e in log.entries()), State(origin=log.origin))
     finally:

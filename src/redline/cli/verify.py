@@ -55,12 +55,15 @@ def verify() -> None:
 @click.option("--seq", type=click.IntRange(min=1), default=None,
               help="The report's sequence number (default: the auditor's next on --log, else 1).")
 @click.option("--device", default="cpu", show_default=True, help="Where to re-execute segments.")
+@click.option("--log-key", "log_key", default=None,
+              help="With --log: the log's verifier key (string or .pub file) you trust; a log signed by any other "
+                   "key is refused (without it the key the log names is trusted, with a note).")
 @click.option("--log-origin", default=None,
               help="Without --log: the origin of the log the report is for (with --log: that log's).")
 def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path | None, run_party: str | None,
                seed_hex: str | None, submit: bool, out: Path | None, as_json: bool, workers: int,
                target_p_detect: float, fake_fraction: float, budget: float, seq: int | None, device: str,
-               log_origin: str | None) -> None:
+               log_key: str | None, log_origin: str | None) -> None:
     """Verify the declared run RUN from its transcript, and sign the report with the auditor's key."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -74,13 +77,18 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
     decl, checks, seed, start, index, earlier = None, [], None, None, None, []
     if submit and logdir is None:
         raise click.UsageError("--submit needs --log")
+    if log_key is not None and logdir is None:
+        raise click.UsageError("--log-key needs --log")
     if logdir is not None:
         if seed_hex is not None:
             raise click.UsageError("--seed is not allowed with --log: the seed comes from the log")
         from redline.cli.logdir import open_log
+        from redline.crypto.keys import load_verifier_key
         from redline.verify.logged import logged_run
 
-        log = open_log(logdir, verify=True)
+        if log_key is None:
+            err.print("note: trusting the log key stored in the log itself; pass --log-key to pin it")
+        log = open_log(logdir, verify=True, trusted=load_verifier_key(log_key) if log_key else None)
         try:
             logged = logged_run(log, run_id, run_party)
         finally:

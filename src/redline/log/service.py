@@ -100,13 +100,14 @@ class Log:
         self._frontier = store.read_hashes(merkle.frontier_indexes(self._size))
         last = store.read_leaves(self._size - 1, 1)[0] if self._size else None
         self._last_time = decode_leaf(last)[0] if last is not None else 0
+        self._checkpoints = len(store.checkpoint_sizes())
 
     # --- creation and opening -------------------------------------------
 
     @classmethod
     def create(cls, store: LogStore, key: SigningKey, *, clock: Clock = system_clock_ms) -> Log:
         """Start an empty log signed by ``key``, whose name is the log's origin."""
-        empty = Checkpoint(key.name, 0, merkle.EMPTY_ROOT).sign(key)
+        empty = Checkpoint(key.name, 0, merkle.EMPTY_ROOT, (counter_line(0),)).sign(key)
         store.init({"origin": key.name.encode(), "public_key": key.public, "format": b"redline-log/v1"}, empty)
         return cls(store, key.verifier(), key, clock)
 
@@ -235,10 +236,12 @@ class Log:
                 n >>= 1
             frontier.append(node)
             size += 1
-        cp = Checkpoint(self.origin, size, merkle.root_from_frontier(frontier)).sign(self.signer)
+        cp = Checkpoint(self.origin, size, merkle.root_from_frontier(frontier),
+                        (counter_line(self._checkpoints),)).sign(self.signer)
         self.store.append(self._size, leaves, hashes, cp, size)
         first = self._size
         self._size, self._frontier, self._last_time = size, frontier, now
+        self._checkpoints += 1
         return Appended(first, (now,) * len(entries), cp)
 
     # --- checks -------------------------------------------------------------
@@ -283,7 +286,8 @@ def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int
         raise
     if short is not None:
         raise short
-    for s in sizes:
+    counted = False
+    for position, s in enumerate(sizes):
         note = store.checkpoint(s)
         assert note is not None
         try:
@@ -292,6 +296,17 @@ def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int
             raise _bad_checkpoint(s, f"does not verify: {exc}") from exc
         if c.size != s or roots.get(s) != c.root:
             raise _bad_checkpoint(s, "does not match the stored entries")
+        number = checkpoint_number(c)
+        if number is None:
+            if counted:
+                raise _bad_checkpoint(s, "carries no checkpoint number although earlier ones do")
+            continue  # a log written before checkpoints were numbered
+        counted = True
+        if number != position:
+            what = "an earlier signed checkpoint is missing from the store" if number > position else \
+                "its number repeats or goes back"
+            raise _bad_checkpoint(s, f"is the log's checkpoint number {number} but the store holds it as number "
+                                     f"{position}: {what}")
     if progress is not None:
         progress(size, size)
 
@@ -336,6 +351,28 @@ def _bad_checkpoint(size: int, problem: str) -> InconsistentLog:
     last = size - 1 if size else 0
     covers = f"entries 0..{last}" if size else "the empty tree"
     return InconsistentLog(f"checkpoint at size {size} (over {covers}) {problem}", index=last)
+
+
+#: The extension line that numbers a log's checkpoints (0 for the empty tree's): signed with the checkpoint, so a
+#: signed checkpoint deleted from the store leaves a gap that ``verify_store`` finds. C2SP tlog-checkpoint allows
+#: extension lines after the root; clients that do not know this one ignore it.
+COUNTER_PREFIX = "redline-checkpoint "
+
+
+def counter_line(number: int) -> str:
+    """The extension line numbering a checkpoint."""
+    return f"{COUNTER_PREFIX}{number}"
+
+
+def checkpoint_number(cp: Checkpoint) -> int | None:
+    """The number a checkpoint's extension line gives it (None when it has none)."""
+    for line in cp.extensions:
+        if line.startswith(COUNTER_PREFIX):
+            value = line[len(COUNTER_PREFIX):]
+            if value.isdigit() and value.isascii() and (value == "0" or not value.startswith("0")):
+                return int(value)
+            raise MalformedInput(f"checkpoint extension line {line!r} is not a number without leading zeros")
+    return None
 
 
 def open_log_dir(path: str | Path) -> tuple[Path, Path]:

@@ -124,15 +124,21 @@ func decodeProof(in []string) ([]tlog.Hash, error) {
 }
 
 // parseCheckpointText parses C2SP tlog-checkpoint note text: origin, decimal
-// size, base64 root, each ending in a newline (redline writes no extensions).
+// size, base64 root, each ending in a newline, then any extension lines (redline
+// numbers its checkpoints in one: "redline-checkpoint <n>"; none may be empty).
 // tlog.ParseTree expects the go.sum header, so this parses it by hand.
 func parseCheckpointText(text string) (origin string, tree tlog.Tree, err error) {
 	if !strings.HasSuffix(text, "\n") {
 		return "", tree, errors.New("checkpoint text does not end in a newline")
 	}
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
-	if len(lines) != 3 {
-		return "", tree, fmt.Errorf("checkpoint text has %d lines, want 3", len(lines))
+	if len(lines) < 3 {
+		return "", tree, fmt.Errorf("checkpoint text has %d lines, want at least 3", len(lines))
+	}
+	for _, ext := range lines[3:] {
+		if ext == "" {
+			return "", tree, errors.New("empty extension line")
+		}
 	}
 	origin = lines[0]
 	if origin == "" {
