@@ -44,7 +44,7 @@ from redline.errors import MalformedInput
 PHASES = ("forward", "backward", "no_grad")
 
 #: Matmul-like aten operators that FlopCounterMode 2.13 counts as zero. Those with a
-#: correction in ``_corrections`` are counted by ``FlopCounter``; the rest are reported
+#: correction in ``corrections`` are counted by ``FlopCounter``; the rest are reported
 #: in ``StepFlops.uncounted_ops`` whenever they run.
 MATMUL_LIKE_UNCOUNTED = (
     "_scaled_dot_product_flash_attention_for_cpu",
@@ -111,7 +111,7 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
-def _corrections() -> dict[Any, Callable[..., int]]:
+def corrections() -> dict[Any, Callable[..., int]]:
     """Raw formulas (``f(*args, out_val=..., **kwargs) -> int``) for operators FlopCounterMode misses."""
     import torch
     from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
@@ -188,7 +188,7 @@ class FlopCounter:
 
         formulas: dict[Any, Callable[..., int]] = dict(flop_registry)  # already take raw args
         if self.corrections:
-            formulas.update(_corrections())
+            formulas.update(corrections())
         formulas.update(self.extra_formulas)
 
         def wrap(formula: Callable[..., int]) -> Callable[..., int]:

@@ -159,9 +159,9 @@ def counted_operators() -> frozenset[str]:
     """Operators whose FLOP ``FlopCounter`` counts: FlopCounterMode's registry and FlopCounter's corrections."""
     from torch.utils.flop_counter import flop_registry
 
-    from redline.compute.flops import _corrections  # the formulas FlopCounter adds to FlopCounterMode's
+    from redline.compute.flops import corrections  # the formulas FlopCounter adds to FlopCounterMode's
 
-    return frozenset(operator_name(op) for op in (*flop_registry, *_corrections()))
+    return frozenset(operator_name(op) for op in (*flop_registry, *corrections()))
 
 
 # --- batch shapes, tokens and digests: one pass over the data source --------------------------------------

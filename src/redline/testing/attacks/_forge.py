@@ -267,9 +267,9 @@ def parameter_count(cfg: TrainConfig) -> int:
 
 def environment() -> Any:
     """The environment block the recorder writes for a CPU run in this process."""
-    from redline.transcript.recorder import _environment
+    from redline.transcript.recorder import current_environment
 
-    return _environment(torch.nn.Linear(1, 1))
+    return current_environment(torch.device("cpu"))
 
 
 def data_record(step: int, position: int, batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
