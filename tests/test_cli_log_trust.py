@@ -127,3 +127,37 @@ def test_entry_and_checkpoint_listing(tmp_path: Path, key: SigningKey) -> None:
     assert [line.split("\t")[:2] for line in listed.output.splitlines()] == [["0", "0"], ["2", "1"], ["5", "2"]]
     missing = run("log", "entry", tmp_path / "log", 9)
     assert missing.exit_code != 0 and "9" in missing.output
+
+
+# --- bad input: one clean line and a documented exit code, never a traceback ----------------------------------
+
+
+def test_a_zeroed_page_in_the_store_is_a_corrupt_store(tmp_path: Path, key: SigningKey) -> None:
+    make_log(tmp_path / "log", key, [200] * 5)
+    db = tmp_path / "log" / "log.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    middle = pages // 2
+    data[middle * page:(middle + 1) * page] = bytes(page)
+    db.write_bytes(bytes(data))
+    for args in (("log", "verify", tmp_path / "log"), ("state", tmp_path / "log")):
+        result = run(*args)
+        assert result.exit_code == 6, (args, result.output, result.exception)
+        assert "corrupt" in result.output or "altered" in result.output or "does not match" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_numbers_beyond_any_log_are_refused_cleanly(tmp_path: Path, key: SigningKey) -> None:
+    log = make_log(tmp_path / "log", key, [3])
+    too_big = "9" * 20
+    result = run("log", "checkpoint", tmp_path / "log", "--size", too_big)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    receipt = log.receipt(1).encode().replace(b"index 1\n", b"index " + b"9" * 5000 + b"\n")
+    (tmp_path / "r").write_bytes(receipt)
+    (tmp_path / "e").write_bytes(entry(1))
+    result = run("log", "verify", "--receipt", tmp_path / "r", "--entry", tmp_path / "e", "--log-key",
+                 key.verifier().to_string())
+    assert result.exit_code == 65 and "beyond any log's size" in result.output

@@ -24,6 +24,9 @@ from redline.log.receipt import Receipt, verify_receipt
 from redline.log.service import Log
 
 _dir_arg = click.argument("logdir", type=click.Path(file_okay=False, path_type=Path))
+#: An index or a tree size: a log holds at most 2^63 - 1 entries (checkpoints say so), so larger numbers are refused
+#: as usage errors before they reach the store.
+_SIZE = click.IntRange(0, (1 << 63) - 1)
 _key_opt = click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                         help="The log's private key file (default: LOGDIR/log.key).")
 
@@ -83,7 +86,8 @@ def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path
 
 @log.command("checkpoint")
 @_dir_arg
-@click.option("--size", type=int, default=None, help="The checkpoint signed at this size (default: latest).")
+@click.option("--size", type=_SIZE, default=None,
+              help="The checkpoint signed at this size (default: latest).")
 def log_checkpoint(logdir: Path, size: int | None) -> None:
     """Print the log's signed checkpoint (C2SP tlog-checkpoint)."""
     sys.stdout.buffer.write(open_log(logdir).checkpoint(size))
@@ -104,7 +108,7 @@ def log_checkpoints(logdir: Path) -> None:
 
 @log.command("entry")
 @_dir_arg
-@click.argument("index", type=int)
+@click.argument("index", type=_SIZE)
 @click.option("--leaf", "raw", is_flag=True, help="Write the raw leaf bytes (8-byte time || entry) to standard "
               "output instead of the description.")
 def log_entry(logdir: Path, index: int, raw: bool) -> None:
@@ -127,9 +131,9 @@ def log_entry(logdir: Path, index: int, raw: bool) -> None:
 
 @log.command("prove")
 @_dir_arg
-@click.option("--index", type=int, default=None, help="Prove inclusion of the entry at this index.")
-@click.option("--consistency", "old_size", type=int, default=None, help="Prove consistency from this older size.")
-@click.option("--size", type=int, default=None, help="Tree size to prove against (default: the log's size).")
+@click.option("--index", type=_SIZE, default=None, help="Prove inclusion of the entry at this index.")
+@click.option("--consistency", "old_size", type=_SIZE, default=None, help="Prove consistency from this older size.")
+@click.option("--size", type=_SIZE, default=None, help="Tree size to prove against (default: the log's size).")
 def log_prove(logdir: Path, index: int | None, old_size: int | None, size: int | None) -> None:
     """Print an inclusion or consistency proof, one base64 hash per line.
 
@@ -145,8 +149,8 @@ def log_prove(logdir: Path, index: int | None, old_size: int | None, size: int |
 
 @log.command("receipt")
 @_dir_arg
-@click.argument("index", type=int)
-@click.option("--size", type=int, default=None, help="Prove against the checkpoint at this size (default: latest).")
+@click.argument("index", type=_SIZE)
+@click.option("--size", type=_SIZE, default=None, help="Prove against the checkpoint at this size (default: latest).")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the receipt here instead of standard output.")
 def log_receipt(logdir: Path, index: int, size: int | None, out: Path | None) -> None:

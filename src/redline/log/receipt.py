@@ -65,7 +65,9 @@ class Receipt:
             raise MalformedInput("receipt has no 'index' line")
         idx_s = lines[pos][6:]
         if not idx_s.isdigit() or not idx_s.isascii() or (idx_s != "0" and idx_s.startswith("0")):
-            raise MalformedInput(f"receipt index {idx_s!r} is not a decimal without leading zeros")
+            raise MalformedInput(f"receipt index {idx_s[:40]!r} is not a decimal without leading zeros")
+        if len(idx_s) > 19 or int(idx_s) >= 1 << 63:  # a tree of at most 2^63 - 1 leaves, as checkpoints allow
+            raise MalformedInput(f"receipt index {idx_s[:40]}{'…' if len(idx_s) > 40 else ''} is beyond any log's size")
         proof_lines = lines[pos + 1 :]
         if len(proof_lines) > MAX_PROOF_HASHES:
             raise InputTooLarge(f"receipt has {len(proof_lines)} proof hashes, over {MAX_PROOF_HASHES}")

@@ -27,12 +27,16 @@ few rows per batch and lets a proof read the few hashes it needs with one query.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from redline.errors import EntryTooLarge, InconsistentLog, IndexOutOfRange, LogExists, LogNotFound
+
+_T = TypeVar("_T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -56,6 +60,33 @@ _TILE_BYTES = TILE_HASHES * _HASH
 
 #: SQLite's default limit on bound parameters is 32766 in recent versions; stay well under.
 _MAX_PARAMS = 900
+
+
+def _corrupt_is_inconsistent(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """SQLite's "database disk image is malformed" (and kin) as ``InconsistentLog`` naming the file: a corrupt page
+    is an altered store, not a crash. Busy/locked errors (``OperationalError``) pass through unchanged."""
+    @functools.wraps(fn)
+    def guarded(self: SqliteStore, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise InconsistentLog(f"the log store {self.path} is corrupt: {exc}") from exc
+    return guarded
+
+
+def _guard_iter(fn: Callable[..., Iterator[_T]]) -> Callable[..., Iterator[_T]]:
+    """``_corrupt_is_inconsistent`` for a generator method."""
+    @functools.wraps(fn)
+    def guarded(self: SqliteStore, *args: Any, **kwargs: Any) -> Iterator[_T]:
+        try:
+            yield from fn(self, *args, **kwargs)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise InconsistentLog(f"the log store {self.path} is corrupt: {exc}") from exc
+    return guarded
 
 
 class SqliteStore:
@@ -89,10 +120,12 @@ class SqliteStore:
                 raise InconsistentLog(f"{self.path} is not a redline log "
                                       f"(missing tables: {', '.join(sorted(missing))})")
 
+    @_corrupt_is_inconsistent
     def get_meta(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return bytes(row[0]) if row else None
 
+    @_corrupt_is_inconsistent
     def init(self, meta: dict[str, bytes], checkpoint: bytes) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -106,10 +139,12 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
 
+    @_corrupt_is_inconsistent
     def size(self) -> int:
         row = self._db.execute("SELECT first + count FROM leaf_chunks ORDER BY first DESC LIMIT 1").fetchone()
         return 0 if row is None else row[0]
 
+    @_corrupt_is_inconsistent
     def _tiles(self, tiles: Sequence[int]) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
         for i in range(0, len(tiles), _MAX_PARAMS):
@@ -118,6 +153,7 @@ class SqliteStore:
             found.update((r[0], r[1]) for r in self._db.execute(q, part))
         return found
 
+    @_corrupt_is_inconsistent
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         if not indexes:
             return []
@@ -131,6 +167,7 @@ class SqliteStore:
             out.append(bytes(blob[off : off + _HASH]))
         return out
 
+    @_corrupt_is_inconsistent
     def read_leaves(self, start: int, count: int) -> list[bytes]:
         if count <= 0:
             return []
@@ -151,6 +188,7 @@ class SqliteStore:
             raise IndexOutOfRange(f"leaves {start}..{end - 1} are not all in the log")
         return out
 
+    @_guard_iter
     def iter_leaves(self, start: int = 0, chunk: int = 4096) -> Iterator[tuple[int, bytes]]:
         """Every (index, leaf) from ``start``; a row that does not hold ``count`` well-formed leaves yields
         the ones it holds, then its first bad index with an empty leaf, and ends the iteration."""
@@ -176,6 +214,7 @@ class SqliteStore:
                     return
             pos = rows[-1][0] + max(1, rows[-1][1])
 
+    @_guard_iter
     def iter_hashes(self, start: int = 0, chunk: int = 64) -> Iterator[tuple[int, bytes]]:
         tile = start // TILE_HASHES
         while True:
@@ -195,6 +234,7 @@ class SqliteStore:
                 if len(blob) < _TILE_BYTES:
                     return
 
+    @_corrupt_is_inconsistent
     def checkpoint(self, size: int | None = None) -> bytes | None:
         if size is None:
             row = self._db.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
@@ -202,9 +242,11 @@ class SqliteStore:
             row = self._db.execute("SELECT note FROM checkpoints WHERE size=?", (size,)).fetchone()
         return bytes(row[0]) if row else None
 
+    @_corrupt_is_inconsistent
     def checkpoint_sizes(self) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT size FROM checkpoints ORDER BY size")]
 
+    @_corrupt_is_inconsistent
     def append(self, expected_size: int, leaves: Sequence[bytes], hashes: Sequence[bytes], checkpoint: bytes,
                new_size: int) -> None:
         db = self._db

@@ -207,4 +207,6 @@ def load_policy(path: str | Path) -> Policy:
         doc = yaml.safe_load(path.read_text("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InvalidPolicy(f"{path}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise InvalidPolicy(f"{path}: nested too deeply to be a policy") from None
     return policy_from_document(doc, where=str(path))
