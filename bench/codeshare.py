@@ -1,7 +1,17 @@
 #!/usr/bin/env python3
-"""Benchmark: AI code share over 10,000 commits, against a plain per-file ``git blame`` loop.
+"""Benchmark: AI code share over 10,000 commits, against the per-file ``git blame`` loops it replaces.
 
-Baseline and redline run in the same process on the same repository and range, ratio last:
+Two comparisons on the same generated repository, each baseline and redline in the same process:
+
+1. Survival mode against aider's method (the ratio printed last). Baseline: what aider's
+   ``scripts/blame.py`` runs for one release range START..END, reimplemented here from its
+   description: ``git rev-list START..END``, two ``git show -s`` per commit (author name, subject),
+   ``git ls-tree -r END``, aider's file list, then one ``git blame -M100 -C100 -C -C START..END
+   -- FILE`` per file, one after another, counting non-boundary lines per author. redline:
+   ``survival(repo, "START..END", profile="aider")``. Same flags, same files: the counts must be
+   identical (checked; the run fails otherwise). Goal: >= 3x faster.
+2. Window mode against a blame of every file at the tip. This measures something different (the
+   lines each commit added, not the lines that survive) and is kept as the earlier benchmark:
 
 * baseline: for every file in the tip's tree, one ``git blame --porcelain TIP -- FILE``
   (the usual way to ask "who wrote these lines"), one process after another, output parsed;
@@ -22,10 +32,11 @@ Bloom filters in its commit-graph (``git commit-graph write --changed-paths``, w
 ``git blame`` fastest): the baseline is timed on both, redline on the first. The
 repositories are cached in ``bench/out/``, keyed by the parameters.
 
-The goal: window mode at least 10x faster than the blame loop.
+Goals: survival with the aider profile at least 3x faster than aider's loop, with identical
+counts; window mode at least 10x faster than the tip blame loop.
 
-Run:  .venv/bin/python bench/codeshare.py               (10,000 commits)
-      .venv/bin/python bench/codeshare.py --quick       (2,000 commits)
+Run:  .venv/bin/python bench/codeshare.py               (10,000 commits, release range of 1,000)
+      .venv/bin/python bench/codeshare.py --quick       (2,000 commits, release range of 200)
 """
 
 from __future__ import annotations
@@ -46,10 +57,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from redline.indicators.codeshare import code_share  # noqa: E402
+from redline.indicators.codeshare import code_share, survival  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SESSION = "5eed5eed5eed5eed"
 TRAILERS = ["Co-authored-by: Claude <noreply@anthropic.com>", "Co-authored-by: Codex <noreply@openai.com>",
             "Co-authored-by: Copilot <175728472+Copilot@users.noreply.github.com>",
@@ -133,12 +144,16 @@ def generate(repo: Path, commits: int, seed: int) -> None:
             msg += "\nSome explanation of the change.\n\n" + rng.choice(TRAILERS) + "\n"
         elif ai and roll < 0.28:
             who = BOT
-        elif ai and roll < 0.30:
-            who = (who[0] + " (aider)", who[1])
-            msg = "aider: " + msg
+        committer = who
+        if ai and roll < 0.30:  # aider wrote it (aider/repo.py: author and committer "<user> (aider)")
+            who = committer = (who[0] + " (aider)", who[1])
+            if roll < 0.285:
+                msg = "aider: " + msg  # older aider: the subject prefix
+        elif ai and roll < 0.45:  # the user's own change, committed through aider: the committer only
+            committer = (who[0] + " (aider)", who[1])
         out.append(f"commit {ref}\nmark :{mark}\n".encode())
         out.append(f"author {who[0]} <{who[1]}> {t - rng.randint(0, 86400)} +0000\n".encode())
-        out.append(f"committer {who[0]} <{who[1]}> {t} +0000\n".encode())
+        out.append(f"committer {committer[0]} <{committer[1]}> {t} +0000\n".encode())
         data(msg.encode())
         if parents:
             out.append(f"from :{parents[0]}\n".encode())
@@ -230,6 +245,43 @@ def baseline(repo: Path, tip: str) -> tuple[float, float, int, int]:
     return time.perf_counter() - t0, _cpu() - c0, len(paths), lines
 
 
+_AIDER_WEBSITE = {"aider/website/index.html", "aider/website/share/index.md",
+                  "aider/website/_includes/head_custom.html", "aider/website/_includes/home.css",
+                  "aider/website/docs/leaderboards/index.md"}
+
+
+def _aider_file(f: str) -> bool:
+    """aider's file selection, as its script states it (suffixes, two .yml directories, pages, fixtures)."""
+    keep = (f.endswith((".js", ".py", ".scm", ".sh", "Dockerfile", "Gemfile"))
+            or (f.startswith(".github/workflows/") and f.endswith(".yml"))
+            or (f.startswith("aider/resources/") and f.endswith(".yml"))
+            or f in _AIDER_WEBSITE or (f.startswith("tests/fixtures/languages/") and "/test." in f))
+    return keep and not f.endswith("prompts.py") and not f.startswith("tests/fixtures/watch") and \
+        f not in ("aider/website/install.ps1", "aider/website/install.sh")
+
+
+def aider_loop(repo: Path, start: str, end: str) -> tuple[float, float, int, int, int, int]:
+    """aider's per-file method for START..END: wall and CPU seconds, commits, files, aider's lines, all lines."""
+    t0, c0 = time.perf_counter(), _cpu()
+    commits = _git(repo, "rev-list", f"{start}..{end}").decode().split()
+    authors = {}
+    for c in commits:
+        name = _git(repo, "show", "-s", "--format=%an", c).decode().strip()
+        if _git(repo, "show", "-s", "--format=%s", c).decode().strip().lower().startswith("aider:"):
+            name += " (aider)"
+        authors[c[:9]] = name
+    files = [f for f in _git(repo, "ls-tree", "-r", "--name-only", end).decode().splitlines() if _aider_file(f)]
+    aider = total = 0
+    for f in files:
+        out = _git(repo, "blame", "-M100", "-C100", "-C", "-C", "--abbrev=9", f"{start}..{end}", "--", f).decode()
+        for line in out.splitlines():
+            if line.startswith("^"):
+                continue
+            total += 1
+            aider += "(aider)" in authors.get(line[:9], "Unknown").lower()
+    return time.perf_counter() - t0, _cpu() - c0, len(commits), len(files), aider, total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--commits", type=int, default=10_000, help="commits in the generated repository")
@@ -238,8 +290,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=None,
                     help="redline's parallel git processes (default: up to 4, one per CPU)")
     ap.add_argument("--repeat", type=int, default=3, help="redline runs (the median is compared)")
+    ap.add_argument("--release", type=int, default=None,
+                    help="first-parent commits in the survival range END~N..END (default: a tenth of --commits)")
     args = ap.parse_args()
     commits = 2_000 if args.quick else args.commits
+    release = args.release or commits // 10
     repo, bloom = ensure_repo(commits, args.seed)
     tip = _git(repo, "rev-parse", "main").decode().strip()
     git_version = _git(repo, "--version").decode().strip()
@@ -247,6 +302,8 @@ def main() -> None:
           f"{platform.python_implementation()} {platform.python_version()}; {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
+    print("-- window mode vs a blame of every file at the tip (a different measurement: lines added per commit, "
+          "not lines surviving) --", flush=True)
     times, cpus = [], []
     for _ in range(args.repeat):
         t0, c0 = time.perf_counter(), _cpu()
@@ -266,9 +323,31 @@ def main() -> None:
           f"{bloom_s:.2f} s ({bloom_cpu:.2f} s CPU) with changed-path Bloom filters")
     print(f"redline: code-share window mode over {commits} commits: {redline_s:.2f} s ({redline_cpu:.2f} s CPU; "
           f"median of {args.repeat}: {', '.join(f'{x:.2f}' for x in times)} s)")
-    print(f"ratio: {base_s / redline_s:.1f}x against the blame loop ({base_cpu / redline_cpu:.1f}x in CPU); "
-          f"{bloom_s / redline_s:.1f}x against it with Bloom filters ({bloom_cpu / redline_cpu:.1f}x in CPU); "
-          f"goal >= 10x")
+    print(f"window ratio: {base_s / redline_s:.1f}x against the tip blame loop ({base_cpu / redline_cpu:.1f}x in "
+          f"CPU); {bloom_s / redline_s:.1f}x against it with Bloom filters ({bloom_cpu / redline_cpu:.1f}x in CPU); "
+          f"goal >= 10x", flush=True)
+
+    print(f"-- survival mode, aider profile, vs aider's per-file blame loop, release range main~{release}..main --",
+          flush=True)
+    start = _git(repo, "rev-parse", f"main~{release}").decode().strip()
+    stimes, scpus = [], []
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), _cpu()
+        res = survival(repo, f"{start}..{tip}", profile="aider", jobs=args.jobs)
+        stimes.append(time.perf_counter() - t0)
+        scpus.append(_cpu() - c0)
+    surv_s, surv_cpu = statistics.median(stimes), statistics.median(scpus)
+    loop_s, loop_cpu, ncommits, nfiles, aider, total = aider_loop(repo, start, tip)
+    same = (res.totals.ai_commit + res.totals.ai_line, res.totals.total) == (aider, total)
+    print(f"aider's loop: {ncommits} commits (2 git show each), {nfiles} files blamed: {aider} of {total} lines by "
+          f"aider ({100 * aider / max(total, 1):.2f}%); {loop_s:.2f} s ({loop_cpu:.2f} s CPU)")
+    print(f"redline survival --profile aider: {res.totals.ai_commit} of {res.totals.total} lines "
+          f"({100 * res.point:.2f}%); {surv_s:.2f} s ({surv_cpu:.2f} s CPU; median of {args.repeat}: "
+          f"{', '.join(f'{x:.2f}' for x in stimes)} s); counts identical: {same}")
+    if not same:
+        raise SystemExit("counts differ from aider's loop")
+    print(f"ratio: {loop_s / surv_s:.1f}x against aider's per-file blame loop ({loop_cpu / surv_cpu:.1f}x in CPU); "
+          f"goal >= 3x with identical counts")
 
 
 if __name__ == "__main__":

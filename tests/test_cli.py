@@ -247,7 +247,9 @@ def test_log_append_prove_receipt_verify(logdir: Path, files: list[Path], tmp_pa
     held = tmp_path / "held.checkpoint"
     held.write_bytes(first.stdout_bytes)
     out = ok("log", "verify", logdir, "--checkpoint", held, "--log-key", logdir / "log.key.pub")
-    assert out.stdout == f"OK: log {ORIGIN} holds 4 entries; every hash and 3 checkpoints verify\n"
+    key_id = VerifierKey.from_string((logdir / "log.key.pub").read_text()).key_id.hex()
+    assert out.stdout == (f"OK: log {ORIGIN} holds 4 entries; every hash and 3 checkpoints verify, signed by the "
+                          f"trusted key {key_id}\n")
     failed(3, "log", "verify", logdir, "--log-key", stranger, match="not the trusted key")
     other = tmp_path / "other"
     ok("log", "init", other, "--origin", ORIGIN)

@@ -171,14 +171,14 @@ def test_window_linear_history_with_every_kind_of_evidence(tmp_path: Path) -> No
     assert res.population_commits == 5
     assert res.markers == {"co-author:noreply@anthropic.com": 2}
     assert res.sources == {"git-ai": 9, "commit-level": 5}
-    assert res.rules.rule_version == "ai-authorship-v1"
+    assert res.rules.rule_version == "ai-authorship-v2"
     kinds = {row.sha: row.evidence for row in res.commits}
     assert kinds[c3] == ("git-ai",)
     assert kinds[c4] == ("git-ai", "co-author:noreply@anthropic.com")
     # The numbers go into the statement: value, interval, method and rules.
     f = res.indicator_fields("lab-a")
     assert f["value"] == res.point and f["interval"] == (res.lower_bound, res.upper_bound)
-    assert f["name"] == "ai-code-share" and f["unit"] == "fraction" and f["rule_version"] == "ai-authorship-v1"
+    assert f["name"] == "ai-code-share" and f["unit"] == "fraction" and f["rule_version"] == "ai-authorship-v2"
 
 
 def test_include_exclude_and_the_default_ignore_list(tmp_path: Path) -> None:
@@ -489,7 +489,7 @@ def test_the_evidence_digest_is_reproducible(tmp_path: Path) -> None:
 
 def test_merge_attribution_by_diffs_agrees_with_git_blame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Lines a merge brings in are followed through the side branch's diffs; git blame must agree."""
-    import redline.indicators.codeshare as cs
+    import redline.indicators.codeshare.merges as cs_merges
 
     r = Repo(tmp_path / "repo")
     base = body(10, "m").splitlines()
@@ -524,10 +524,10 @@ def test_merge_attribution_by_diffs_agrees_with_git_blame(tmp_path: Path, monkey
 
     by_diffs = code_share(r.path)
     calls: list[str] = []
-    real = cs._track_linear
-    monkeypatch.setattr(cs, "_track_linear", lambda *a, **k: calls.append(a[0].sha) or None)
+    real = cs_merges._track_linear
+    monkeypatch.setattr(cs_merges, "_track_linear", lambda *a, **k: calls.append(a[0].sha) or None)
     by_blame = code_share(r.path)
-    monkeypatch.setattr(cs, "_track_linear", real)
+    monkeypatch.setattr(cs_merges, "_track_linear", real)
     assert calls and set(calls) == {m1}  # only the linear side branch is followed by diffs
     assert by_diffs.evidence() == by_blame.evidence()
     rows = {row.sha: row for row in by_diffs.commits}
@@ -542,7 +542,7 @@ def test_merge_attribution_by_diffs_agrees_with_git_blame(tmp_path: Path, monkey
 def test_segments_and_skewed_committer_dates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The history is diffed in segments by parallel git processes; the result does not depend on how it is cut.
     A commit whose committer clock was wrong sits inside the span but outside the window: it is not counted."""
-    import redline.indicators.codeshare as cs
+    import redline.indicators.codeshare.window as cs_window
 
     r = Repo(tmp_path / "repo")
     r.commit("a", {"a.py": body(2, "a")}, committer_date=datetime(2025, 1, 10, tzinfo=UTC))
@@ -557,7 +557,7 @@ def test_segments_and_skewed_committer_dates(tmp_path: Path, monkeypatch: pytest
     whole = code_share(r.path, since="2025-01-08", jobs=1)
     assert counts(whole) == (0, 0, 3, 2 + 4 + 1)  # not the skewed commit's 5 lines
     assert whole.population_commits == 4
-    monkeypatch.setattr(cs, "_SEGMENT_MIN", 1)
+    monkeypatch.setattr(cs_window, "_SEGMENT_MIN", 1)
     for jobs in (2, 3, 6):
         assert code_share(r.path, since="2025-01-08", jobs=jobs).evidence() == whole.evidence()
     assert counts(code_share(r.path, jobs=3)) == (0, 0, 3, 2 + 5 + 4 + 1)

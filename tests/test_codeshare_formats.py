@@ -16,6 +16,7 @@ from redline.indicators.codeshare import (
     MalformedEvidence,
     _unquote_c,
     commit_markers,
+    involvement_markers,
     load_rules,
     parse_agent_trace,
     parse_blame_porcelain,
@@ -147,7 +148,7 @@ def test_agent_trace_of_the_specification() -> None:
     files = traces.by_revision["a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0"]
     assert [(r.start, r.end, r.kind, r.model) for r in files["src/utils/parser.ts"]] == \
         [(42, 67, "ai", "anthropic/claude-opus-4-5-20251101")]
-    # "mixed" counts as AI under ai-authorship-v1; a range may override its conversation's contributor.
+    # "mixed" counts as AI under ai-authorship-v2; a range may override its conversation's contributor.
     assert [(r.start, r.end, r.kind) for r in files["src/utils/helpers.ts"]] == [(10, 25, "ai"), (30, 31, "human")]
     assert len(traces.sha256) == 64
 
@@ -225,13 +226,18 @@ def test_commit_markers() -> None:
         assert _markers(trailers=[("Co-authored-by", f"X <{email}>")]) == (f"co-author:{email}",)
     assert _markers(author="claude[bot]", author_email="209825114+claude[bot]@users.noreply.github.com") == \
         ("author-bot:claude[bot]",)
-    assert _markers(committer_email="158243242+devin-ai-integration[bot]@users.noreply.github.com") == \
-        ("committer-bot:devin-ai-integration[bot]",)
+    # A bot or AI identity as committer only, or a committer named "... (aider)": involvement, not authorship.
+    assert _markers(committer_email="158243242+devin-ai-integration[bot]@users.noreply.github.com") == ()
+    assert involvement_markers(RULES, committer="Devin", committer_email="1+devin-ai-integration[bot]@users.noreply."
+                               "github.com") == ("committer-bot:devin-ai-integration[bot]",)
+    assert _markers(author="Cursor Agent", author_email="cursoragent@cursor.com") == ("author:cursoragent@cursor.com",)
     assert _markers(author="claude[bot]") == ()  # a display name alone is not an identity
     assert _markers(trailers=[("Co-authored-by", "x <198982749+copilot-swe-agent[bot]@users.noreply.github.com>")]) \
         == ("co-author-bot:copilot-swe-agent[bot]",)
     assert _markers(author="Paul Gauthier (aider)") == ("author-name:(aider)",)
-    assert _markers(committer="Paul (aider)") == ("committer-name:(aider)",)
+    assert _markers(committer="Paul (aider)") == ()  # aider marks the committer of every commit it makes
+    assert involvement_markers(RULES, committer="Paul (aider)", committer_email="p@x") == ("committer-name:(aider)",)
+    assert _markers(author="Paul (Aider)") == ()  # the default rules match aider's documented suffix exactly
     assert _markers(subject="aider: fix the bug") == ("subject:aider:",)
     assert _markers(subject="fix aider: bug") == ()
 
@@ -272,6 +278,11 @@ def test_trailers_are_parsed_as_git_interpret_trailers_parses_them(tmp_path: Pat
     ("docs/*.md", ["docs/a.md"], ["docs/x/a.md", "a/docs/a.md"]),
     ("f?o.[ch]", ["foo.c", "x/fao.h"], ["fooo.c", "foo.cc"]),
     ("[!a]bc", ["xbc"], ["abc"]),
+    ("*.js", ["a.js", "web/x/a.js"], ["a.json", "a.jsonl", "a.js.map", "a.jsx"]),
+    ("*.map", ["a.js.map"], ["foo.mapper.py", "a.map/x.py"]),
+    ("node_modules/", ["node_modules/a/b.js", "web/node_modules/c.js"], ["node_modules.py", "my_node_modules/x"]),
+    ("/.github/workflows/**/*.yml", [".github/workflows/ci.yml", ".github/workflows/a/b.yml"],
+     [".github/workflows/ci.yaml", "x/.github/workflows/ci.yml", ".github/workflows/ci.yml.bak"]),
 ])
 def test_globs(pattern: str, yes: list[str], no: list[str]) -> None:
     g = GlobSet([pattern])
@@ -279,6 +290,67 @@ def test_globs(pattern: str, yes: list[str], no: list[str]) -> None:
         assert g.match(p), (pattern, p)
     for p in no:
         assert not g.match(p), (pattern, p)
+
+
+def test_globs_anchor_every_pattern() -> None:
+    """Version 1 joined the patterns with "|" and anchored only the last: every other one matched as a prefix."""
+    g = GlobSet(["*.js", "*.md"])
+    assert g.match("a.js") and g.match("a.md")
+    assert not g.match("a.json") and not g.match("a.jsonl") and not g.match("a.mdx")
+    g = GlobSet(["vendor/", "*.lock", "go.sum"])
+    assert g.match("vendor/x.go") and g.match("Cargo.lock") and g.match("go.sum")
+    assert not g.match("vendored.go") and not g.match("models.locked.py") and not g.match("go.summary.go")
+
+
+# A name each ignore pattern must drop, and near misses it must keep (a prefix, a longer suffix, a lookalike).
+IGNORED = {
+    "*.lock": (["Cargo.lock", "a/poetry.lock"], ["models.locked.py", "lock.py"]),
+    "package-lock.json": (["package-lock.json", "w/package-lock.json"], ["package-lock.json5", "package-lock.js"]),
+    "npm-shrinkwrap.json": (["npm-shrinkwrap.json"], ["npm-shrinkwrap.jsonc"]),
+    "pnpm-lock.yaml": (["pnpm-lock.yaml"], ["pnpm-lock.yaml.py"]),
+    "bun.lockb": (["bun.lockb"], ["bun.lockbox.py"]),
+    "go.sum": (["go.sum", "m/go.sum"], ["go.summary.go", "go.sum.py"]),
+    "go.work.sum": (["go.work.sum"], ["go.work.summary"]),
+    "packages.lock.json": (["packages.lock.json"], ["packages.lock.jsonx"]),
+    "*.lockfile": (["a.lockfile"], ["a.lockfiles.py"]),
+    "vendor/": (["vendor/a.go", "x/vendor/b/c.go"], ["vendors/a.go", "vendor.go"]),
+    "third_party/": (["third_party/a.c"], ["third_party_x/a.c"]),
+    "third-party/": (["third-party/a.c"], ["third-party-x/a.c"]),
+    "node_modules/": (["node_modules/a.js"], ["node_modules_x/a.js"]),
+    "bower_components/": (["bower_components/a.js"], ["bower_componentsx/a.js"]),
+    "site-packages/": (["lib/site-packages/a.py"], ["site-packages.py"]),
+    ".venv/": ([".venv/lib/a.py"], [".venvrc", "x.venv/a.py"]),
+    "*.min.js": (["a.min.js"], ["a.min.json", "a.min.jsx"]),
+    "*.min.css": (["a.min.css"], ["a.min.cssx"]),
+    "*.map": (["a.js.map"], ["foo.mapper.py", "a.maps"]),
+    "*_pb2.py": (["x_pb2.py"], ["x_pb2.pyx", "x_pb2.py.txt"]),
+    "*_pb2.pyi": (["x_pb2.pyi"], ["x_pb2.pyix"]),
+    "*_pb2_grpc.py": (["x_pb2_grpc.py"], ["x_pb2_grpc.pyc"]),
+    "*.pb.go": (["x.pb.go"], ["x.pb.gox", "x.pb.golden"]),
+    "*.pb.cc": (["x.pb.cc"], ["x.pb.ccx"]),
+    "*.pb.h": (["x.pb.h"], ["x.pb.hpp"]),
+    "*.pb.swift": (["x.pb.swift"], ["x.pb.swiftx"]),
+    "*_generated.*": (["x_generated.ts"], ["x_generatedts"]),
+    "*.generated.*": (["x.generated.ts"], ["x.generatedts"]),
+    "*.g.dart": (["x.g.dart"], ["x.g.darts"]),
+    "*.freezed.dart": (["x.freezed.dart"], ["x.freezed.darts"]),
+    "*.snap": (["x.snap"], ["x.snapshot.py"]),
+    "__snapshots__/": (["a/__snapshots__/x.js"], ["__snapshots__x/a.js"]),
+    "dist/": (["dist/a.js", "w/dist/b.js"], ["distance.py", "dists/a.js"]),
+    "*.svg": (["a.svg"], ["a.svgz", "a.svg.py"]),
+    ".agent-trace/": ([".agent-trace/traces.jsonl"], [".agent-trace.py"]),
+}
+
+
+def test_every_default_ignore_pattern_alone_and_in_the_list() -> None:
+    assert sorted(IGNORED) == sorted(RULES.ignore.patterns)  # every pattern of the rule file is covered
+    for pattern, (yes, no) in IGNORED.items():
+        one = GlobSet([pattern])
+        for p in yes:
+            assert one.match(p) and RULES.ignore.match(p), (pattern, p)
+        for p in no:
+            assert not one.match(p), (pattern, p)
+            assert not RULES.ignore.match(p), (pattern, p)  # and no other pattern of the list takes it as a prefix
 
 
 def test_file_classes() -> None:
@@ -293,7 +365,7 @@ def test_file_classes() -> None:
 def test_rule_files(tmp_path: Path) -> None:
     text = RULES.source
     assert text.startswith("built-in rules")
-    data = (Path(__file__).parent.parent / "src/redline/indicators/rules/ai-authorship-v1.yaml").read_bytes()
+    data = (Path(__file__).parent.parent / "src/redline/indicators/rules/ai-authorship-v2.yaml").read_bytes()
     assert parse_rules(data, "x").sha256 == RULES.sha256
     mine = tmp_path / "mine.yaml"
     mine.write_bytes(data.replace(b"version: 1\n", b"version: 2\n", 1).replace(b"  ai: ai\n", b"  ai: human\n"))

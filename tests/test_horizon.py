@@ -347,9 +347,23 @@ def test_run_table_continuous_scores_model_field_and_minutes_csv(tmp_path: Path)
     csvp = tmp_path / "minutes.csv"
     csvp.write_text("task_id,human_minutes\na,2\nb,8\nc,30\n")
     rs = read_runs([p], minutes_csv=csvp)
-    assert [r.score for r in rs.runs] == [0.25, 1.0, None] and rs.runs[2].errored
+    assert [r.score for r in rs.runs] == [0.25, 1.0, None] and rs.runs[2].null_score and not rs.runs[2].errored
     assert [r.human_minutes for r in rs.runs] == [2, 8, 30]
-    assert read_runs([p], minutes_csv=csvp, errors="fail").runs[2].score == 0.0
+    # A null score is no score, not an error: errors="fail" does not turn it into a failure.
+    assert read_runs([p], minutes_csv=csvp, errors="fail").runs[2].score is None
+
+
+def test_run_table_with_a_byte_order_mark_and_null_scores_reported(tmp_path: Path) -> None:
+    rows = [{"task_id": f"t{i}", "task_family": "f", "run_id": str(i), "model": "m", "human_minutes": 2 ** i,
+             "score_binarized": (None if i == 3 else int(i < 4))} for i in range(8)]
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(r) for r in rows).encode() + b"\n")
+    rs = read_runs([p])
+    assert len(rs.runs) == 8 and sum(r.null_score for r in rs.runs) == 1 and not any(r.errored for r in rs.runs)
+    m = analyse(rs, n_bootstrap=0).models[0]
+    assert m.n_null_score == 1 and m.n_errored == 0 and m.n_runs == 7
+    assert any("null score" in w for w in m.warnings)
+    assert m.to_json()["n_null_score"] == 1
 
 
 @pytest.mark.parametrize("name,content,match", [

@@ -404,3 +404,24 @@ def test_load_verifier_key_long_key_string() -> None:
     assert load_verifier_key(vk.to_string()) == vk
     with pytest.raises(MalformedKey):
         load_verifier_key("x" * 5000)
+
+
+def test_the_public_key_file_never_follows_a_planted_link(tmp_path: Path) -> None:
+    """A link planted at any name the writer might use does not make it write through the link."""
+    import os
+
+    from redline.crypto.keys import SigningKey, save_signing_key
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    key_path = tmp_path / "lab.key"
+    for name in (f".lab.key.pub.{os.getpid()}.tmp", f".lab.key.{os.getpid()}.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    try:
+        save_signing_key(SigningKey.generate("lab"), key_path)
+    except Exception:  # refusing is fine; writing through the link is not
+        pass
+    assert victim.read_text() == "precious\n"
+    if key_path.exists():
+        assert not (tmp_path / "lab.key.pub").is_symlink()
+        assert oct((tmp_path / "lab.key.pub").stat().st_mode & 0o777) == "0o644"

@@ -95,6 +95,19 @@ class InconsistentLog(LogError):
         self.index = index
 
 
+class SplitView(InconsistentLog):
+    """Two checkpoints signed by the log's key that cannot both be true: same size with different roots, or a
+    newer tree that does not extend the older one. The log showed different histories to different readers."""
+
+    exit_code = 11
+
+
+class Rollback(InconsistentLog):
+    """A log serving a smaller tree than a checkpoint it has already signed and a reader remembers."""
+
+    exit_code = 12
+
+
 class LogNotFound(LogError):
     """No log at the given path."""
 
@@ -179,3 +192,62 @@ class FactoryPinMismatch(UntrustedCode):
         self.what = what
         self.want = want
         self.got = got
+
+
+# --- witnesses and cosignatures (c2sp.org/tlog-witness, tlog-cosignature) --
+
+
+class WitnessError(RedlineError):
+    """A witness, cosignature or witness-policy problem."""
+
+    exit_code = 9
+
+
+class PolicyNotMet(WitnessError):
+    """Fewer valid cosignatures than the witness policy's threshold (k of n)."""
+
+
+class WitnessRefused(WitnessError):
+    """A witness answered an add-checkpoint request with an error status.
+
+    ``status`` is the HTTP status (0 where no answer came) and ``size`` the tree
+    size a 409 answer named (else None).
+    """
+
+    def __init__(self, message: str, *, status: int = 0, size: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.size = size
+
+
+class LogClockAhead(WitnessError):
+    """A checkpoint whose entries' integration times run ahead of its witnesses' cosignature times."""
+
+    exit_code = 10
+
+
+# --- indicators: AI code share from git history (redline.indicators.codeshare) --
+
+
+class CodeShareError(RedlineError):
+    """A code-share measurement that cannot be made as asked (the message says why)."""
+
+
+class NotARepository(CodeShareError):
+    """A path that is not a git repository (or a revision that is not in it)."""
+
+
+class HistoryMissing(CodeShareError):
+    """History the measurement needs is absent, e.g. a shallow clone cut inside the window."""
+
+
+class EmptyWindow(CodeShareError):
+    """Nothing to measure: no commits, or no countable lines, in the window."""
+
+
+class GitFailed(CodeShareError):
+    """A git command failed unexpectedly."""
+
+
+class MalformedEvidence(MalformedInput):
+    """A git-ai note, an Agent Trace record, a rule file or a repository declaration that does not parse."""

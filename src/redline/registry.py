@@ -11,12 +11,15 @@ with an offline receipt.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from redline.crypto.dsse import Envelope
 from redline.crypto.keys import SigningKey
 from redline.engine import Entry, State, admit, apply, replay
-from redline.errors import InconsistentLog, MalformedInput
+from redline.engine.replay import MAX_ENTRY_BYTES, Prepared
+from redline.errors import InconsistentLog, MalformedInput, RedlineError
 from redline.log.receipt import Receipt
 from redline.log.service import Log
 from redline.statements import Genesis, Predicate, sign_predicate
@@ -63,6 +66,61 @@ class Registry:
                 raise InconsistentLog(f"entry {index} was admitted but the engine rejected it on apply: "
                                       f"{self.state.rejected[-1].message}", index=index)
             return Submitted(index, time_ms, pred, self.log.receipt(index))
+
+    def submit_many(self, envelopes: Sequence[bytes]) -> list[Submitted | RedlineError]:
+        """Admit each signed statement in order, then append every admitted one in ONE batch (one transaction,
+        one checkpoint); per envelope, its ``Submitted`` or the ``RedlineError`` that refused it.
+
+        The batch's integration time ``t`` is fixed first (the log's clock, never behind the state). Each
+        envelope is admitted against the state as the earlier ones of the batch left it, and applied at
+        ``t`` with the index it is about to get, so a party may send statements ``n`` and ``n+1`` in one
+        batch. The append integrates the batch at ``t`` (``Log.append(at_ms=t)``), so the leaves carry exactly the
+        time the state was built with and a replay of the log gives the same state. Should the append fail, the
+        state is replayed again from the log and every admitted envelope gets that error; nothing is written.
+        """
+        results: list[Submitted | RedlineError | None] = [None] * len(envelopes)
+        with self._lock:
+            start = self.log.size
+            t = max(self.log.clock(), self.state.last_time_ms)
+            admitted: list[tuple[int, bytes, Predicate]] = []
+            for position, envelope in enumerate(envelopes):
+                try:
+                    env = Envelope.from_json(envelope) if len(envelope) <= MAX_ENTRY_BYTES else None
+                    pre = Prepared(tuple(sig.keyid for sig in env.signatures), envelope=env) if env else None
+                    pred, _, key = admit(self.state, envelope, pre, at_ms=t)
+                except RedlineError as exc:
+                    results[position] = exc
+                    continue
+                index = start + len(admitted)
+                done = Prepared(pre.keyids if pre else (), frozenset({key.fingerprint}), pred, env) if pre else None
+                apply(self.state, Entry(index, t, envelope), done)
+                if self.state.rejected and self.state.rejected[-1].index == index:
+                    # admitted a moment before but refused at the logged time: logged as refused, as a replay would
+                    results[position] = InconsistentLog(f"entry {index} was admitted but the engine rejected it "
+                                                        f"on apply: {self.state.rejected[-1].message}", index=index)
+                admitted.append((position, envelope, pred))
+            if not admitted:
+                return results  # type: ignore[return-value]
+            try:
+                appended = self.log.append([e for _, e, _ in admitted], at_ms=t)
+                if appended.first_index != start or set(appended.times_ms) != {t}:
+                    raise InconsistentLog(f"the log integrated the batch at index {appended.first_index}, times "
+                                          f"{sorted(set(appended.times_ms))}, not at {start}, time {t}", index=start)
+            except BaseException as exc:
+                self.state = replay((Entry(i, tm, e) for i, tm, e in self.log.entries()), State(origin=self.log.origin))
+                error = exc if isinstance(exc, RedlineError) else InconsistentLog(f"append failed: {exc!r}")
+                for position, _, _ in admitted:
+                    results[position] = error
+                if not isinstance(exc, Exception):
+                    raise
+                return results  # type: ignore[return-value]
+            size, checkpoint, extra = self.log.size, appended.checkpoint, t.to_bytes(8, "big")
+            for k, (position, _, pred) in enumerate(admitted):
+                if results[position] is None:
+                    index = start + k
+                    receipt = Receipt(index, tuple(self.log.prove_inclusion(index, size)), checkpoint, extra)
+                    results[position] = Submitted(index, t, pred, receipt)
+        return results  # type: ignore[return-value]
 
     def next_seq(self, party: str) -> int:
         """The sequence number the party's next statement must carry."""

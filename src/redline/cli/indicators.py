@@ -100,13 +100,17 @@ def _pct(x: float) -> str:
 @click.option("--until", default=None, help="Window end (exclusive), by committer date. Default: none.")
 @click.option("--survival", "survival_range", metavar="START..END", default=None,
               help="Survival mode: the lines added after START that still exist at END (git blame -M -C -C).")
+@click.option("--profile", type=click.Choice(["default", "aider"]), default="default", show_default=True,
+              help="Counting profile. aider: the method of aider's scripts/blame.py (author or subject marks, aider's "
+                   "file list, blank lines counted, git blame -M100 -C100 -C -C), to check against the figures aider "
+                   "publishes; survival mode only. See docs/indicators.md.")
 @click.option("--include", multiple=True, metavar="GLOB", help="Count only files matching a GLOB (repeatable); "
               "an include also overrides the default ignore list.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Do not count files matching GLOB (repeatable).")
 @click.option("--no-default-ignore", is_flag=True, help="Count generated, vendored and lock files too "
               "(drop the rule file's ignore list).")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A rule file to use instead of the built-in ai-authorship-v1.")
+              help="A rule file to use instead of the built-in ai-authorship-v2.")
 @click.option("--notes-complete/--no-notes-complete", default=None,
               help="Assert (or deny) that every commit with AI-written lines carries a git-ai note, so a commit "
                    "without one is human. Default: the repository's own declaration in .redline/code-share.yaml.")
@@ -123,7 +127,7 @@ def _pct(x: float) -> str:
               help="Write a PNG of the code share over time.")
 @sign_options
 def code_share_cmd(repo: Path, branch: str, since: str | None, until: str | None, survival_range: str | None,
-                   include: tuple[str, ...], exclude: tuple[str, ...], no_default_ignore: bool,
+                   profile: str, include: tuple[str, ...], exclude: tuple[str, ...], no_default_ignore: bool,
                    rules_file: Path | None, notes_complete: bool | None, agent_trace: Path | None,
                    agent_trace_revision: str, jobs: int | None, as_json: bool, evidence_file: Path | None,
                    plot_file: Path | None, sign_key: Path | None, subject: str | None, submit_dir: Path | None,
@@ -141,11 +145,13 @@ def code_share_cmd(repo: Path, branch: str, since: str | None, until: str | None
     check_sign_options(sign_key, submit_dir, out_file, seq, receipt_file)
     if survival_range is not None and (since or until or branch != "HEAD"):
         raise click.UsageError("--survival START..END replaces --branch, --since and --until")
+    if profile != "default" and survival_range is None:
+        raise click.UsageError(f"--profile {profile} needs --survival START..END (it reproduces a blame-based method)")
     common = dict(include=include, exclude=exclude, default_ignore=not no_default_ignore, rules=rules_file,
                   notes_complete=notes_complete, agent_trace=agent_trace, agent_trace_revision=agent_trace_revision,
                   jobs=jobs)
     if survival_range is not None:
-        result = cs.survival(repo, survival_range, **common)
+        result = cs.survival(repo, survival_range, profile=profile, **common)
     else:
         result = cs.code_share(repo, branch=branch, since=since, until=until, **common)
 
@@ -178,8 +184,8 @@ def _render(result, console: Console) -> None:
         line(f"AI code share of {result.repository}: lines added to {result.branch} ({result.tip[:12]}) "
              f"committed {result.window_start:%Y-%m-%d %H:%M} .. {result.window_end:%Y-%m-%d %H:%M} UTC")
     line(f"{result.population_commits} commits ({result.merges} merges), {t.total} lines counted; "
-         f"rules {result.rules.rule_version}" + (f"; notes complete: {result.notes_complete}"
-                                                 if result.notes_complete else ""))
+         f"rules {result.rules.rule_version}, profile {result.profile.name}"
+         + (f"; notes complete: {result.notes_complete}" if result.notes_complete else ""))
     line(f"  point estimate   {_pct(t.point)}   (lower bound {_pct(t.lower_bound)}, upper bound {_pct(t.upper_bound)})")
     line(f"  unknown          {_pct(t.unknown_share)}   (no evidence either way; never counted as human)")
     line(f"  coverage         {_pct(t.line_coverage)} of lines with line-level evidence, {_pct(t.coverage)} with any")
@@ -195,6 +201,9 @@ def _render(result, console: Console) -> None:
     console.print(table)
     if result.markers:
         line("commit-level markers (commits): " + ", ".join(f"{k} {v}" for k, v in sorted(result.markers.items())))
+    if result.involvement:
+        line("involvement only, not counted (commits): "
+             + ", ".join(f"{k} {v}" for k, v in sorted(result.involvement.items())))
     line(f"evidence digest sha256:{result.evidence_digest}")
 
 

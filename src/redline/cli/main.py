@@ -2,6 +2,8 @@
 
 Exit codes: 0 success; 1 other redline error; 2 usage error; 3 bad signature;
 4 log error; 5 invalid proof; 6 inconsistent log; 7 not authorized; 8 verification inconclusive;
+9 witness error (a witness refused, or the witness policy was not met); 10 the log's clock runs ahead of its
+witnesses; 11 split view (the log signed two histories); 12 rollback (the log serves less than it signed);
 65 malformed input; 66 key problem; 73 refusing to overwrite; 74 I/O error.
 """
 
@@ -45,13 +47,18 @@ def _register() -> None:
     from redline.cli.indicators import indicators
     from redline.cli.keys import key
     from redline.cli.log import log
+    from redline.cli.monitor import monitor
     from redline.cli.registry import party, policy, state, submit
     from redline.cli.run import run
+    from redline.cli.serve import serve
     from redline.cli.sign import sign
     from redline.cli.verify import verify
+    from redline.cli.witness import witness
 
-    for command in (key, log, party, policy, submit, sign, state, run, compute, indicators, demo, verify):
+    for command in (key, log, party, policy, submit, sign, state, run, compute, indicators, demo, verify, witness):
         cli.add_command(command)
+    cli.add_command(serve)
+    cli.add_command(monitor)
 
 
 _register()

@@ -237,19 +237,39 @@ def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, supersedes: 
 
 
 @click.command()
-@_dir_arg
+@click.argument("logdir")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the whole state as JSON (every *_ms time with its *_at ISO 8601 twin, the pause view "
                    "and the release status); the digest of the canonical state goes to stderr.")
-def state(logdir: Path, as_json: bool) -> None:
+@click.option("--log-key", default=None,
+              help="With a URL (required): the log's verifier key, string or .pub file; never taken from the server.")
+@click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With a URL: the witness policy its checkpoint must meet.")
+def state(logdir: str, as_json: bool, log_key: str | None, witness_policy: Path | None) -> None:
     """Replay the log in LOGDIR and show the state: policies, commitments, the pause, deadlines, crossings,
-    violations, reviews (and whether each model may be released now), releases."""
-    st = replayed_state(logdir)
+    violations, reviews (and whether each model may be released now), releases.
+
+    LOGDIR may be the http(s):// URL of a log served as tiles: the state is then derived from the tiles alone,
+    checked against --log-key."""
+    from redline.log.remote import is_url
+
+    if is_url(logdir):
+        if log_key is None:
+            raise click.UsageError("a URL needs --log-key: the log's key must come from you, not from the server")
+        from redline.cli.remote_state import remote_state
+
+        where: str | Path = logdir
+        st = remote_state(logdir, log_key, witness_policy)
+    elif log_key is not None or witness_policy is not None:
+        raise click.UsageError("--log-key and --witness-policy are for a log URL, not a directory")
+    else:
+        where = click.Path(file_okay=False, path_type=Path).convert(logdir, None, click.get_current_context())
+        st = replayed_state(where)
     if as_json:
         click.echo(json.dumps(state_json(st), indent=2, sort_keys=True))
         click.echo(f"digest {st.digest()}", err=True)
         return
-    render_state(st, Console(), where=logdir)
+    render_state(st, Console(), where=where)
 
 
 __all__ = ["open_registry", "open_registry_readonly", "party", "policy", "render_state", "state", "submit"]

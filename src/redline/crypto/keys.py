@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from redline.crypto.encoding import b64decode, b64encode, hexdecode
-from redline.errors import BadSignature, InsecureKeyFile, KeyExists, KeyMaterialError, MalformedKey, MalformedInput
+from redline.errors import BadSignature, InsecureKeyFile, KeyExists, KeyMaterialError, MalformedInput, MalformedKey
 
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
@@ -188,8 +189,8 @@ def save_signing_key(key: SigningKey, path: Path, *, overwrite: bool = False) ->
             if p.exists():
                 raise KeyExists(f"{p} already exists; refusing to overwrite a key")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # O_EXCL, 0600
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(key.to_string() + "\n")
@@ -204,11 +205,21 @@ def save_signing_key(key: SigningKey, path: Path, *, overwrite: bool = False) ->
     except FileExistsError as exc:
         raise KeyExists(f"{path} already exists; refusing to overwrite a key") from exc
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):
             tmp.unlink()
-    pub_tmp = pub.with_name(f".{pub.name}.{os.getpid()}.tmp")
-    pub_tmp.write_text(key.verifier().to_string() + "\n")
-    os.replace(pub_tmp, pub)
+    # The public file too goes through a fresh, unpredictable name created exclusively (mkstemp: O_EXCL, so a
+    # planted symlink is never followed), then an atomic rename in the same directory.
+    fd, pub_tmp = tempfile.mkstemp(dir=pub.parent, prefix=f".{pub.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key.verifier().to_string() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(pub_tmp, 0o644)
+        os.replace(pub_tmp, pub)
+    finally:
+        if os.path.lexists(pub_tmp):
+            os.unlink(pub_tmp)
     return pub
 
 

@@ -72,6 +72,12 @@ def add_signatures(note: bytes, *sigs: NoteSignature) -> bytes:
     return Note(parsed.text, parsed.signatures + tuple(sigs)).encode()
 
 
+def validate_note_text(text: str) -> None:
+    """Raise ``MalformedInput`` unless ``text`` is note text redline signs (ends in a newline, no blank line, no
+    control character but newlines)."""
+    _validate_text(text)
+
+
 def _validate_text(text: str) -> None:
     if not text.endswith("\n"):
         raise MalformedInput("note text must end in a newline")

@@ -19,7 +19,9 @@ A METR run table has one JSON object a line with ``task_id``, ``task_family``,
 ``run_id``, ``alias`` or ``model``, ``score_binarized`` or ``score_cont`` and
 ``human_minutes`` (the latter may come from the CSV instead); optional
 ``started_at`` / ``completed_at`` (RFC 3339 text, or Unix seconds or milliseconds)
-give the time window. A row whose score is ``null`` counts as errored.
+give the time window. A row whose score is ``null`` has no score: it is left out of the fit and
+reported as such (``Run.null_score``), not counted as an errored run. A run table may start with a
+UTF-8 byte-order mark.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Run:
     errored: bool = False
     #: The kind of limit the run hit (``token``, ``message``, ``time``, ...), if any.
     limit: str | None = None
+    #: A run-table row whose score is ``null``: no score recorded (left out of the fit), not an error.
+    null_score: bool = False
     started_at: datetime | None = None
     completed_at: datetime | None = None
     source: str = ""
@@ -366,7 +370,7 @@ def read_run_table(
     if path.stat().st_size > MAX_RUN_TABLE:
         raise MalformedInput(f"{path}: run table over {MAX_RUN_TABLE} bytes")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is accepted, as in the CSV files
     except UnicodeDecodeError:
         raise MalformedInput(f"{path}: not a UTF-8 JSONL run table") from None
     runs: list[Run] = []
@@ -403,16 +407,13 @@ def read_run_table(
         if name not in row:
             raise MalformedInput(f"{where}: missing {'score_binarized or score_cont' if score_field == 'auto' else name!r}")
         raw = row[name]
-        errored = raw is None
-        if errored:
-            score = 0.0 if errors == "fail" else None
-        else:
-            score = score_to_float(raw, f"{where}: {name}")
+        null_score = raw is None
+        score = None if null_score else score_to_float(raw, f"{where}: {name}")
         limit = row.get("limit")
         runs.append(Run(
             model=model, task_id=task_id, task_family=family,
             run_id=str(row.get("run_id") if row.get("run_id") not in (None, "") else f"{path.name}:{n}"),
-            human_minutes=minutes, score=score, errored=errored,
+            human_minutes=minutes, score=score, null_score=null_score,
             limit=str(limit) if limit not in (None, "", False) else None,
             started_at=_time(row.get("started_at"), f"{where}: started_at"),
             completed_at=_time(row.get("completed_at"), f"{where}: completed_at"),

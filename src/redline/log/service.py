@@ -200,8 +200,12 @@ class Log:
 
     # --- writing ----------------------------------------------------------
 
-    def append(self, entries: Sequence[bytes]) -> Appended:
-        """Integrate a batch of entries durably in one transaction with one new checkpoint."""
+    def append(self, entries: Sequence[bytes], *, at_ms: int | None = None) -> Appended:
+        """Integrate a batch of entries durably in one transaction with one new checkpoint.
+
+        The batch's integration time is the log's clock, or ``at_ms`` when the caller fixed it beforehand (the
+        registry judges a batch at the time it will be logged); never earlier than the last entry's.
+        """
         if self.signer is None:
             raise BadSignature("the log was opened without its signing key; it cannot append")
         if not entries:
@@ -216,7 +220,7 @@ class Log:
                 if len(e) > MAX_ENTRY_BYTES:
                     raise EntryTooLarge(f"entry {i} of the batch is {len(e)} bytes, over the limit of "
                                         f"{MAX_ENTRY_BYTES}")
-        now = max(self.clock(), self._last_time)
+        now = max(self.clock() if at_ms is None else at_ms, self._last_time)
         size = self._size
         frontier = list(self._frontier)
         leaves, hashes = [], []

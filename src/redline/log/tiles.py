@@ -7,10 +7,11 @@ Everything here is arithmetic over :mod:`redline.log.merkle`'s stored hashes, ex
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def _level_tiles(count: int, level: int, entries: bool = False) -> list[TilePath
 def tiles_for_size(size: int) -> list[TilePath]:
     """Every tile a static server holds for a tree of ``size`` leaves: hash tiles by level, then entry bundles.
 
-    Only the current right edge is listed; partial tiles of smaller sizes stay valid but are not included.
+    Only this size's right edge is listed; :func:`tiles_for_sizes` adds the partial tiles of earlier checkpoints.
     """
     _check_size(size)
     out: list[TilePath] = []
@@ -153,6 +154,40 @@ def tiles_for_size(size: int) -> list[TilePath]:
         level += 1
     out.extend(_level_tiles(size, 0, entries=True))
     return out
+
+
+def tiles_for_sizes(sizes: Iterable[int]) -> list[TilePath]:
+    """Every tile the checkpointed tree ``sizes`` imply: the full tiles of the largest, the partial tiles of each.
+
+    C2SP tlog-tiles: a log serves the partial tiles of every tree size it signed a checkpoint for, so a client
+    holding any of those checkpoints can fetch the right edge of its tree. In order, without duplicates.
+    """
+    out: dict[TilePath, None] = {}
+    ordered = sorted(set(sizes))
+    for s in ordered:
+        _check_size(s)
+    if ordered:
+        out.update((t, None) for t in tiles_for_size(ordered[-1]) if not t.is_partial)
+    for s in ordered:
+        out.update((t, None) for t in tiles_for_size(s) if t.is_partial)
+    return list(out)
+
+
+def tile_implied(tile: TilePath, sizes: Sequence[int]) -> bool:
+    """Whether some tree size in ``sizes`` (sorted ascending) implies ``tile``.
+
+    A full tile needs the largest size to cover it; a partial tile ``.p/W`` needs a size that makes that
+    tile exactly ``W`` wide at its level (entry bundles: at level 0).
+    """
+    if not sizes:
+        return False
+    shift = TILE_HEIGHT * tile.level
+    count = tile.index * TILE_WIDTH + tile.width  # subtrees at this level the tile's last hash needs
+    if not tile.is_partial:
+        return count <= sizes[-1] >> shift
+    lo, hi = count << shift, (count + 1) << shift  # sizes s with s >> shift == count
+    i = bisect.bisect_left(sizes, lo)
+    return i < len(sizes) and sizes[i] < hi
 
 
 def read_tile(reader: HashReader, level: int, index: int, width: int, tree_size: int) -> bytes:
@@ -331,8 +366,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _tile_bytes(tile: TilePath, size: int, reader: HashReader,
-                entries: Callable[[int, int], Sequence[bytes]]) -> bytes:
+def tile_bytes(tile: TilePath, size: int, reader: HashReader,
+               entries: Callable[[int, int], Sequence[bytes]]) -> bytes:
+    """The bytes of ``tile`` of the tree of ``size`` leaves: a hash tile, or an entry bundle of the leaves
+    ``entries(first, count)`` returns, each checked against its leaf hash."""
     if not tile.entries:
         return read_tile(reader, tile.level, tile.index, tile.width, size)
     first = tile.index * TILE_WIDTH
@@ -347,18 +384,23 @@ def _tile_bytes(tile: TilePath, size: int, reader: HashReader,
 
 
 def write_static(outdir: Path, *, size: int, reader: HashReader,
-                 entries: Callable[[int, int], Sequence[bytes]], checkpoint: bytes) -> list[Path]:
+                 entries: Callable[[int, int], Sequence[bytes]], checkpoint: bytes,
+                 sizes: Iterable[int] = ()) -> list[Path]:
     """Write the checkpoint, tiles and entry bundles of a tree of ``size`` leaves under ``outdir``; the paths written.
 
-    Each file is replaced atomically and the checkpoint goes last, so a reader never sees a checkpoint
-    whose tiles are missing. A tile already on disk with the same bytes is left alone; one with
-    different bytes means the log has changed its past, and raises ``InconsistentLog``. Partial tiles
-    of earlier sizes are kept: clients holding an older checkpoint may still fetch them.
+    ``sizes`` are the other tree sizes the log signed checkpoints for (``Log.checkpoint_sizes()``): their
+    partial tiles are written too, as C2SP tlog-tiles requires, so a client holding any of those
+    checkpoints finds its right edge. Each file is replaced atomically and the checkpoint goes last, so a
+    reader never sees a checkpoint whose tiles are missing. A tile already on disk with the same bytes is
+    left alone; one with different bytes means the log has changed its past, and raises ``InconsistentLog``.
     """
     outdir = Path(outdir)
     written: list[Path] = []
-    for tile in tiles_for_size(size):
-        data = _tile_bytes(tile, size, reader, entries)
+    for s in sizes:
+        if not 0 <= s <= size:
+            raise IndexOutOfRange(f"checkpoint size {s} is not in 0..{size}")
+    for tile in tiles_for_sizes([*sizes, size]):
+        data = tile_bytes(tile, size, reader, entries)
         path = outdir / tile.path
         if path.is_file():
             if path.read_bytes() == data:
@@ -371,4 +413,3 @@ def write_static(outdir: Path, *, size: int, reader: HashReader,
         _write_atomic(path, checkpoint)
         written.append(path)
     return written
-
