@@ -132,3 +132,27 @@ def test_serve_takes_a_witness_policy(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(published) == 1 and callable(published[0]) and published[0].__name__ == "publish"
     missing = CliRunner().invoke(cli, ["serve", str(logdir), "--witness-policy", str(tmp_path / "none.txt")])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
+
+
+def test_a_log_whose_clock_runs_ahead_of_its_witnesses_is_refused(tmp_path: Path) -> None:
+    world = make_world(tmp_path, [("lab-a", "lab")], start_ms=int(time.time() * 1000) - 3_600_000)
+    clock = world.clock
+    log_key = key(LOG_NAME).verifier()
+    # the witnesses' clocks say two hours earlier than the log's integration times
+    witnesses = [Witness(w, (log_key,), WitnessState(tmp_path / f"witness-{i}"),
+                         clock=lambda: (clock() - 2 * 3_600_000) // 1000) for i, w in enumerate((W1, W2))]
+    with LoopbackServer(witness_app(witnesses[0])) as w1, LoopbackServer(witness_app(witnesses[1])) as w2:
+        policy = WitnessPolicy((witness_verifier(W1), witness_verifier(W2)), 2,
+                               urls={W1.name: w1.url, W2.name: w2.url})
+        trust = tmp_path / "witnesses.txt"
+        trust.write_text(policy.to_text())
+        app = create_app(world.registry, publish=make_publisher(None, policy, world.log), batch_ms=1)
+        with LoopbackServer(app) as served, httpx.Client(base_url=served.url, timeout=20) as http:
+            env = world.envelope("lab-a", ComputeInventory, **inventory_fields(10, when=utc(clock())))
+            assert http.post("/submit", content=env).status_code == 200
+            code, out = monitor(served.url, tmp_path / "memory", "--witness-policy", str(trust))
+            assert code == 10, out
+            assert "ahead" in out
+            state = CliRunner().invoke(cli, ["state", served.url, "--log-key", log_key.to_string(),
+                                             "--witness-policy", str(trust)])
+            assert state.exit_code == 10, state.output

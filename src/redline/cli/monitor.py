@@ -175,6 +175,13 @@ def check_round(remote: RemoteLog, memory: CheckpointMemory, number: int = 1) ->
     ``Rollback`` or ``SplitView`` to raise. Any other failure (fetch, signature, tiles) raises.
     """
     served = remote.checkpoint()
+    if remote.policy is not None and served.checkpoint.size:
+        # cosignature times bound the log's clock: its last entry may not be integrated after the witnesses signed
+        from redline.log.witness import check_times
+
+        cp = served.checkpoint
+        [(_, last_ms, _)] = list(remote.entries(cp, cp.size - 1))
+        check_times(cp, served.cosignatures, last_ms, threshold=remote.policy.threshold)
     remembered = memory.load(remote.log_key)
     if remembered is None:
         memory.save(served)
