@@ -362,15 +362,34 @@ def test_publish_hook_gets_the_consistency_proof_and_its_checkpoint_is_served(wo
         assert calls[-1] == (world.log.size - 1, world.log.size)
 
 
-def test_a_failing_publish_serves_the_log_signed_checkpoint(world) -> None:
-    def broken(old_size: int, checkpoint: bytes, proof: list[bytes]) -> bytes:
-        return b"garbage"
+def test_a_failing_publish_publishes_nothing_and_the_next_one_catches_up(world) -> None:
+    calls: list[tuple[int, int, int]] = []
+    fail = [True]
 
-    with TestClient(create_app(world.registry, publish=broken)) as client:
+    def flaky(old_size: int, checkpoint: bytes, proof: list[bytes]) -> bytes:
+        new, _ = open_checkpoint(checkpoint, world.log.verifier)
+        calls.append((old_size, new.size, len(proof)))
+        if old_size and old_size != new.size:
+            old, _ = open_checkpoint(world.log.checkpoint(old_size), world.log.verifier)
+            merkle.verify_consistency(old_size, new.size, old.root, new.root, proof)
+        return b"garbage" if fail[0] else checkpoint
+
+    with TestClient(create_app(world.registry, publish=flaky)) as client:
+        before = client.get("/checkpoint").content
+        published_size = world.log.size
         env = world.envelope("lab-a", ComputeInventory, **inventory_fields(4))
         r = client.post("/submit", content=env)
         assert r.status_code == 200
-        assert Receipt.parse(r.content).checkpoint == world.log.checkpoint() == client.get("/checkpoint").content
+        # the receipt still verifies against the log's key; the public checkpoint did not move
+        assert Receipt.parse(r.content).checkpoint == world.log.checkpoint()
+        verify_receipt(Receipt.parse(r.content), env, world.log.verifier)
+        assert client.get("/checkpoint").content == before
+        fail[0] = False
+        env = world.envelope("lab-a", ComputeInventory, **inventory_fields(5))
+        assert client.post("/submit", content=env).status_code == 200
+        assert client.get("/checkpoint").content == world.log.checkpoint()
+        # the second publication is from the last published size, proved consistent from there
+        assert calls[-1][:2] == (published_size, world.log.size)
 
 
 # --- JSON views ----------------------------------------------------------------------------

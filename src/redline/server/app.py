@@ -34,8 +34,9 @@ Publishing: after each append the worker calls ``publish(old_size, new_checkpoin
 still be the log's signed checkpoint of that size and is what ``/checkpoint`` and the receipts carry. The
 published checkpoints are kept in memory only (the last ``PUBLISHED_KEPT``); after a restart the worker
 publishes the latest stored checkpoint again (``old_size`` = its size, empty proof) and serves the
-log-signed one until that returns. A publish that raises or returns something else is logged and the
-log-signed checkpoint is served instead: the entries are durable either way.
+log-signed one until that returns. A publish that raises or returns something else is logged and publishes
+nothing: ``/checkpoint`` keeps the last published checkpoint, the batch's receipts carry the log-signed one,
+and the next batch is published from the last published size. The entries are durable either way.
 """
 
 from __future__ import annotations
@@ -285,9 +286,11 @@ class LogService:
                     self.sizes.append(new)
                     self.appends += 1
                     checkpoint = self.log.checkpoint(new)
-                    proof = self.log.prove_consistency(old, new) if old else []
+                    # published from the last checkpoint the witnesses saw (earlier batches may have failed to)
+                    since = self.published_size
+                    proof = self.log.prove_consistency(since, new) if 0 < since < new else []
             if new != old:
-                served = self._publish_step(old, checkpoint, proof)
+                served = self._publish_step(since, checkpoint, proof)
                 results = [dataclasses.replace(r, receipt=dataclasses.replace(r.receipt, checkpoint=served))
                            if isinstance(r, Submitted) and r.receipt.checkpoint == checkpoint else r for r in results]
         except Exception as exc:  # answer every submitter rather than leave them hanging
@@ -297,9 +300,14 @@ class LogService:
             _resolve(fut, result)
 
     def _publish_step(self, old_size: int, checkpoint: bytes, proof: list[bytes]) -> bytes:
-        """Run ``publish``; keep and return what it gave if that is still the log's checkpoint, else ``checkpoint``."""
+        """Run ``publish``; keep, serve and return what it gave if that is still the log's checkpoint.
+
+        A publish that fails (e.g. the witnesses' quorum was not met) publishes nothing: ``/checkpoint`` keeps
+        serving the last checkpoint that was published, the receipts of the batch carry the log-signed
+        checkpoint (they still verify offline against the log's key), and the next batch is published from the
+        last published size, with a consistency proof from there.
+        """
         want, _ = open_checkpoint(checkpoint, self.log.verifier)
-        served = checkpoint
         try:
             out = self.publish(old_size, checkpoint, proof)
             got, _ = open_checkpoint(bytes(out), self.log.verifier)
@@ -307,7 +315,9 @@ class LogService:
                 raise ValueError(f"publish returned the checkpoint of size {got.size}, not {want.size}")
             served = bytes(out)
         except Exception:
-            log.exception("publishing the checkpoint of size %d failed; serving the log-signed one", want.size)
+            log.exception("publishing the checkpoint of size %d failed; /checkpoint still serves size %d",
+                          want.size, self.published_size)
+            return checkpoint
         with self.lock:
             self._published[want.size] = served
             while len(self._published) > PUBLISHED_KEPT:
