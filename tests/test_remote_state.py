@@ -91,10 +91,19 @@ def test_state_of_an_empty_remote_log_names_the_url(tmp_path: Path) -> None:
         assert "is empty" in out.stdout and "127.0.0.1" in out.stdout
 
 
-def test_url_needs_a_log_key_and_a_directory_takes_none(world, tmp_path: Path) -> None:
+def test_url_needs_a_log_key_and_a_directory_may_pin_one(world, tmp_path: Path) -> None:
     out = CliRunner().invoke(cli, ["state", "http://127.0.0.1:9/"])
     assert out.exit_code == 2 and "--log-key" in out.stderr
+    # a directory: --log-key pins the key (the store's own is refused if it is another)
     out = CliRunner().invoke(cli, ["state", str(world.path.parent), "--log-key", world.log.verifier.to_string()])
+    assert out.exit_code == 0, out.output
+    assert "trusting the log key stored" not in out.stderr
+    other = SigningKey.generate(world.log.origin).verifier().to_string()
+    out = CliRunner().invoke(cli, ["state", str(world.path.parent), "--log-key", other])
+    assert out.exit_code == 3 and "not the trusted key" in out.output
+    out = CliRunner().invoke(cli, ["state", str(world.path.parent)])
+    assert out.exit_code == 0 and "trusting the log key stored in the log itself" in out.stderr
+    out = CliRunner().invoke(cli, ["state", str(world.path.parent), "--witness-policy", str(__file__)])
     assert out.exit_code == 2 and "for a log URL" in out.stderr
 
 

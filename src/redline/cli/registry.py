@@ -242,7 +242,8 @@ def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, supersedes: 
               help="Print the whole state as JSON (every *_ms time with its *_at ISO 8601 twin, the pause view "
                    "and the release status); the digest of the canonical state goes to stderr.")
 @click.option("--log-key", default=None,
-              help="With a URL (required): the log's verifier key, string or .pub file; never taken from the server.")
+              help="The log's verifier key (string or .pub file) you trust: required with a URL (never taken from the "
+                   "server); with a directory, a log signed by any other key is refused.")
 @click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With a URL: the witness policy its checkpoint must meet.")
 def state(logdir: str, as_json: bool, log_key: str | None, witness_policy: Path | None) -> None:
@@ -250,7 +251,8 @@ def state(logdir: str, as_json: bool, log_key: str | None, witness_policy: Path 
     violations, reviews (and whether each model may be released now), releases.
 
     LOGDIR may be the http(s):// URL of a log served as tiles: the state is then derived from the tiles alone,
-    checked against --log-key."""
+    checked against --log-key. For a directory, --log-key pins the log's key; without it the key the store names
+    is trusted, and a note says so."""
     from redline.log.remote import is_url
 
     if is_url(logdir):
@@ -260,11 +262,13 @@ def state(logdir: str, as_json: bool, log_key: str | None, witness_policy: Path 
 
         where: str | Path = logdir
         st = remote_state(logdir, log_key, witness_policy)
-    elif log_key is not None or witness_policy is not None:
-        raise click.UsageError("--log-key and --witness-policy are for a log URL, not a directory")
+    elif witness_policy is not None:
+        raise click.UsageError("--witness-policy is for a log URL (a directory's checkpoints carry no cosignatures)")
     else:
         where = click.Path(file_okay=False, path_type=Path).convert(logdir, None, click.get_current_context())
-        st = replayed_state(where)
+        if log_key is None:
+            click.echo("note: trusting the log key stored in the log itself; pass --log-key to pin it", err=True)
+        st = replayed_state(where, trusted=load_verifier_key(log_key) if log_key else None)
     if as_json:
         click.echo(json.dumps(state_json(st), indent=2, sort_keys=True))
         click.echo(f"digest {st.digest()}", err=True)
