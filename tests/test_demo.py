@@ -59,13 +59,15 @@ def test_demo_spoof_fails_at_a_step(played):
 def test_demo_lists_the_violations(played):
     base, out = played
     kinds = {"training-during-pause", "missed-acknowledgement", "release-before-clearance", "failed-verification",
-             "release-unverified-weights"}
+             "release-unverified-weights", "unexplained-compute-during-pause", "undeclared-run"}
     for kind in kinds:
         assert re.search(rf"^\s*{kind} by lab-[abc]: ", out, re.M), kind
     st = open_registry_readonly(base)
     assert {v.kind for v in st.violations} == kinds
     assert {(v.party, v.kind) for v in st.violations} >= {("lab-c", "failed-verification"),
                                                            ("lab-c", "missed-acknowledgement"),
+                                                           ("lab-c", "unexplained-compute-during-pause"),
+                                                           ("lab-c", "undeclared-run"),
                                                            ("lab-b", "release-unverified-weights")}
     # released weights that no verified run produced are a violation; the verified weights of a-1 are not
     unverified = [v for v in st.violations if v.kind == "release-unverified-weights"]

@@ -25,11 +25,13 @@ from redline.statements import (
     PREDICATE_KINDS,
     PREDICATE_TYPES,
     Admission,
+    AttestedUsage,
     BaseModelRegistration,
     Check,
     ChipCount,
     Cluster,
     Commitment,
+    ComputeAttestation,
     ComputeInventory,
     ComputeUsageReport,
     Declaration,
@@ -117,6 +119,10 @@ def examples() -> list[Predicate]:
         ]),
         ComputeUsageReport(party="lab-a", seq=5, period_start=T0, period_end=T0 + timedelta(days=30),
                            runs=[RunUsage(run_id="run-1", chip_hours=123456.5)], unaccounted_chip_hours=10.0),
+        ComputeAttestation(party="lab-a", seq=6, customer="lab-a", period_start=T0,
+                           period_end=T0 + timedelta(days=7),
+                           usage=[AttestedUsage(cluster_id="us-east-7", chip_model="H100 SXM", chip_count=1024,
+                                                chip_hours=172032.0)], run_ids=["run-1"], final=False),
         RunStart(party="lab-a", seq=6, run_id="run-1", model_name="frontier-7", base_model="frontier-6",
                  base_model_flop=3.2e24, declared_flop=9.5e25, flop_method="6ND",
                  hardware=[ChipCount(chip_model="H100 SXM", count=1024)], started_at=T0),
@@ -187,7 +193,7 @@ def _reject(statement: dict[str, Any], *needles: str) -> str:
 
 def test_every_registered_type_has_an_example() -> None:
     assert sorted({type(p).PREDICATE_TYPE for p in EXAMPLES}) == sorted(PREDICATE_TYPES)
-    assert len(PREDICATE_TYPES) == len(PREDICATE_KINDS) == 22
+    assert len(PREDICATE_TYPES) == len(PREDICATE_KINDS) == 23
     for ptype, cls in PREDICATE_TYPES.items():
         assert re.fullmatch(r"urn:redline:[a-z0-9-]+:v[1-9][0-9]*", ptype), ptype
         assert cls.__doc__ and cls.__doc__.strip()

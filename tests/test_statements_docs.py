@@ -57,6 +57,7 @@ STORY: list[tuple[str, tuple[str, ...]]] = [
     ("release", ("lab-a",)),
     ("indicator", ("audit",)),
     ("compute-usage", ("lab-a",)),
+    ("compute-attestation", ("lab-a",)),
     ("pause-ack", ("lab-a", "lab-b")),
     ("resume-proposal", ("lab-a",)),
     ("resume-approval", ("lab-a", "lab-b")),
@@ -149,7 +150,7 @@ def test_every_chip_and_indicator_name_is_listed() -> None:
 
 #: How the roles table names each role (plural or not); "any party" is every role.
 _ROLE_WORDS = {"lab": r"\blabs?\b", "auditor": r"\bauditors?\b", "regulator": r"\bregulators?\b",
-               "coordinator": r"\bcoordinator\b"}
+               "coordinator": r"\bcoordinator\b", "provider": r"\bproviders?\b"}
 
 
 def test_the_roles_table_is_the_engines() -> None:
@@ -277,6 +278,10 @@ def test_every_example_is_accepted_in_story_order(tmp_path: Path, docs: dict[str
             assert st.status == "paused"
         elif kind == "compute-usage":
             assert [o.met_index for o in st.obligations if o.kind == "usage-report" and o.party == "lab-a"] == [i]
+        elif kind == "compute-attestation":
+            rec = st.attested[f"lab-a@{int(datetime(2027, 5, 20, tzinfo=UTC).timestamp() * 1000)}"]
+            assert (rec["entries"], list(rec["usage"])) == ([i], ["ohio-1/H100 SXM"])
+            assert st.findings == {}  # a week of 8,192 H100 at half time: the declared run explains it
         elif kind == "pause-ack":
             assert st.pauses[-1].acknowledged == dict(zip(("lab-a", "lab-b"), at[kind]))
             assert all(o.met_index is not None for o in st.obligations if o.kind == "acknowledgement")

@@ -41,9 +41,11 @@ from redline.policy import load_pack
 from redline.registry import Registry, utc_from_ms
 from redline.statements import (
     Admission,
+    AttestedUsage,
     ChipCount,
     Cluster,
     Commitment,
+    ComputeAttestation,
     ComputeInventory,
     ComputeUsageReport,
     CountQuorum,
@@ -236,7 +238,8 @@ def _verify(s: _Scenario, run_party: str, run_id: str, transcript: Path, index: 
 
 def _play(s: _Scenario, real_runs: bool) -> None:
     for name, role, jur in (("lab-a", "lab", "US-CA"), ("lab-b", "lab", "UK"), ("lab-c", "lab", "EU"),
-                            ("aisi", "regulator", "UK"), ("audit-co", "auditor", "EU")):
+                            ("aisi", "regulator", "UK"), ("audit-co", "auditor", "EU"),
+                            ("cloud-x", "provider", "US-VA")):
         s.keys[name] = SigningKey.generate(name)
         s.say("coordinator", Admission, admitted=name, verifier_key=s.keys[name].verifier().to_string(), role=role,
               display_name=name.upper(), jurisdiction=jur)
@@ -290,6 +293,19 @@ def _play(s: _Scenario, real_runs: bool) -> None:
         final = next(r for r in s.registry.state.runs.values() if r.run_id == "a-1")
         s.say("lab-a", Release, model_name="A-1-tiny", model_digest={"sha256": final.final_digest},
               released_at=s.now())
+    _hidden_training(s, pause)
+
+
+def _hidden_training(s: _Scenario, pause) -> None:  # type: ignore[no-untyped-def]
+    """lab-c trained on rented chips during the pause and declared nothing; its cloud provider's attestation of the
+    week catches it (unexplained compute beyond the paused limit, and a tagged run nobody declared)."""
+    period = 7 * 24 * HOUR_MS
+    start = pause.started_ms - pause.started_ms % period  # the attestation week the pause began in
+    s.clock_ms = max(s.clock_ms, start + period + HOUR_MS)
+    s.say("cloud-x", ComputeAttestation, customer="lab-c", period_start=utc_from_ms(start),
+          period_end=utc_from_ms(start + period),
+          usage=[AttestedUsage(cluster_id="rented-7", chip_model="H100 SXM", chip_count=4096,
+                               chip_hours=4096 * 168 * 0.8)], run_ids=["c-hidden"], final=True)
 
 
 def _runs_table(st) -> Table:

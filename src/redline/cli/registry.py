@@ -114,7 +114,8 @@ def party_genesis(logdir: Path, key_path: Path) -> None:
 @party.command("admit")
 @_dir_arg
 @click.argument("verifier_key")
-@click.option("--role", type=click.Choice(["lab", "auditor", "regulator", "witness", "coordinator"]), required=True,
+@click.option("--role", type=click.Choice(["lab", "auditor", "regulator", "witness", "coordinator", "provider"]),
+              required=True,
               help="What the party may say: labs speak for themselves, auditors verify, regulators decide reviews.")
 @click.option("--display-name", required=True, help="Human-readable name of the party.")
 @click.option("--jurisdiction", required=True, help="Where the party is, e.g. EU, US-CA, UK.")

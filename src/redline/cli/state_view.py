@@ -72,6 +72,7 @@ def render_state(st: State, console: Console, *, where: str | Path | None = None
     _deadlines(st, console)
     _crossings(st, console)
     _violations(st, console)
+    _findings(st, console)
     _reviews(st, console)
     _releases(st, console)
     _bases(st, console)
@@ -146,6 +147,17 @@ def _violations(st: State, console: Console) -> None:
     t = _table("violations", "party", "kind", "detail", "evidence (entries)", "time")
     for v in st.violations:
         _row(t, v.party, v.kind, v.detail, ", ".join(map(str, v.evidence)), iso(v.time_ms))
+    console.print(t)
+
+
+def _findings(st: State, console: Console) -> None:
+    """Compute that providers (or the labs themselves) attested and no declared run explains, with the arithmetic."""
+    if not st.findings:
+        return
+    t = _table("unexplained compute (findings)", "customer", "period", "arithmetic", "evidence (entries)")
+    for f in st.findings.values():
+        _row(t, f["customer"], f"{iso(f['period_start_ms'])}..{iso(f['period_end_ms'])}", f["arithmetic"],
+             ", ".join(map(str, f["evidence"])))
     console.print(t)
 
 

@@ -18,9 +18,11 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from redline.compute.chips import get_chip
 from redline.engine.state import Crossing, Event, Obligation, Pause, Run, State, Violation
 from redline.policy.model import EVIDENCE_STRENGTH, Line, Parameters, Policy
 
@@ -469,3 +471,118 @@ def release_obstacles(state: State, party: str, model_name: str, weights: str | 
     ``(violation kind, reason)`` pairs a Release would raise; empty when it may."""
     return [(kind, detail.replace("released ", "releasing ", 1))
             for kind, detail, _ in release_violations(state, party, model_name, weights, now_ms)]
+
+
+# --- compute attestations: the runs nobody declared ------------------------------------------------
+
+
+def attestation_parameters(state: State) -> Any:
+    """The attestation parameters of the first policy in force (the defaults when none is)."""
+    policies = policies_in_force(state)
+    return (policies[0].parameters if policies else _DEFAULTS).compute_attestation
+
+
+def declared_between(run: Run, start_ms: int, end_ms: int) -> float:
+    """The FLOP ``run`` declares it spent in ``[start_ms, end_ms)``: its declared points (RunStart at 0, each
+    RunProgress, the RunFinish) joined linearly, so a progress declared after a period still gives the period
+    its share."""
+    def reached(t: int) -> float:
+        points = run.progress
+        if not points or t <= points[0][0]:
+            return 0.0
+        for (t0, f0, _), (t1, f1, _) in itertools.pairwise(points):
+            if t <= t1:
+                return f0 + (f1 - f0) * ((t - t0) / (t1 - t0)) if t1 > t0 else f1
+        return float(points[-1][1])
+
+    return max(0.0, reached(end_ms) - reached(start_ms))
+
+
+def _monitoring_flop(state: State, params: Any) -> float:
+    """The smallest unexplained compute worth a finding: the policy's figure, else its lowest run-scope
+    training-compute line, else 10^25 FLOP."""
+    if params.unexplained_min_flop is not None:
+        return float(params.unexplained_min_flop)
+    lines = [line.value for p in policies_in_force(state) for line in p.lines
+             if line.metric == "training_compute" and line.scope == "run"]
+    return min(lines) if lines else 1e25
+
+
+def cross_check(state: State, key: str, index: int, now: int) -> None:
+    """Compare what the attested chip-hours of one customer and period could have delivered with the compute its
+    declared runs explain; record (or clear) the ``unexplained-compute`` finding, and during a pause that binds
+    the customer to training, make unexplained compute beyond the paused limit a violation."""
+    rec = state.attested[key]
+    params = attestation_parameters(state)
+    customer, start, end = rec["customer"], rec["period_start_ms"], rec["period_end_ms"]
+    low = high = chip_hours = 0.0
+    parts = []
+    for u in sorted(rec["usage"].values(), key=lambda u: (u["cluster_id"], u["chip_model"])):
+        peak = get_chip(u["chip_model"]).peak_flop_per_s
+        flop = u["chip_hours"] * 3600 * peak
+        chip_hours += u["chip_hours"]
+        low += flop * params.utilisation_low
+        high += flop * params.utilisation_high
+        parts.append(f"{u['chip_hours']:,.0f} chip-hours of {u['chip_model']} ({u['cluster_id']}) × {peak:.3g} FLOP/s "
+                     "× 3600 s")
+    runs = [r for r in state.runs.values() if r.party == customer]
+    declared = sum(declared_between(r, start, end) for r in runs)
+    unexplained = low - declared
+    minimum = _monitoring_flop(state, params)
+    arithmetic = (f"{' + '.join(parts) or 'no chip-hours'} × utilisation [{params.utilisation_low:g}, "
+                  f"{params.utilisation_high:g}] = {low:.3g}..{high:.3g} FLOP; declared runs explain {declared:.3g} "
+                  f"FLOP in {iso(start)}..{iso(end)}")
+    declarations = sorted({int(p[2]) for r in runs for p in _points_for(r, start, end)})
+    evidence = sorted({*rec["entries"], *declarations})
+    if low > declared * (1 + params.unexplained_margin) and unexplained >= minimum:
+        finding = {"customer": customer, "period_start_ms": start, "period_end_ms": end, "chip_hours": chip_hours,
+                   "capacity_low_flop": low, "capacity_high_flop": high, "declared_flop": declared,
+                   "unexplained_flop": unexplained, "margin": params.unexplained_margin, "minimum_flop": minimum,
+                   "evidence": evidence, "arithmetic": arithmetic + f": at least {unexplained:.3g} FLOP unexplained "
+                                                                    f"(finding from {minimum:.3g} FLOP)",
+                   "index": index}
+        if state.findings.get(key, {}).get("arithmetic") != finding["arithmetic"]:
+            event(state, index, now, "finding", f"unexplained compute at {customer}: {finding['arithmetic']}")
+        state.findings[key] = finding
+    elif key in state.findings:
+        del state.findings[key]
+        event(state, index, now, "finding", f"the compute attested for {customer} in {iso(start)}..{iso(end)} is now "
+                                            f"explained: {arithmetic}")
+    _paused_unexplained(state, key, unexplained, arithmetic, evidence, index, now)
+
+
+def _points_for(run: Run, start: int, end: int) -> list[list[float]]:
+    """The declared points of ``run`` that bear on ``[start, end]``: those inside it and the first after it."""
+    inside = [p for p in run.progress if start <= p[0] <= end]
+    after = next((p for p in run.progress if p[0] > end), None)
+    return inside + ([after] if after is not None else [])
+
+
+def _paused_unexplained(state: State, key: str, unexplained: float, arithmetic: str, evidence: list[int],
+                        index: int, now: int) -> None:
+    """During a pause that holds the customer to training, attested use beyond the paused limit that no declared
+    run explains is a violation, declared or not (once per customer and period)."""
+    rec = state.attested[key]
+    customer = rec["customer"]
+    for pause in state.pauses:
+        if customer not in pause.bound or "training" not in pause.scopes.get(customer, []):
+            continue
+        began = pause.joined_ms.get(customer, pause.started_ms)
+        ended = pause.ended_ms if pause.ended_ms is not None else now
+        if not (rec["period_start_ms"] < ended and began < rec["period_end_ms"]):
+            continue
+        limit = pause_parameters(state, pause).paused_run_flop_limit
+        if unexplained > limit and not rec.get("paused_violation"):
+            rec["paused_violation"] = index
+            violate(state, customer, "unexplained-compute-during-pause",
+                    f"attested compute no declared run explains during pause {pause.pause_id}: {arithmetic}; at "
+                    f"least {unexplained:.3g} FLOP beyond the paused limit of {limit:.3g} FLOP",
+                    sorted({pause.trigger_index, *evidence, index}), now)
+            return
+
+
+def recheck_customer(state: State, customer: str, index: int, now: int) -> None:
+    """A declaration of ``customer`` may explain compute attested earlier: check its attested periods again."""
+    for key, rec in state.attested.items():
+        if rec["customer"] == customer:
+            cross_check(state, key, index, now)

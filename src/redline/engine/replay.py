@@ -149,11 +149,10 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
         what = "replays" if pred.seq <= party.last_seq else "skips"
         raise SequenceError(f"{pred.PREDICATE_TYPE}: sequence number {pred.seq} from {party.name!r} {what} "
                             f"(expected {party.last_seq + 1})")
+    state.judged_at_ms = state.last_time_ms if at_ms is None else at_ms
+    state.judged_margin_ms = 0 if at_ms is None else 60_000
     rule.check(state, pred, party)
-    if at_ms is None:
-        _check_times(state, pred, state.last_time_ms)
-    else:
-        _check_times(state, pred, at_ms, behind_margin_ms=60_000)
+    _check_times(state, pred, state.judged_at_ms, behind_margin_ms=state.judged_margin_ms)
     return pred, party, key
 
 

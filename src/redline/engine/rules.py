@@ -14,10 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redline.compute.chips import h100e
 from redline.compute.eu import LineageModel, cumulative_compute, modification_fraction
 from redline.crypto.keys import VerifierKey
 from redline.engine.effects import (
     DAY_MS,
+    attestation_parameters,
+    cross_check,
     evaluate,
     event,
     iso,
@@ -27,6 +30,7 @@ from redline.engine.effects import (
     pause_parameters,
     producer,
     quorum_changed,
+    recheck_customer,
     refresh_policies,
     release_violations,
     resume_met,
@@ -43,6 +47,7 @@ from redline.policy.model import policy_from_document
 from redline.statements import (
     Admission,
     BaseModelRegistration,
+    ComputeAttestation,
     ComputeInventory,
     ComputeUsageReport,
     EvaluationResult,
@@ -71,7 +76,7 @@ from redline.statements import (
 #: The root of an empty transcript tree (SHA-256 of nothing): every run declares it at step 0, so it binds nothing.
 EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
 ROOT_FIELDS = ("steps_root", "data_root", "checkpoints_root")
-ALL_ROLES = frozenset({"lab", "auditor", "regulator", "witness", "coordinator"})
+ALL_ROLES = frozenset({"lab", "auditor", "regulator", "witness", "coordinator", "provider"})
 
 
 def _no_check(state: State, pred: Any, party: Party) -> None:
@@ -349,6 +354,7 @@ class RunStartRule:
         spec = pred.spec
         run = Run(party.name, pred.run_id, pred.model_name, pred.base_model, pred.base_model_flop, pred.declared_flop,
                   spec_digest=pred.spec_digest, base_digest=None if spec is None else spec.init.base_model_digest)
+        run.progress.append([ms_of(pred.started_at), 0.0, index])
         state.runs[key_] = run
         state.models[pred.model_name] = key_
         if run.spec_digest is not None:
@@ -411,6 +417,7 @@ class RunDeclarationRule:
             run.flop_so_far = max(run.flop_so_far, pred.flop_so_far)
             run.last_step = max(run.last_step, pred.step)
             _expect_run_finish(state, run, index, now)
+            _declared_point(run, ms_of(pred.as_of), pred.flop_so_far, index)
             event(state, index, now, "run-progress", f"{party.name} run {pred.run_id}: step {pred.step}, "
                                                      f"{pred.flop_so_far:.3g} FLOP")
             reported = pred.flop_so_far
@@ -419,6 +426,7 @@ class RunDeclarationRule:
             due = state.run_finish_due.pop(key_, None)
             if due is not None and due.met_index is None and not due.violated:
                 due.met_index = index
+            _declared_point(run, ms_of(pred.finished_at), pred.total_flop, index)
             run.final_digest = sha256_of(pred.final_model_digest)
             if run.final_digest is not None:
                 state.final_weights[run.final_digest] = key_
@@ -426,6 +434,14 @@ class RunDeclarationRule:
                                                    f"FLOP, final weights {short(pred.final_model_digest)}")
             reported = pred.total_flop
         _run_declared(state, run, reported, party, index, now)
+        recheck_customer(state, party.name, index, now)
+
+
+def _declared_point(run: Run, time_ms: int, flop: float, index: int) -> None:
+    """Add a declared (time, FLOP reached) point, kept in time order and never going down."""
+    reached = max([flop, *(p[1] for p in run.progress if p[0] <= time_ms)])
+    run.progress.append([time_ms, float(reached), index])
+    run.progress.sort(key=lambda p: (p[0], p[2]))
 
 
 def _run_declared(state: State, run: Run, reported: float, party: Party, index: int, now: int) -> None:
@@ -701,6 +717,96 @@ class ResumeApprovalRule:
         event(state, index, now, "resume", f"pause {pause.pause_id} ends: {who} approved"
                                            + (f", with the {' and the '.join(rq.also_required)}"
                                               if rq.also_required else ""))
+
+
+# --- compute attestations ---------------------------------------------------------------------------------
+
+
+def _attestation_key(customer: str, start_ms: int) -> str:
+    return f"{customer}@{start_ms}"
+
+
+@rule(ComputeAttestation, roles={"provider", "lab"})
+class ComputeAttestationRule:
+    """A provider attests a customer's compute for one period (a lab its own clusters'): it feeds the chip-holdings
+    lines, must name only declared runs, is cross-checked against the customer's declared runs, and obliges its
+    maker to attest every following period until a ``final`` one."""
+
+    @staticmethod
+    def check(state: State, pred: ComputeAttestation, party: Party) -> None:
+        params = attestation_parameters(state)
+        period = int(params.period_days * DAY_MS)
+        start, end = ms_of(pred.period_start), ms_of(pred.period_end)
+        if party.role == "lab" and pred.customer != party.name:
+            raise NotAuthorized(f"{pred.PREDICATE_TYPE}: a lab attests only its own clusters, not {pred.customer!r}'s")
+        customer = state.parties.get(pred.customer)
+        if customer is None or customer.role != "lab":
+            raise InvalidStatement(f"field 'customer': {pred.customer!r} is not an admitted lab")
+        if start % period or end - start != period:
+            aligned = start - start % period
+            raise InvalidStatement(f"field 'period_start': a period is {params.period_days:g} days from a multiple of "
+                                   f"{params.period_days:g} days since 1970-01-01T00:00:00Z (e.g. {iso(aligned)}.."
+                                   f"{iso(aligned + period)}), not {iso(start)}..{iso(end)}")
+        now = state.judged_at_ms
+        if end > now:
+            raise InvalidStatement(f"field 'period_end': {iso(end)} has not come yet (the log's time is {iso(now)})")
+        if start < now + state.judged_margin_ms - int(parameters(state).max_backdating_days * DAY_MS):
+            raise InvalidStatement(f"field 'period_start': {iso(start)} is more than "
+                                   f"{parameters(state).max_backdating_days:g} days before the log's time")
+        rec = state.attested.get(_attestation_key(pred.customer, start))
+        if rec is not None and party.name in rec["by"]:
+            raise InvalidStatement(f"{party.name} already attested {pred.customer}'s compute for {iso(start)}.."
+                                   f"{iso(end)} (entry {rec['by'][party.name]})")
+        hours = period / 3_600_000
+        for u in pred.usage:
+            if u.chip_hours > u.chip_count * hours + 1e-9:
+                raise InvalidStatement(f"field 'usage': {u.chip_hours:g} chip-hours from {u.chip_count} chips "
+                                       f"({u.cluster_id}) is more than {hours:g} hours each")
+
+    @staticmethod
+    def effect(state: State, pred: ComputeAttestation, party: Party, key: VerifierKey, index: int, now: int) -> None:
+        start, end = ms_of(pred.period_start), ms_of(pred.period_end)
+        k = _attestation_key(pred.customer, start)
+        rec = state.attested.setdefault(k, {"customer": pred.customer, "period_start_ms": start, "period_end_ms": end,
+                                            "usage": {}, "entries": [], "by": {}})
+        rec["entries"].append(index)
+        rec["by"][party.name] = index
+        for u in pred.usage:
+            slot = f"{u.cluster_id}/{u.chip_model}"
+            known = rec["usage"].get(slot)
+            if known is None or u.chip_hours > known["chip_hours"]:
+                rec["usage"][slot] = {"cluster_id": u.cluster_id, "chip_model": u.chip_model,
+                                      "chip_count": u.chip_count, "chip_hours": u.chip_hours, "by": party.name,
+                                      "index": index}
+        event(state, index, now, "attestation", f"{party.name} attests {pred.customer}'s compute for {iso(start)}.."
+                                                f"{iso(end)}: {sum(u.chip_hours for u in pred.usage):,.0f} chip-hours"
+                                                + (" (final)" if pred.final else ""))
+        # the obligation it met, and the next one (until a final attestation)
+        ref = f"compute attestation of {pred.customer}, period from {iso(start)}"
+        for ob in state.open_obligations:
+            if ob.kind == "attestation" and ob.party == party.name and ob.ref == ref and ob.met_index is None:
+                ob.met_index = index
+        if not pred.final:
+            params = attestation_parameters(state)
+            nxt = end + int(params.period_days * DAY_MS)
+            oblige(state, Obligation("attestation", party.name, nxt + int(params.grace_days * DAY_MS), index,
+                                     f"compute attestation of {pred.customer}, period from {iso(end)}"))
+        # tagged runs must be declared
+        for run_id in pred.run_ids:
+            if run_key(pred.customer, run_id) not in state.runs:
+                violate(state, pred.customer, "undeclared-run",
+                        f"{party.name} saw run {run_id!r} of {pred.customer} on its chips in {iso(start)}..{iso(end)}, "
+                        "and no such run was declared", [index], now)
+        # holdings: attested chips are third-party evidence for the chip lines (the customer's own is declared)
+        evidence = "declared" if party.name == pred.customer else "attested"
+        clusters: dict[str, float] = {}
+        for u in rec["usage"].values():
+            clusters[u["cluster_id"]] = clusters.get(u["cluster_id"], 0.0) + h100e(u["chip_model"], u["chip_count"])
+        for cid, h in sorted(clusters.items()):
+            evaluate(state, "cluster_h100e", "cluster", f"{pred.customer}/{cid}", pred.customer, h, evidence, index, now)
+        evaluate(state, "party_h100e", "party", pred.customer, pred.customer, sum(clusters.values()), evidence, index,
+                 now)
+        cross_check(state, k, index, now)
 
 
 # --- review and release -------------------------------------------------------------------------

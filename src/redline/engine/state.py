@@ -75,6 +75,10 @@ class Run:
     #: ``[first step, last step, entry]`` for each declaration that committed to steps no earlier one did: the
     #: ranges a verifier draws each with the seed of the first checkpoint after that entry.
     seed_ranges: list[list[int]] = field(default_factory=list)
+    #: ``[time ms, FLOP reached, entry]`` from the RunStart (0 at ``started_at``), each RunProgress (``as_of``)
+    #: and the RunFinish (``finished_at``): how much compute the run declares by when, for the attestation
+    #: cross-check (linear between points).
+    progress: list[list[float]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -256,6 +260,12 @@ class State:
     run_finish_due: dict[str, Obligation] = field(default_factory=dict, repr=False, compare=False)
     violations: list[Violation] = field(default_factory=list)
     reviews: dict[str, Review] = field(default_factory=dict)  # "party/submission_id" -> review
+    #: Attested compute by "customer@period start ms": ``{customer, period_start_ms, period_end_ms, usage: {"cluster/
+    #: chip": {cluster_id, chip_model, chip_count, chip_hours, by, index}}, entries, by}`` (the same cluster and chip
+    #: attested by two parties counts once, at the larger chip-hours).
+    attested: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``unexplained-compute`` findings by the same key (a finding disappears once declarations explain it).
+    findings: dict[str, dict[str, Any]] = field(default_factory=dict)
     review_required: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {line, window_days, index}
     releases: list[dict[str, Any]] = field(default_factory=list)
     #: Registered base models by weights digest: {model_name, training_flop, source, party, index}.
@@ -267,6 +277,10 @@ class State:
     roots: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False, compare=False)
     rejected: list[Rejection] = field(default_factory=list)
     timeline: list[Event] = field(default_factory=list)
+    #: Set by ``admit`` for the rule checks: the integration time the statement being admitted will get, and the
+    #: margin a lower time bound is judged with (a minute before an append, 0 on replay). Not in ``to_dict``.
+    judged_at_ms: int = field(default=0, repr=False, compare=False)
+    judged_margin_ms: int = field(default=0, repr=False, compare=False)
 
     @property
     def active_pause(self) -> Pause | None:
@@ -309,6 +323,8 @@ class State:
             "obligations": [plain(o) for o in self.obligations],
             "violations": [plain(v) for v in self.violations],
             "reviews": {k: plain(r) for k, r in sorted(self.reviews.items())},
+            "attested": dict(sorted(self.attested.items())),
+            "findings": dict(sorted(self.findings.items())),
             "review_required": dict(sorted(self.review_required.items())),
             "releases": list(self.releases),
             "bases": dict(sorted(self.bases.items())),

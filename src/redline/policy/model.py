@@ -122,6 +122,32 @@ class ResumeQuorum(_Strict):
         return v
 
 
+class AttestationParameters(_Strict):
+    """How provider and self-hosted compute attestations are judged (``docs/guides/provider.md``).
+
+    Attestations cover one period of ``period_days`` each, aligned on the Unix epoch; whoever attested a
+    customer's compute once owes one per period, within ``grace_days`` of its end, until it attests a ``final``
+    one. The compute attested chip-hours could have delivered is chip-hours × the chip's dense BF16 peak × a
+    utilisation between ``utilisation_low`` and ``utilisation_high``; when even the low end exceeds the compute
+    the customer's declared runs explain by more than ``unexplained_margin`` (a fraction) and by at least
+    ``unexplained_min_flop`` (None: the lowest run-scope training-compute line of the policies in force), the
+    state shows an ``unexplained-compute`` finding.
+    """
+
+    period_days: Annotated[float, Field(ge=1, le=366)] = 7
+    grace_days: Annotated[float, Field(ge=0, le=366)] = 7
+    utilisation_low: Annotated[float, Field(ge=0, le=1)] = 0.2
+    utilisation_high: Annotated[float, Field(gt=0, le=1)] = 0.6
+    unexplained_margin: Annotated[float, Field(ge=0, le=100)] = 0.1
+    unexplained_min_flop: Annotated[float, Field(ge=0, le=1e35)] | None = None
+
+    @model_validator(mode="after")
+    def _band(self) -> AttestationParameters:
+        if self.utilisation_low > self.utilisation_high:
+            raise ValueError("utilisation_low is above utilisation_high")
+        return self
+
+
 class Parameters(_Strict):
     """Obligations during a pause, the resume quorum, review defaults and the bounds on statement times."""
 
@@ -141,6 +167,8 @@ class Parameters(_Strict):
     max_backdating_days: Annotated[float, Field(gt=0, le=36500)] = 366
     #: Who ends a pause this policy started.
     resume_quorum: ResumeQuorum = ResumeQuorum()
+    #: How compute attestations by providers (and labs, for their own clusters) are judged.
+    compute_attestation: AttestationParameters = AttestationParameters()
 
 
 class Policy(_Strict):

@@ -21,7 +21,15 @@ from redline.statements.base import (
     sign_predicate,
     to_statement,
 )
-from redline.statements.compute import ChipCount, Cluster, ComputeInventory, ComputeUsageReport, RunUsage
+from redline.statements.compute import (
+    AttestedUsage,
+    ChipCount,
+    Cluster,
+    ComputeAttestation,
+    ComputeInventory,
+    ComputeUsageReport,
+    RunUsage,
+)
 from redline.statements.evals import EvaluationResult
 from redline.statements.indicators import Indicator
 from redline.statements.parties import ROLES, Admission, Genesis, KeyRevocation, KeyRotation
@@ -53,7 +61,8 @@ from redline.statements.verification import Check, VerificationReport
 
 __all__ = [
     "PREDICATE_KINDS", "PREDICATE_TYPES", "ROLES",
-    "Admission", "BaseModelRegistration", "Check", "ChipCount", "Cluster", "Commitment", "ComputeInventory",
+    "Admission", "AttestedUsage", "BaseModelRegistration", "Check", "ChipCount", "Cluster", "Commitment",
+    "ComputeAttestation", "ComputeInventory",
     "ComputeShareQuorum", "ComputeUsageReport", "CountQuorum", "DataSourceRef", "Declaration", "Environment",
     "EvaluationResult", "FactoryRef", "FlopEstimates", "Genesis", "Indicator", "Init", "KeyRevocation",
     "KeyRotation", "PauseAcknowledgement", "PolicyPublication", "Predicate", "Release", "ResumeApproval",

@@ -127,4 +127,56 @@ class ComputeUsageReport(Predicate):
         return sum(r.chip_hours for r in self.runs) + self.unaccounted_chip_hours
 
 
-__all__ = ["ChipCount", "ChipModel", "Cluster", "ComputeInventory", "ComputeUsageReport", "RunUsage"]
+class AttestedUsage(Model):
+    """Chips of one model in one cluster, and the chip-hours they ran for the customer in the period."""
+
+    cluster_id: Name
+    chip_model: ChipModel
+    chip_count: Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
+    chip_hours: Hours
+
+    @model_validator(mode="after")
+    def _fits(self) -> AttestedUsage:
+        # no more chip-hours than the chips could run in a year: a bound on the input, the period check is the
+        # engine's (it knows the period's length)
+        if self.chip_hours > self.chip_count * 366 * 24:
+            raise ValueError(f"field 'chip_hours': {self.chip_hours:g} chip-hours from {self.chip_count} chips is "
+                             "more than a year of every chip")
+        return self
+
+    def h100e(self) -> float:
+        """H100-equivalents of these chips."""
+        return h100e(self.chip_model, self.chip_count)
+
+
+@register
+class ComputeAttestation(Predicate):
+    """Who ran how many chips for how long: a provider (cloud or datacenter operator) attests its customer's usage
+    in one period, or a lab its own clusters' utilisation (``customer`` is then the lab itself).
+
+    ``period_start`` and ``period_end`` must be one reporting period of the policy in force, aligned as it says;
+    ``run_ids`` are the customer's runs the provider saw tagged on its jobs (each must be a declared run);
+    ``final`` ends the provider's obligation to attest for this customer after this period.
+    """
+
+    PREDICATE_TYPE: ClassVar[str] = "urn:redline:compute-attestation:v1"
+    KIND: ClassVar[str] = "compute-attestation"
+
+    customer: Name
+    period_start: Timestamp
+    period_end: Timestamp
+    usage: BoundedList[AttestedUsage]
+    run_ids: BoundedList[Name]
+    final: bool
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ComputeAttestation:
+        if not self.period_start < self.period_end:
+            raise ValueError("field 'period_start' must be before 'period_end'")
+        unique(self.usage, lambda u: (u.cluster_id, u.chip_model), "cluster_id and chip_model")
+        unique(self.run_ids, lambda r: r, "run_id")
+        return self
+
+
+__all__ = ["AttestedUsage", "ChipCount", "ChipModel", "Cluster", "ComputeAttestation", "ComputeInventory",
+           "ComputeUsageReport", "RunUsage"]

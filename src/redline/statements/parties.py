@@ -17,8 +17,8 @@ from redline.statements.base import (
     verifier_key_string,
 )
 
-Role = Literal["lab", "auditor", "regulator", "witness", "coordinator"]
-ROLES: tuple[str, ...] = ("lab", "auditor", "regulator", "witness", "coordinator")
+Role = Literal["lab", "auditor", "regulator", "witness", "coordinator", "provider"]
+ROLES: tuple[str, ...] = ("lab", "auditor", "regulator", "witness", "coordinator", "provider")
 
 
 def _key_subject(party: str, key_string: str) -> dict[str, Any]:
