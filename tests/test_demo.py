@@ -59,7 +59,7 @@ def test_demo_spoof_fails_at_a_step(played):
 def test_demo_lists_the_violations(played):
     base, out = played
     kinds = {"training-during-pause", "missed-acknowledgement", "release-before-clearance", "failed-verification",
-             "release-unverified-weights", "unexplained-compute-during-pause", "undeclared-run"}
+             "release-unverified-weights", "unexplained-compute-during-pause", "undeclared-run", "unregistered-cluster"}
     for kind in kinds:
         assert re.search(rf"^\s*{kind} by lab-[abc]: ", out, re.M), kind
     st = open_registry_readonly(base)

@@ -30,7 +30,16 @@ from scenario_kit import (
 from redline.engine import replay
 from redline.errors import InvalidStatement, NotAuthorized
 from redline.policy import load_pack
-from redline.statements import AttestedUsage, Commitment, ComputeAttestation, ComputeInventory, RunProgress, RunStart
+from redline.statements import (
+    AttestedUsage,
+    ChipCount,
+    Cluster,
+    Commitment,
+    ComputeAttestation,
+    ComputeInventory,
+    RunProgress,
+    RunStart,
+)
 
 PAUSE = load_pack("coordinated-pause")
 PERIOD = 7 * DAY_MS
@@ -44,6 +53,10 @@ def world_with_providers(tmp_path: Path) -> World:
     world = make_world(tmp_path, [("lab-a", "lab"), ("lab-b", "lab"), ("lab-c", "lab"), ("cloud-1", "provider"),
                                   ("cloud-2", "provider"), ("gov", "regulator")])
     world.publish(PAUSE)
+    for lab in ("lab-a", "lab-b", "lab-c"):  # each declares the clusters its providers run for it
+        world.sub(lab, ComputeInventory, as_of=utc(world.clock()), clusters=[
+            Cluster(cluster_id=cid, site="rented", chips=[ChipCount(chip_model="H100 SXM", count=100_000)])
+            for cid in ("c1", "shared", "own")])
     return world
 
 
@@ -184,13 +197,19 @@ def test_two_providers_attesting_the_same_cluster_are_not_double_counted(tmp_pat
     assert world.state.findings[key("lab-a")]["chip_hours"] == pytest.approx(110_000 * HOURS * 0.9)
 
 
-def test_attested_chips_feed_the_holdings_lines(tmp_path: Path) -> None:
+def test_attested_chips_feed_the_holdings_lines_and_a_cluster_must_be_registered(tmp_path: Path) -> None:
     world = world_with_providers(tmp_path)
     after_period(world)
     entry = attest(world, "cloud-1", "lab-a", usage("c9", 1_000, 0.5))
-    crossing = next(c for c in world.state.crossings if c.line == "covered-cluster")
-    assert (crossing.subject, crossing.value, crossing.evidence, crossing.index) == ("lab-a/c9", 1000.0, "attested",
-                                                                                     entry)
+    crossing = next(c for c in world.state.crossings if c.subject == "lab-a/c9")
+    assert (crossing.line, crossing.value, crossing.evidence, crossing.index) == ("covered-cluster", 1000.0,
+                                                                                  "attested", entry)
+    # c9 is in no inventory of lab-a: a covered cluster run for it that it never declared
+    assert violations(world) == [("lab-a", "unregistered-cluster", [entry])]
+    assert "cloud-1 ran cluster c9 (1,000 H100e) for lab-a" in world.state.violations[0].detail
+    # a small cluster under every cluster line needs no registration, and each cluster is reported once
+    attest(world, "cloud-2", "lab-a", usage("c9", 1_000, 0.5), usage("tiny", 8, 1.0))
+    assert [v.kind for v in world.state.violations] == ["unregistered-cluster"]
 
 
 def test_the_arithmetic_is_in_the_json_view_and_replay_agrees(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from redline.engine.effects import (
     oblige,
     parameters,
     pause_parameters,
+    policies_in_force,
     producer,
     quorum_changed,
     recheck_customer,
@@ -806,7 +807,26 @@ class ComputeAttestationRule:
             evaluate(state, "cluster_h100e", "cluster", f"{pred.customer}/{cid}", pred.customer, h, evidence, index, now)
         evaluate(state, "party_h100e", "party", pred.customer, pred.customer, sum(clusters.values()), evidence, index,
                  now)
+        if party.name != pred.customer:
+            _unregistered_clusters(state, pred.customer, clusters, party.name, index, now)
         cross_check(state, k, index, now)
+
+
+def _unregistered_clusters(state: State, customer: str, clusters: dict[str, float], provider: str, index: int,
+                           now: int) -> None:
+    """A cluster a provider ran for the customer that is large enough for a cluster line of a policy in force must
+    be in the customer's inventory: one that is not is an ``unregistered-cluster`` violation (once per cluster)."""
+    registered = state.clusters.get(customer, {})
+    for cid, h in sorted(clusters.items()):
+        if cid in registered or (customer, cid) in state.unregistered:
+            continue
+        lines = [line for policy in policies_in_force(state) for line in policy.lines
+                 if line.metric == "cluster_h100e" and line.scope == "cluster" and line.crossed_by(h)]
+        if lines:
+            state.unregistered.add((customer, cid))
+            violate(state, customer, "unregistered-cluster",
+                    f"{provider} ran cluster {cid} ({h:,.0f} H100e) for {customer}, which no inventory of "
+                    f"{customer} declares (line '{lines[0].title}')", [index], now)
 
 
 # --- review and release -------------------------------------------------------------------------

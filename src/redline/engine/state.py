@@ -266,6 +266,8 @@ class State:
     attested: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``unexplained-compute`` findings by the same key (a finding disappears once declarations explain it).
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: (customer, cluster) pairs already found unregistered: derived, kept to say it once, not in ``to_dict``.
+    unregistered: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
     review_required: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {line, window_days, index}
     releases: list[dict[str, Any]] = field(default_factory=list)
     #: Registered base models by weights digest: {model_name, training_flop, source, party, index}.
