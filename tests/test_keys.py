@@ -425,3 +425,35 @@ def test_the_public_key_file_never_follows_a_planted_link(tmp_path: Path) -> Non
     if key_path.exists():
         assert not (tmp_path / "lab.key.pub").is_symlink()
         assert oct((tmp_path / "lab.key.pub").stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_small_order_key_cannot_be_admitted_and_its_forgeries_never_verify() -> None:
+    """The identity point as a public key: under a cofactorless verifier (OpenSSL's, which redline used before)
+    R = identity, S = 0 is a valid signature of every message, so a party with such a key could deny anything it
+    signed. The key is refused as malformed, and the forged signature does not verify even for a key object built
+    around the check."""
+    from redline.crypto.keys import VerifierKey
+    from redline.errors import BadSignature, MalformedKey
+
+    identity = bytes([1]) + bytes(31)
+    with pytest.raises(MalformedKey, match="not a canonical point of prime order"):
+        VerifierKey("lab-weak", identity)
+    key = object.__new__(VerifierKey)
+    object.__setattr__(key, "name", "lab-weak")
+    object.__setattr__(key, "public", identity)
+    with pytest.raises(BadSignature):
+        VerifierKey.verify(key, b"I never said this", identity + bytes(32))
+
+
+def test_a_non_canonical_s_is_refused() -> None:
+    from redline.crypto.keys import SigningKey
+    from redline.errors import BadSignature
+
+    key = SigningKey.generate("lab")
+    sig = key.sign(b"message")
+    order = 2**252 + 27742317777372353535851937790883648493
+    s = int.from_bytes(sig[32:], "little") + order  # the same point equation, S not reduced
+    if s < 2**256:
+        with pytest.raises(BadSignature):
+            key.verifier().verify(b"message", sig[:32] + s.to_bytes(32, "little"))
+    key.verifier().verify(b"message", sig)

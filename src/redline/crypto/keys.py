@@ -17,8 +17,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from redline.crypto.encoding import b64decode, b64encode, hexdecode
 from redline.errors import BadSignature, InsecureKeyFile, KeyExists, KeyMaterialError, MalformedInput, MalformedKey
@@ -65,6 +66,10 @@ class VerifierKey:
             raise MalformedKey(f"key {self.name!r}: Ed25519 public key must be 32 bytes, got {len(self.public)}")
         if self.alg not in (ALG_ED25519, ALG_COSIGNATURE_V1):
             raise MalformedKey(f"key {self.name!r}: unsupported algorithm byte {self.alg:#04x}")
+        if not crypto_core_ed25519_is_valid_point(self.public):
+            # a small-order (or non-canonical) point: under a cofactorless verifier anyone could sign as this key
+            # (R = identity, S = 0 verifies every message for the identity key), so it could deny what it signed
+            raise MalformedKey(f"key {self.name!r}: the Ed25519 public key is not a canonical point of prime order")
         object.__setattr__(self, "_key", Ed25519PublicKey.from_public_bytes(self.public))
         object.__setattr__(self, "_fingerprint", hashlib.sha256(self.public).hexdigest())
 
@@ -79,10 +84,18 @@ class VerifierKey:
         return self._fingerprint
 
     def verify(self, message: bytes, signature: bytes) -> None:
-        """Raise ``BadSignature`` unless ``signature`` is this key's Ed25519 signature of ``message``."""
+        """Raise ``BadSignature`` unless ``signature`` is this key's Ed25519 signature of ``message``.
+
+        Verified by libsodium (``crypto_sign_open``), about twice as fast as OpenSSL here, and the stricter of the
+        two: it also refuses non-canonical and small-order points, so whatever redline accepts, RFC 8032
+        verifiers (OpenSSL, Go) accept too. Every verification in redline goes this one way, so a replay
+        anywhere accepts exactly the same statements.
+        """
+        if len(signature) != 64:
+            raise BadSignature(f"signature by key {self.name!r} is {len(signature)} bytes, not 64")
         try:
-            self._key.verify(signature, message)
-        except InvalidSignature as exc:
+            crypto_sign_open(bytes(signature) + bytes(message), self.public)
+        except (BadSignatureError, ValueError, TypeError) as exc:
             raise BadSignature(f"signature by key {self.name!r} does not verify") from exc
 
     def to_string(self) -> str:
