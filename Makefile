@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test install system-deps bench schemas clean
+.PHONY: demo test install system-deps bench schemas clean assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## The dashboard's npm assets (uPlot; axe-core for the tests), vendored and pinned: npm only when they are
+## missing or do not match scripts/dashboard_assets.py's pins (see its MANIFEST.json files).
+assets:
+	@$(PYTHON) scripts/dashboard_assets.py
+
 ## Debian packages the tests use (Go and golang.org/x/mod for the interop test).
 system-deps:
 	@bash scripts/system-deps.sh
 
-demo: $(STAMP)
-	$(BIN)/redline demo
+demo: $(STAMP) assets
+	dir=$$(mktemp -d "$${TMPDIR:-/tmp}/redline-demo-XXXXXX") && $(BIN)/redline demo --dir "$$dir"
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps assets
 	$(BIN)/python -m pytest -n 2 -q
 
 ## Every CPU benchmark at full size (see bench/README.md); QUICK=1 for a smoke run.

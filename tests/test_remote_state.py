@@ -67,7 +67,7 @@ def test_state_from_tiles_is_the_local_state(world, tmp_path: Path) -> None:
     with serve_tiles(publish(world.log, tmp_path / "tiles")) as server:
         key = world.log.verifier.to_string()
         remote = CliRunner().invoke(cli, ["state", server.url, "--log-key", key, "--json"], catch_exceptions=False)
-        local = CliRunner().invoke(cli, ["state", str(logdir), "--json"], catch_exceptions=False)
+        local = CliRunner().invoke(cli, ["state", str(logdir), "--json", "--log-key", key], catch_exceptions=False)
         assert remote.exit_code == 0, remote.output
         assert remote.stdout == local.stdout
         assert remote.stderr == local.stderr == f"digest {world.state.digest()}\n"

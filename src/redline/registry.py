@@ -21,7 +21,7 @@ from redline.engine import Entry, State, admit, apply, replay
 from redline.engine.replay import MAX_ENTRY_BYTES, Prepared
 from redline.errors import InconsistentLog, MalformedInput, RedlineError
 from redline.log.receipt import Receipt
-from redline.log.service import Log
+from redline.log.service import Log, StaleLog
 from redline.statements import Genesis, Predicate, sign_predicate
 
 
@@ -41,6 +41,7 @@ class Registry:
     def __init__(self, log: Log) -> None:
         self.log = log
         self._lock = threading.Lock()
+        self._dirty = False  # the state may be ahead of the log (an append failed before it was replayed again)
         # the state knows the log's origin from the start: a genesis or a statement for another log is refused
         self.state: State = replay((Entry(i, t, e) for i, t, e in log.entries()), State(origin=log.origin))
 
@@ -57,7 +58,8 @@ class Registry:
 
     def submit(self, envelope: bytes) -> Submitted:
         """Admit, append and apply one signed statement; raise the specific error and write nothing if refused."""
-        with self._lock:
+        with self._lock, self.log.writing():
+            self._catch_up()
             pred, _, _ = admit(self.state, envelope, at_ms=max(self.log.clock(), self.state.last_time_ms))
             done = self.log.append([envelope])
             index, time_ms = done.first_index, done.times_ms[0]
@@ -78,54 +80,86 @@ class Registry:
         time the state was built with and a replay of the log gives the same state. Should the append fail, the
         state is replayed again from the log and every admitted envelope gets that error; nothing is written.
         """
-        results: list[Submitted | RedlineError | None] = [None] * len(envelopes)
         with self._lock:
-            start = self.log.size
-            t = max(self.log.clock(), self.state.last_time_ms)
-            admitted: list[tuple[int, bytes, Predicate]] = []
-            for position, envelope in enumerate(envelopes):
+            for attempt in range(STALE_RETRIES):
                 try:
-                    env = Envelope.from_json(envelope) if len(envelope) <= MAX_ENTRY_BYTES else None
-                    pre = Prepared(tuple(sig.keyid for sig in env.signatures), envelope=env) if env else None
-                    pred, _, key = admit(self.state, envelope, pre, at_ms=t)
-                except RedlineError as exc:
-                    results[position] = exc
+                    with self.log.writing():
+                        self._catch_up()
+                        return self._submit_many(envelopes, retry_stale=attempt + 1 < STALE_RETRIES)
+                except _Stale:
                     continue
-                index = start + len(admitted)
-                done = Prepared(pre.keyids if pre else (), frozenset({key.fingerprint}), pred, env) if pre else None
-                apply(self.state, Entry(index, t, envelope), done)
-                if self.state.rejected and self.state.rejected[-1].index == index:
-                    # admitted a moment before but refused at the logged time: logged as refused, as a replay would
-                    results[position] = InconsistentLog(f"entry {index} was admitted but the engine rejected it "
-                                                        f"on apply: {self.state.rejected[-1].message}", index=index)
-                admitted.append((position, envelope, pred))
-            if not admitted:
-                return results  # type: ignore[return-value]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _catch_up(self) -> None:
+        """Apply the entries other writers appended to the log (after ``Log.refresh``) to the state; replay it
+        afresh when an earlier failed append left it unsure."""
+        if self._dirty or self.state.next_index > self.log.size:
+            self.state = replay((Entry(i, tm, e) for i, tm, e in self.log.entries()), State(origin=self.log.origin))
+            self._dirty = False
+        if self.state.next_index < self.log.size:
+            for i, tm, e in self.log.entries(self.state.next_index):
+                apply(self.state, Entry(i, tm, e))
+
+    def _submit_many(self, envelopes: Sequence[bytes], retry_stale: bool) -> list[Submitted | RedlineError]:
+        results: list[Submitted | RedlineError | None] = [None] * len(envelopes)
+        start = self.log.size
+        t = max(self.log.clock(), self.state.last_time_ms)
+        admitted: list[tuple[int, bytes, Predicate]] = []
+        for position, envelope in enumerate(envelopes):
             try:
-                appended = self.log.append([e for _, e, _ in admitted], at_ms=t)
-                if appended.first_index != start or set(appended.times_ms) != {t}:
-                    raise InconsistentLog(f"the log integrated the batch at index {appended.first_index}, times "
-                                          f"{sorted(set(appended.times_ms))}, not at {start}, time {t}", index=start)
-            except BaseException as exc:
-                self.state = replay((Entry(i, tm, e) for i, tm, e in self.log.entries()), State(origin=self.log.origin))
-                error = exc if isinstance(exc, RedlineError) else InconsistentLog(f"append failed: {exc!r}")
-                for position, _, _ in admitted:
-                    results[position] = error
-                if not isinstance(exc, Exception):
-                    raise
-                return results  # type: ignore[return-value]
-            size, checkpoint, extra = self.log.size, appended.checkpoint, t.to_bytes(8, "big")
-            for k, (position, _, pred) in enumerate(admitted):
-                if results[position] is None:
-                    index = start + k
-                    receipt = Receipt(index, tuple(self.log.prove_inclusion(index, size)), checkpoint, extra)
-                    results[position] = Submitted(index, t, pred, receipt)
+                env = Envelope.from_json(envelope) if len(envelope) <= MAX_ENTRY_BYTES else None
+                pre = Prepared(tuple(sig.keyid for sig in env.signatures), envelope=env) if env else None
+                pred, _, key = admit(self.state, envelope, pre, at_ms=t)
+            except RedlineError as exc:
+                results[position] = exc
+                continue
+            index = start + len(admitted)
+            done = Prepared(pre.keyids if pre else (), frozenset({key.fingerprint}), pred, env) if pre else None
+            apply(self.state, Entry(index, t, envelope), done)
+            if self.state.rejected and self.state.rejected[-1].index == index:
+                # admitted a moment before but refused at the logged time: logged as refused, as a replay would
+                results[position] = InconsistentLog(f"entry {index} was admitted but the engine rejected it "
+                                                    f"on apply: {self.state.rejected[-1].message}", index=index)
+            admitted.append((position, envelope, pred))
+        if not admitted:
+            return results  # type: ignore[return-value]
+        try:
+            appended = self.log.append([e for _, e, _ in admitted], at_ms=t)
+            if appended.first_index != start or set(appended.times_ms) != {t}:
+                raise InconsistentLog(f"the log integrated the batch at index {appended.first_index}, times "
+                                      f"{sorted(set(appended.times_ms))}, not at {start}, time {t}", index=start)
+        except BaseException as exc:
+            self._dirty = True  # the state holds the batch the log may not: replayed before the next one
+            if isinstance(exc, StaleLog) and retry_stale:
+                raise _Stale from exc
+            self.state = replay((Entry(i, tm, e) for i, tm, e in self.log.entries()), State(origin=self.log.origin))
+            self._dirty = False
+            error = exc if isinstance(exc, RedlineError) else InconsistentLog(f"append failed: {exc!r}")
+            for position, _, _ in admitted:
+                results[position] = error
+            if not isinstance(exc, Exception):
+                raise
+            return results  # type: ignore[return-value]
+        size, checkpoint, extra = self.log.size, appended.checkpoint, t.to_bytes(8, "big")
+        for k, (position, _, pred) in enumerate(admitted):
+            if results[position] is None:
+                index = start + k
+                receipt = Receipt(index, tuple(self.log.prove_inclusion(index, size)), checkpoint, extra)
+                results[position] = Submitted(index, t, pred, receipt)
         return results  # type: ignore[return-value]
 
     def next_seq(self, party: str) -> int:
         """The sequence number the party's next statement must carry."""
         p = self.state.parties.get(party)
         return 1 if p is None else p.last_seq + 1
+
+
+#: Times ``submit_many`` admits a batch again after another writer appended first (stores without a writer lock).
+STALE_RETRIES = 5
+
+
+class _Stale(Exception):
+    """Another writer appended between admission and append: admit the batch again."""
 
 
 def utc_from_ms(ms: int) -> datetime:

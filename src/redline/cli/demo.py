@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -388,3 +389,11 @@ def demo(workdir: Path | None) -> None:
         console.print(f"state digest {st.digest()} — any replay of this log gives the same")
         console.print(f"demo played in {time.perf_counter() - began:.1f} s")
         s.log.store.close()
+        if workdir is not None:  # kept: serve it, with the public dashboard (its key lets the server append)
+            if not (base / "log.key").exists():
+                save_signing_key(s.log_key, base / "log.key")
+            console.print(f"dashboard of this log: [bold]redline serve {escape(str(base))}[/], then open "
+                          "http://127.0.0.1:8080/")
+        else:
+            console.print("to browse this log in the dashboard, keep it: [bold]redline demo --dir DIR[/], then "
+                          "[bold]redline serve DIR[/] and open http://127.0.0.1:8080/")

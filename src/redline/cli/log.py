@@ -6,14 +6,16 @@ named, ``log.key`` (the log's private key, mode 0600) and ``log.key.pub``.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from redline.cli.logdir import create_log, log_paths, not_found, open_log
+from redline.cli.logdir import create_log, has_log, log_paths, not_found, open_log
 from redline.crypto.encoding import b64encode
 from redline.crypto.keys import SigningKey, load_signing_key, load_verifier_key, save_signing_key
 from redline.engine.view import iso
@@ -186,7 +188,7 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
         return
     if logdir is None:
         raise click.UsageError("give LOGDIR, or --receipt with --entry and --log-key")
-    if not log_paths(logdir)[0].is_file():
+    if not has_log(logdir):
         raise not_found(logdir)  # before the progress bar, so the error is the only output
     trusted = load_verifier_key(log_key) if log_key else None
     if trusted is None:
@@ -249,3 +251,56 @@ def log_tiles(logdir: Path, outdir: Path) -> None:
     written = write_static(outdir, size=lg.size, reader=lg.store, entries=lg.store.read_leaves,
                            checkpoint=lg.checkpoint(), sizes=lg.checkpoint_sizes())
     click.echo(f"wrote {len(written)} files for {lg.size} entries to {outdir}")
+
+
+@log.command("migrate")
+@click.argument("src", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+def log_migrate(src: Path, dst: Path) -> None:
+    """Copy the log in SRC into DST, between SQLite and PostgreSQL, and verify the copy.
+
+    DST is a log directory without a log: holding store.url (one line, postgresql://...) to copy into
+    PostgreSQL, otherwise the copy goes into DST/log.db. SRC is verified first; each batch is copied with
+    its signed checkpoint unchanged (no key is needed), the log key files are copied along, and the copy
+    is verified: every hash re-derived, the same roots and the same signed checkpoints, byte for byte.
+    """
+    import shutil
+
+    from redline.cli.logdir import KEY_FILE, open_store
+
+    source = open_log(src, verify=True)
+    target = open_store(dst, create=True)
+    try:
+        copied = _copy_log(source, target)
+    finally:
+        target.close()
+    copy = open_log(dst, verify=True, trusted=source.verifier)
+    sizes = source.checkpoint_sizes()
+    if copy.checkpoint_sizes() != sizes or copy.size != source.size:
+        raise InconsistentLog(f"the copy in {dst} holds checkpoints at {copy.checkpoint_sizes()[-3:]}, "
+                              f"not {sizes[-3:]}")
+    for size in sizes:
+        if copy.checkpoint(size) != source.checkpoint(size) or copy.root(size) != source.root(size):
+            raise InconsistentLog(f"the copy's checkpoint at size {size} differs from the source's", index=size)
+    for name in (KEY_FILE, KEY_FILE + ".pub"):
+        if (src / name).is_file() and not (dst / name).exists():
+            shutil.copy2(src / name, dst / name)  # keeps the private key's mode 0600
+    click.echo(f"copied log {source.origin}: {source.size} entries, {copied} checkpoints from {src} to {dst}; "
+               "the copy verifies with the same roots and signed checkpoints")
+
+
+def _copy_log(source: Log, target: Any) -> int:
+    """Append ``source``'s batches to the empty store ``target``, each with its signed checkpoint; how many."""
+    st = source.store
+    sizes = source.checkpoint_sizes()
+    meta = {k: v for k in ("origin", "public_key", "format") if (v := st.get_meta(k)) is not None}
+    target.init(meta, source.checkpoint(0))
+    hashes = st.iter_hashes()
+    prev = 0
+    for size in sizes[1:]:
+        leaves = st.read_leaves(prev, size - prev)
+        want = merkle.stored_hash_count(size) - merkle.stored_hash_count(prev)
+        batch = [h for _, h in itertools.islice(hashes, want)]
+        target.append(prev, leaves, batch, source.checkpoint(size), size)
+        prev = size
+    return len(sizes)

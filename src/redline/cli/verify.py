@@ -60,10 +60,14 @@ def verify() -> None:
                    "key is refused (without it the key the log names is trusted, with a note).")
 @click.option("--log-origin", default=None,
               help="Without --log: the origin of the log the report is for (with --log: that log's).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Re-execute the sampled segments as Ray tasks (the ray extra): on the cluster at ADDRESS "
+                   "(e.g. ray://head:10001, or auto), or on a local Ray instance (2 CPUs) when none is given. "
+                   "The transcript must be at the same path on every node. Replaces --workers.")
 def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path | None, run_party: str | None,
                seed_hex: str | None, submit: bool, out: Path | None, as_json: bool, workers: int,
                target_p_detect: float, fake_fraction: float, budget: float, seq: int | None, device: str,
-               log_key: str | None, log_origin: str | None) -> None:
+               log_key: str | None, log_origin: str | None, ray_address: str | None = None) -> None:
     """Verify the declared run RUN from its transcript, and sign the report with the auditor's key."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -126,7 +130,13 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
     with progress:
         policy = VerificationPolicy.of(target_p_detect=target_p_detect, assumed_fake_fraction=fake_fraction,
                                        budget=None if budget >= 1 else budget)
-        result = verify_transcript(transcript_dir, seed=seed, policy=policy, workers=workers, declaration=decl,
+        runner = None
+        if ray_address is not None:
+            from redline.verify.ray_runner import RayRunner
+
+            runner = RayRunner(ray_address or None)
+        result = verify_transcript(transcript_dir, seed=seed, policy=policy, workers=workers, runner=runner,
+                                   declaration=decl,
                                    device=device, extra_checks=checks, on_sample=on_sample, on_segment=on_segment,
                                    run_start=start, run=(run_party, run_id), declaration_index=index, earlier=earlier)
     reg = None

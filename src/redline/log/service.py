@@ -11,9 +11,10 @@ entry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import time
 import itertools
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,11 @@ Clock = Callable[[], int]
 MAX_BATCH = 100_000
 #: Stored hashes a log keeps in memory (about 100 bytes each): they never change once written.
 HASH_CACHE_SIZE = 1 << 18
+
+
+class StaleLog(InconsistentLog):
+    """Another writer appended to the store since this ``Log`` last read it: nothing was written. The log is
+    fine; call ``Log.refresh()`` (or append inside ``Log.writing()``) and try again."""
 
 
 class _CachingReader:
@@ -242,11 +248,55 @@ class Log:
             size += 1
         cp = Checkpoint(self.origin, size, merkle.root_from_frontier(frontier),
                         (counter_line(self._checkpoints),)).sign(self.signer)
-        self.store.append(self._size, leaves, hashes, cp, size)
+        try:
+            self.store.append(self._size, leaves, hashes, cp, size)
+        except InconsistentLog as exc:
+            if not isinstance(exc, StaleLog) and _store_size(self.store) > self._size:
+                raise StaleLog(str(exc), exc.index) from exc  # another writer got there first
+            raise
         first = self._size
         self._size, self._frontier, self._last_time = size, frontier, now
         self._checkpoints += 1
         return Appended(first, (now,) * len(entries), cp)
+
+    # --- several writers -----------------------------------------------------
+
+    def refresh(self) -> int:
+        """Catch up with entries other writers appended to the store since this ``Log`` read it; the new size.
+
+        The store's latest checkpoint must verify and match the frontier read back; a store that shrank is
+        refused (``InconsistentLog``). Cheap when nothing changed (one size query).
+        """
+        size = self.store.size()
+        if size == self._size:
+            return size
+        if size < self._size:
+            raise InconsistentLog(f"the store holds {size} entries, fewer than the {self._size} this log "
+                                  "already integrated", index=size)
+        frontier = self.store.read_hashes(merkle.frontier_indexes(size))
+        note = self.store.checkpoint()
+        if note is None:
+            raise InconsistentLog("the log has no checkpoint")
+        try:
+            cp, _ = open_checkpoint(note, self.verifier)
+        except (BadSignature, MalformedInput) as exc:
+            raise _bad_checkpoint(size, f"is the latest and does not verify: {exc}") from exc
+        if cp.size != size or cp.root != merkle.root_from_frontier(frontier):
+            raise InconsistentLog(f"the store holds {size} entries but its latest checkpoint (size {cp.size}) "
+                                  "does not match them", index=min(size, cp.size))
+        self._last_time = max(self._last_time, decode_leaf(self.store.read_leaves(size - 1, 1)[0])[0])
+        self._size, self._frontier = size, frontier
+        self._checkpoints = len(self.store.checkpoint_sizes())
+        return size
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[int]:
+        """Be this log's only writer for the block, caught up with the store (yields the size): a store with
+        ``exclusive()`` (PostgreSQL) holds its writer lock until the block's ``append`` commits; any other is
+        just refreshed, and an append that loses a race raises ``StaleLog``."""
+        exclusive = getattr(self.store, "exclusive", None)
+        with exclusive() if exclusive is not None else contextlib.nullcontext():
+            yield self.refresh()
 
     # --- checks -------------------------------------------------------------
 
@@ -260,6 +310,14 @@ class Log:
         if not 0 <= index < size:
             raise IndexOutOfRange(f"entry index {index} is not in a log of size {size}")
 
+
+
+def _store_size(store: LogStore) -> int:
+    """The store's size, or -1 when it cannot be read."""
+    try:
+        return store.size()
+    except Exception:  # noqa: BLE001 - unreadable: not known to be stale
+        return -1
 
 
 def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int, int], None] | None = None) -> None:

@@ -136,7 +136,8 @@ class SqliteStore:
             db.execute("INSERT INTO checkpoints(size, note) VALUES (0, ?)", (checkpoint,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk): keep the real error
+                db.execute("ROLLBACK")
             raise
 
     @_corrupt_is_inconsistent
@@ -269,7 +270,8 @@ class SqliteStore:
             db.execute("INSERT INTO checkpoints(size, note) VALUES (?, ?)", (new_size, checkpoint))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk): keep the real error
+                db.execute("ROLLBACK")
             raise
 
     def _chunk_rows(self, size: int, leaves: Sequence[bytes]) -> list[tuple[int, int, bytes]]:

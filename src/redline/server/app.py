@@ -283,7 +283,12 @@ class LogService:
                 results = list(self.registry.submit_many([e for e, _ in batch]))
                 new = self.log.size
                 if new != old:
-                    self.sizes.append(new)
+                    ours = sum(1 for r in results if isinstance(r, Submitted))
+                    if new - old != ours or (self.sizes and self.sizes[-1] != old):
+                        # other server processes appended to the same store meanwhile: their checkpoints too
+                        self.sizes = list(self.log.checkpoint_sizes())
+                    elif not self.sizes or self.sizes[-1] != new:
+                        self.sizes.append(new)
                     self.appends += 1
                     checkpoint = self.log.checkpoint(new)
                     # published from the last checkpoint the witnesses saw (earlier batches may have failed to)
@@ -622,6 +627,9 @@ def create_app(registry: Registry, *, publish: Publish = identity_publish, batch
             return problem(404, "IndexOutOfRange", f"no entry {index}: the log holds {svc.log.size}")
         return JSONResponse(view)
 
+    from redline.server.dashboard import mount_dashboard  # the HTML pages (docs/guides/public.md, "Dashboard")
+
+    mount_dashboard(app, svc)
     return app
 
 
