@@ -26,8 +26,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from redline.errors import EntryTooLarge, InconsistentLog, IndexOutOfRange, LogError, LogExists, LogNotFound
-from redline.log.sqlite import _MAX_LEAF, _U16, CHUNK_LEAVES, MAX_BLOCK_ROWS, TILE_HASHES, _unpack
+from redline.errors import InconsistentLog, IndexOutOfRange, LogError, LogExists, LogNotFound
+from redline.log.sqlite import CHUNK_LEAVES, MAX_BLOCK_ROWS, TILE_HASHES, _unpack, split_leaf_rows
 
 try:  # the postgres extra
     import psycopg
@@ -305,19 +305,7 @@ class PostgresStore:
     def _chunk_rows(self, c: Any, size: int, leaves: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
         """The ``leaf_chunks`` rows adding ``leaves`` at ``size`` (as ``SqliteStore._chunk_rows``, merging a
         block built by many small appends into one row when this append fills it)."""
-        lengths = list(map(len, leaves))
-        if lengths and max(lengths) > _MAX_LEAF:
-            k = next(k for k, n in enumerate(lengths) if n > _MAX_LEAF)
-            raise EntryTooLarge(f"leaf {size + k} is {lengths[k]} bytes, over the bundle limit of {_MAX_LEAF}")
-        parts: list[bytes] = [b""] * (2 * len(lengths))
-        parts[0::2] = map(_U16, lengths)
-        parts[1::2] = leaves
-        rows = []
-        pos, end = size, size + len(leaves)
-        while pos < end:
-            stop = min(end, pos - pos % CHUNK_LEAVES + CHUNK_LEAVES)
-            rows.append((pos, stop - pos, b"".join(parts[2 * (pos - size) : 2 * (stop - size)])))
-            pos = stop
+        rows = split_leaf_rows(size, leaves)
         used = size % CHUNK_LEAVES
         if used and rows[0][1] == CHUNK_LEAVES - used:
             base = size - used

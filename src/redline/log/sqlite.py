@@ -280,19 +280,7 @@ class SqliteStore:
         When they fill a block that would then be more than ``MAX_BLOCK_ROWS`` rows, the first row returned
         holds the whole block and the block's earlier rows are deleted (inside the append's transaction).
         """
-        lengths = list(map(len, leaves))
-        if lengths and max(lengths) > _MAX_LEAF:
-            k = next(k for k, n in enumerate(lengths) if n > _MAX_LEAF)
-            raise EntryTooLarge(f"leaf {size + k} is {lengths[k]} bytes, over the bundle limit of {_MAX_LEAF}")
-        parts: list[bytes] = [b""] * (2 * len(lengths))
-        parts[0::2] = map(_U16, lengths)  # each leaf as in a C2SP entry bundle: uint16 length, then the bytes
-        parts[1::2] = leaves
-        rows = []
-        pos, end = size, size + len(leaves)
-        while pos < end:
-            stop = min(end, pos - pos % CHUNK_LEAVES + CHUNK_LEAVES)
-            rows.append((pos, stop - pos, b"".join(parts[2 * (pos - size) : 2 * (stop - size)])))
-            pos = stop
+        rows = split_leaf_rows(size, leaves)
         used = size % CHUNK_LEAVES
         if used and rows[0][1] == CHUNK_LEAVES - used:  # this append fills the last, partial block
             base = size - used
@@ -320,6 +308,26 @@ class SqliteStore:
 #: A leaf's length is a big-endian uint16 in a bundle.
 _MAX_LEAF = 0xFFFF
 _U16 = struct.Struct(">H").pack
+
+
+def split_leaf_rows(size: int, leaves: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
+    """The ``leaf_chunks`` rows ``(first, count, bytes)`` that add ``leaves`` to a log of ``size``: each leaf as in a
+    C2SP entry bundle (uint16 length, then the bytes), one row per block of ``CHUNK_LEAVES`` the batch touches (a
+    store may then merge the last block's rows)."""
+    lengths = list(map(len, leaves))
+    if lengths and max(lengths) > _MAX_LEAF:
+        k = next(k for k, n in enumerate(lengths) if n > _MAX_LEAF)
+        raise EntryTooLarge(f"leaf {size + k} is {lengths[k]} bytes, over the bundle limit of {_MAX_LEAF}")
+    parts: list[bytes] = [b""] * (2 * len(lengths))
+    parts[0::2] = map(_U16, lengths)
+    parts[1::2] = leaves
+    rows = []
+    pos, end = size, size + len(leaves)
+    while pos < end:
+        stop = min(end, pos - pos % CHUNK_LEAVES + CHUNK_LEAVES)
+        rows.append((pos, stop - pos, b"".join(parts[2 * (pos - size) : 2 * (stop - size)])))
+        pos = stop
+    return rows
 
 
 def _unpack(blob: bytes, count: int, lo: int = 0, hi: int | None = None) -> tuple[list[bytes], int]:
