@@ -102,3 +102,33 @@ def test_no_module_imports_another_modules_private_name(path: Path) -> None:
             if name.startswith("_") and not name.startswith("__") and not me.startswith(owner_package):
                 bad.append(f"line {line}: from {mod} import {name}")
     assert not bad, f"{me}:\n" + "\n".join(bad)
+
+
+#: Import names of distributions whose module is named otherwise.
+_MODULE_OF = {"pynacl": "nacl", "pyyaml": "yaml", "scikit-learn": "sklearn", "inspect-ai": "inspect_ai",
+              "model-signing": "model_signing", "pytest-xdist": "xdist", "psycopg": "psycopg"}
+#: Distributions used without an import statement (a pytest plugin, a server extra's C speed-ups).
+_USED_WITHOUT_IMPORT = {"pytest-xdist"}
+
+
+def test_every_declared_dependency_is_imported_somewhere() -> None:
+    """A dependency nothing imports is dead weight on every install (and one more thing to trust)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((SRC.parent / "pyproject.toml").read_text("utf-8"))["project"]
+    requirements = list(project["dependencies"])
+    for name, reqs in project["optional-dependencies"].items():
+        requirements += [r for r in reqs if not r.startswith("redline[")]
+    sources = [p.read_text("utf-8") for folder in ("src", "tests", "bench", "scripts")
+               for p in (SRC.parent / folder).rglob("*.py")]
+    text = "\n".join(sources)
+    unused = []
+    for req in requirements:
+        dist = re.split(r"[\[<>=!~ ;]", req, maxsplit=1)[0].lower()
+        if dist in _USED_WITHOUT_IMPORT:
+            continue
+        module = _MODULE_OF.get(dist, dist.replace("-", "_"))
+        if not re.search(rf"^\s*(import|from)\s+{re.escape(module)}\b", text, re.M):
+            unused.append(f"{req} (module {module})")
+    assert not unused, "declared but never imported: " + ", ".join(unused)
