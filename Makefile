@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test install system-deps bench schemas clean assets
+.PHONY: demo test fuzz install system-deps bench schemas clean assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP) assets
 
 test: $(STAMP) system-deps assets
 	$(BIN)/python -m pytest -n 2 -q
+
+## The parser fuzz harnesses (tests/fuzz) for minutes, on fresh random inputs: `make test` runs them for seconds.
+fuzz: $(STAMP)
+	REDLINE_FUZZ=1 $(BIN)/python -m pytest tests/fuzz -n 2 -q
 
 ## Every CPU benchmark at full size (see bench/README.md); QUICK=1 for a smoke run.
 BENCHES := log_append replay codeshare recorder_overhead hash_throughput verify_cost

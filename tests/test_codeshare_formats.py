@@ -395,3 +395,20 @@ def test_blame_porcelain() -> None:
     assert [(b.final, b.commit, b.orig_path, b.orig_line, b.boundary, b.blank) for b in lines] == [
         (1, "aaaa", "x y\tz.py", 1, True, False), (2, "aaaa", "x y\tz.py", 2, True, True),
         (3, "bbbb", "old.py", 7, False, False)]
+
+
+def test_repo_config_and_rules_refuse_odd_keys_and_deep_nesting(tmp_path: Path) -> None:
+    """``.redline/code-share.yaml`` with non-string keys (TypeError before) or nested too deeply (RecursionError
+    before), and a rule file nested too deeply, are MalformedEvidence naming the file."""
+    from redline.indicators.codeshare.repoconfig import RepoConfig
+    from redline.indicators.codeshare.rules import load_rules
+
+    with pytest.raises(MalformedEvidence, match="cfg: field names must be strings"):
+        RepoConfig.parse(b"1: a\nversion: 1\n", "cfg")
+    deep = b"[" * 20_000 + b"]" * 20_000
+    with pytest.raises(MalformedEvidence, match="cfg: nested too deeply"):
+        RepoConfig.parse(deep, "cfg")
+    rules = tmp_path / "rules.yaml"
+    rules.write_bytes(deep)
+    with pytest.raises(MalformedEvidence, match="rules.yaml: nested too deeply"):
+        load_rules(rules)

@@ -300,7 +300,6 @@ def _with_subject(**subject) -> dict:
     (statement(predicateType=5), "'predicateType'"),
     (statement(predicate=[]), "'predicate' must be an object"),
     ({k: v for k, v in statement().items() if k != "predicate"}, "'predicate'"),
-    (statement(extra=1), "unknown field\\(s\\): extra"),
     (_with_subject(name="a"), "subject 0 must have 'name' and 'digest'"),
     (_with_subject(name="a", digest={"sha256": SHA}, uri="x"), "subject 0 must have"),
     (_with_subject(name=5, digest={"sha256": SHA}), "subject 0 'name' must be a string"),
@@ -328,6 +327,20 @@ def test_statement_validation(st_, match: str) -> None:
         return
     with pytest.raises(MalformedInput, match=match):
         open_statement(sign_envelope(payload, ALICE), [ALICE.verifier()])
+
+
+def test_unknown_statement_fields_refused_when_signing_ignored_when_reading() -> None:
+    # in-toto: consumers must ignore unknown fields; redline itself signs exactly the four.
+    st_ = statement(extra=1)
+    with pytest.raises(MalformedInput, match="unknown field\\(s\\): extra"):
+        validate_statement(st_)
+    with pytest.raises(MalformedInput, match="unknown field\\(s\\): extra"):
+        sign_statement(st_, ALICE)
+    got, signer = open_statement(sign_envelope(canonical_json(st_), ALICE), [ALICE.verifier()])
+    assert got == st_ and signer == ALICE.verifier()
+    # ... as long as the payload is the canonical form of the whole object, unknown fields included.
+    with pytest.raises(MalformedInput, match="not in RFC 8785 canonical form"):
+        open_statement(sign_envelope(canonical_json(st_) + b" ", ALICE), [ALICE.verifier()])
 
 
 def test_second_subject_is_checked() -> None:

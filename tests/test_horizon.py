@@ -525,3 +525,18 @@ def test_cli_on_a_run_table_with_release_dates(tmp_path: Path, three_models) -> 
             "--log-origin", "redline.example/log")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "s.json").exists()
+
+
+def test_bad_csv_and_nested_run_table_rows_are_malformed_input(tmp_path: Path) -> None:
+    """A human-minutes CSV row with an extra column (AttributeError before) and a run-table line nested too deeply
+    (RecursionError before) are MalformedInput naming the file and line."""
+    from redline.indicators.evallogs import read_minutes_table, read_run_table
+
+    csv_file = tmp_path / "minutes.csv"
+    csv_file.write_text("task_id,human_minutes\nt1,3\nt2,4,extra\n")
+    with pytest.raises(MalformedInput, match=r"minutes\.csv, line 3: 3 fields, the header names 2"):
+        read_minutes_table(csv_file)
+    table = tmp_path / "runs.jsonl"
+    table.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(MalformedInput, match=r"runs\.jsonl, line 1"):
+        read_run_table(table)

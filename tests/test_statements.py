@@ -798,10 +798,10 @@ def _parse_payload_reference(payload: bytes) -> Predicate:
     """``parse_payload`` spelled out as ``open_statement`` and ``parse_statement`` check it, step by step."""
     from redline.crypto.dsse import validate_statement
 
-    statement = validate_statement(parse_json(payload, what="in-toto statement"))
+    statement = validate_statement(parse_json(payload, what="in-toto statement"), unknown_fields=True)
     if canonical_json(statement) != payload:
         raise MalformedInput("in-toto statement payload is not in RFC 8785 canonical form")
-    return parse_statement(statement)
+    return parse_statement(statement, unknown_fields=True)
 
 
 _PAYLOAD_BYTES = [b'"', b"\\", b"\x00", b"0", b"1", b".", b"e", b"-", b" ", b"{", b"}", b",", b"]", b":", b"\xff",

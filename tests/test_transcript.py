@@ -346,3 +346,26 @@ def test_a_checkpoint_swapped_for_another_is_refused(recorded: Recorded, tmp_pat
     b.write_bytes(data)
     with pytest.raises(MalformedInput, match="sha256|bytes"):
         load_transcript(root)
+
+
+@pytest.mark.parametrize("entry, names", [
+    ({"dtype": [], "shape": [1], "data_offsets": [0, 4]}, "dtype"),
+    ({"dtype": {"F32": 1}, "shape": [1], "data_offsets": [0, 4]}, "dtype"),
+    ({"dtype": "F32", "shape": [1] * 65, "data_offsets": [0, 4]}, "shape"),
+    ({"dtype": "F32", "shape": "1", "data_offsets": [0, 4]}, "shape"),
+    ({"dtype": "F32", "shape": [1], "data_offsets": [0, 4.0]}, "data_offsets"),
+])
+def test_safetensors_header_with_a_bad_entry_is_malformed_input_naming_the_tensor(entry: dict, names: str) -> None:
+    """A header entry of the wrong type (``"dtype": []`` crashed with TypeError) is MalformedInput naming the
+    tensor and the field, as is a header nested too deeply for the JSON parser."""
+    import json
+    import struct
+
+    from redline.transcript.stfile import parse_header
+
+    head = json.dumps({"model.w": entry}).encode()
+    with pytest.raises(MalformedInput, match=rf"tensor 'model\.w' .*{names}"):
+        parse_header(struct.pack("<Q", len(head)) + head + b"\0" * 4, "ckpt")
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(MalformedInput, match="ckpt"):
+        parse_header(struct.pack("<Q", len(deep)) + deep, "ckpt")

@@ -6,6 +6,11 @@ strict parsing, role, sequence number, references) before anything is written,
 so a rejected statement leaves the log untouched and the error says exactly
 why; an accepted one is appended durably, applied to the state, and answered
 with an offline receipt.
+
+Submissions are read as leniently as DSSE allows (``Envelope.from_json_lenient``)
+and logged in redline's one canonical form (:func:`canonical_envelope`): canonical
+base64, no unknown fields, and the ``keyid`` of the party's signature filled in once
+it verified. The engine, and every replay, sees only those canonical bytes.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from redline.crypto.dsse import Envelope
-from redline.crypto.keys import SigningKey
+from redline.crypto.canonical import parse_json
+from redline.crypto.dsse import MAX_ENVELOPE_BYTES, Envelope, EnvelopeSignature, pae
+from redline.crypto.keys import SigningKey, VerifierKey
 from redline.engine import Entry, State, admit, apply, replay
 from redline.engine.replay import MAX_ENTRY_BYTES, Prepared
-from redline.errors import InconsistentLog, MalformedInput, RedlineError
+from redline.errors import BadSignature, EntryTooLarge, InconsistentLog, MalformedInput, RedlineError, UnknownParty
 from redline.log.receipt import Receipt
 from redline.log.service import Log, StaleLog
 from redline.statements import Genesis, Predicate, sign_predicate
@@ -33,6 +39,8 @@ class Submitted:
     time_ms: int
     predicate: Predicate
     receipt: Receipt
+    #: The bytes logged: the canonical envelope (what the receipt proves), which may differ from those submitted.
+    envelope: bytes = b""
 
 
 class Registry:
@@ -60,6 +68,7 @@ class Registry:
         """Admit, append and apply one signed statement; raise the specific error and write nothing if refused."""
         with self._lock, self.log.writing():
             self._catch_up()
+            envelope = canonical_envelope(self.state, envelope).to_json()
             pred, _, _ = admit(self.state, envelope, at_ms=max(self.log.clock(), self.state.last_time_ms))
             done = self.log.append([envelope])
             index, time_ms = done.first_index, done.times_ms[0]
@@ -67,7 +76,7 @@ class Registry:
             if self.state.rejected and self.state.rejected[-1].index == index:
                 raise InconsistentLog(f"entry {index} was admitted but the engine rejected it on apply: "
                                       f"{self.state.rejected[-1].message}", index=index)
-            return Submitted(index, time_ms, pred, self.log.receipt(index))
+            return Submitted(index, time_ms, pred, self.log.receipt(index), envelope)
 
     def submit_many(self, envelopes: Sequence[bytes]) -> list[Submitted | RedlineError]:
         """Admit each signed statement in order, then append every admitted one in ONE batch (one transaction,
@@ -105,9 +114,12 @@ class Registry:
         start = self.log.size
         t = max(self.log.clock(), self.state.last_time_ms)
         admitted: list[tuple[int, bytes, Predicate]] = []
-        for position, envelope in enumerate(envelopes):
+        for position, submitted in enumerate(envelopes):
             try:
-                env = Envelope.from_json(envelope) if len(envelope) <= MAX_ENTRY_BYTES else None
+                env: Envelope | None = canonical_envelope(self.state, submitted)
+                envelope = env.to_json()
+                if len(envelope) > MAX_ENTRY_BYTES:
+                    env = None  # admit refuses it by its size
                 pre = Prepared(tuple(sig.keyid for sig in env.signatures), envelope=env) if env else None
                 pred, _, key = admit(self.state, envelope, pre, at_ms=t)
             except RedlineError as exc:
@@ -141,17 +153,81 @@ class Registry:
                 raise
             return results  # type: ignore[return-value]
         size, checkpoint, extra = self.log.size, appended.checkpoint, t.to_bytes(8, "big")
-        for k, (position, _, pred) in enumerate(admitted):
+        for k, (position, envelope, pred) in enumerate(admitted):
             if results[position] is None:
                 index = start + k
                 receipt = Receipt(index, tuple(self.log.prove_inclusion(index, size)), checkpoint, extra)
-                results[position] = Submitted(index, t, pred, receipt)
+                results[position] = Submitted(index, t, pred, receipt, envelope)
         return results  # type: ignore[return-value]
 
     def next_seq(self, party: str) -> int:
         """The sequence number the party's next statement must carry."""
         p = self.state.parties.get(party)
         return 1 if p is None else p.last_seq + 1
+
+
+def canonical_envelope(state: State, data: bytes) -> Envelope:
+    """The envelope ``data`` holds, as the registry logs it: read leniently, keyid filled in when needed.
+
+    ``data`` is read as DSSE allows (``Envelope.from_json_lenient``). When some signature's ``keyid`` names a
+    key of an admitted party (or, for the log's first entry, the coordinator key the genesis names), the
+    envelope is left as it is: the engine decides exactly as for canonical input. Otherwise the statement's
+    own ``party`` is read from the payload, untrusted, and the first signature that verifies under that
+    party's current key gets the key's fingerprint as its ``keyid``; every other signature keeps its own
+    (``""`` when it had none). So the signature decides: a party the statement merely names never signs for
+    it, and the payload bytes are never touched. The engine then checks everything again on the canonical
+    bytes (``to_json()``). Raises ``UnknownParty`` (as the engine would, with the reason) when no keyid names
+    a known key and no signature verifies under the named party's key; other undecidable cases (no party, an
+    unknown party) are left to the engine's own error.
+    """
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise EntryTooLarge(f"entry is {len(data)} bytes, over the limit of {MAX_ENTRY_BYTES}")
+    env = Envelope.from_json_lenient(data)
+    known = state.keys
+    if any(s.keyid in known for s in env.signatures):
+        return env
+    claimed = _claimed_key(state, env.payload)
+    if claimed is None:
+        return env
+    name, key = claimed
+    if any(s.keyid == key.fingerprint for s in env.signatures):
+        return env  # (a genesis naming its key already; the engine checks it)
+    if any(s.keyid in state.retired_keys for s in env.signatures):
+        return env  # signed by a retired key: the engine says so
+    message = pae(env.payload_type, env.payload)
+    for i, s in enumerate(env.signatures):
+        try:
+            key.verify(message, s.sig)
+        except BadSignature:
+            continue
+        sigs = (*env.signatures[:i], EnvelopeSignature(key.fingerprint, s.sig), *env.signatures[i + 1:])
+        return Envelope(env.payload, env.payload_type, sigs)
+    ids = ", ".join(repr(s.keyid[:16]) for s in env.signatures)
+    raise UnknownParty(f"statement is not signed by the key of any admitted party: no keyid names one (key IDs: "
+                       f"{ids}), and no signature verifies under the current key of {name!r}, the party it names")
+
+
+def _claimed_key(state: State, payload: bytes) -> tuple[str, VerifierKey] | None:
+    """The party the payload's predicate names and its current key (the coordinator key a genesis names, for
+    the log's first entry); None when there is none. Nothing here is trusted: the signature decides."""
+    try:
+        obj = parse_json(payload, what="in-toto statement")
+        pred = obj.get("predicate") if isinstance(obj, dict) else None
+        if not isinstance(pred, dict):
+            return None
+        if state.next_index == 0 and not state.parties:
+            key_str = pred.get("coordinator_key")
+            if not isinstance(key_str, str):
+                return None
+            key = VerifierKey.from_string(key_str)
+            return key.name, key
+        name = pred.get("party")
+        party = state.parties.get(name) if isinstance(name, str) else None
+        if party is None or party.revoked or state.keys.get(party.key.fingerprint) != party.name:
+            return None
+        return party.name, party.key
+    except RedlineError:
+        return None
 
 
 #: Times ``submit_many`` admits a batch again after another writer appended first (stores without a writer lock).

@@ -40,7 +40,21 @@ def _policy(name_or_path: str) -> Any:
     if name_or_path not in PACKS and not Path(name_or_path).is_file():
         raise InvalidPolicy(f"--policy {name_or_path!r} is neither a policy pack ({', '.join(PACKS)}) "
                             "nor a policy file")
+    if name_or_path not in PACKS:
+        from redline.cli.inputs import check_regular
+        from redline.policy.model import MAX_POLICY_BYTES
+
+        check_regular(name_or_path, MAX_POLICY_BYTES, f"policy file {name_or_path}")
     return resolve_policy(name_or_path)
+
+
+def _csv(path: Path) -> Path:
+    """PATH, once it is known to be a regular file within the CSV bound (``/dev/zero`` would never end)."""
+    from redline.cli.inputs import check_regular
+    from redline.compute.epoch import MAX_CSV_BYTES
+
+    check_regular(path, MAX_CSV_BYTES)
+    return path
 
 
 @click.group()
@@ -75,7 +89,7 @@ def screen(csv_path: Path, policy_name: str, as_json: bool, crossing_only: bool)
     from redline.compute.epoch import screen as do_screen
 
     policy = _policy(policy_name)
-    result = do_screen(read_epoch_csv(csv_path), policy)
+    result = do_screen(read_epoch_csv(_csv(csv_path)), policy)
     if as_json:
         click.echo(json.dumps(result.to_json(crossing_only=crossing_only), indent=2, ensure_ascii=False))
         return
@@ -136,7 +150,7 @@ def six_nd_check(csv_path: Path, top: int, exact_method: bool, as_json: bool) ->
     from redline.compute.epoch import CREDIT, read_epoch_csv
     from redline.compute.epoch import six_nd_check as check
 
-    report = check(read_epoch_csv(csv_path), exact_method=exact_method)
+    report = check(read_epoch_csv(_csv(csv_path)), exact_method=exact_method)
     if as_json:
         click.echo(json.dumps(report.to_json(top=top), indent=2, ensure_ascii=False))
         return

@@ -68,10 +68,10 @@ def check_sign_options(sign_key: Path | None, submit_dir: Path | None, out_file:
 def emit(fields: dict, sign_key: Path, submit_dir: Path | None, out_file: Path | None, seq: int | None,
          receipt_file: Path | None) -> None:
     """Sign ``fields`` (as for ``indicator_envelope``) and submit and/or write the statement; report on stderr."""
-    from redline.crypto.keys import load_signing_key
+    from redline.cli.inputs import signing_key
     from redline.indicators.signing import submit_or_write
 
-    key = load_signing_key(sign_key)
+    key = signing_key(sign_key)
     done = submit_or_write(key, logdir=submit_dir, out=out_file, seq=seq, receipt=receipt_file,
                            log=click.get_current_context().meta.get("redline.log_origin"), **fields)
     if done.index is not None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from redline.crypto.keys import SigningKey, load_signing_key, load_verifier_key, save_signing_key
+from redline.cli.inputs import read_prefix, signing_key
+from redline.crypto.keys import SigningKey, load_verifier_key, save_signing_key
 
 
 @click.group()
@@ -39,8 +40,8 @@ def key_show(path_or_key: str) -> None:
     PATH_OR_KEY is a private key file, a .pub file, or a verifier key string.
     """
     p = Path(path_or_key)
-    if p.is_file() and p.read_bytes()[:12] == b"PRIVATE+KEY+":
-        vk = load_signing_key(p).verifier()
+    if read_prefix(p, 12) == b"PRIVATE+KEY+":
+        vk = signing_key(p).verifier()
     else:
         vk = load_verifier_key(path_or_key)
     click.echo(f"name:        {vk.name}")

@@ -15,12 +15,13 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from redline.cli.inputs import MAX_CHECKPOINT_BYTES, read_bounded, signing_key
 from redline.cli.logdir import create_log, has_log, log_paths, not_found, open_log
 from redline.crypto.encoding import b64encode
-from redline.crypto.keys import SigningKey, load_signing_key, load_verifier_key, save_signing_key
+from redline.crypto.keys import SigningKey, load_verifier_key, save_signing_key
 from redline.engine.view import iso
 from redline.errors import InconsistentLog, MalformedInput, RedlineError
-from redline.log import merkle
+from redline.log import MAX_ENTRY_BYTES, merkle
 from redline.log.checkpoint import Checkpoint, open_checkpoint
 from redline.log.receipt import Receipt, verify_receipt
 from redline.log.service import Log
@@ -50,7 +51,7 @@ def log_init(logdir: Path, origin: str, key_path: Path | None) -> None:
     """
     _, kp = log_paths(logdir, key_path)
     if key_path is not None:
-        key = load_signing_key(kp)
+        key = signing_key(kp)
         if key.name != origin:
             raise MalformedInput(f"key {kp} is named {key.name!r}, not the origin {origin!r}")
     else:
@@ -75,7 +76,7 @@ def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path
     """
     if not files:
         raise click.UsageError("name at least one FILE (or '-' for standard input)")
-    entries = [f.read() for f in files]
+    entries = [read_bounded(f, MAX_ENTRY_BYTES, getattr(f, "name", "-")) for f in files]
     lg = open_log(logdir, key_path=key_path, signing=True, verify=True)  # never sign over a store that fails
     done = lg.append(entries)
     for f, idx in zip(files, done.indexes):
@@ -183,7 +184,11 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
     if receipt_file is not None:
         if logdir is not None or entry_file is None or log_key is None:
             raise click.UsageError("--receipt needs --entry and --log-key, and no LOGDIR")
-        cp, t = verify_receipt(Receipt.parse(receipt_file.read()), entry_file.read(), load_verifier_key(log_key))
+        from redline.log.receipt import MAX_RECEIPT_BYTES
+
+        receipt = read_bounded(receipt_file, MAX_RECEIPT_BYTES, f"receipt {receipt_file.name}")
+        entry = read_bounded(entry_file, MAX_ENTRY_BYTES, f"entry {entry_file.name}")
+        cp, t = verify_receipt(Receipt.parse(receipt), entry, load_verifier_key(log_key))
         click.echo(f"OK: entry is in log {cp.origin} at size {cp.size}, integrated at {iso(t)}")
         return
     if logdir is None:
@@ -200,7 +205,8 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
         lg = open_log(logdir, verify=True, trusted=trusted,
                       progress=lambda n, total: bar.update(task, completed=n, total=total))
     if checkpoint_file is not None:
-        cp, _ = open_checkpoint(checkpoint_file.read(), lg.verifier)
+        cp, _ = open_checkpoint(read_bounded(checkpoint_file, MAX_CHECKPOINT_BYTES,
+                                             f"checkpoint {checkpoint_file.name}"), lg.verifier)
         _check_consistent(lg, cp)
     click.echo(f"OK: log {lg.origin} holds {lg.size} entries; every hash and "
                f"{len(lg.checkpoint_sizes())} checkpoints verify, signed by "
@@ -211,10 +217,10 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
 def _refuse_rollback(published: Path, lg: Log) -> None:
     """A checkpoint already published in a tiles directory must be one the log's tree extends: publishing an older
     or a different tree over it would roll the public log back."""
-    if not published.is_file():
+    if not published.exists():
         return
     try:
-        cp, _ = open_checkpoint(published.read_bytes(), lg.verifier)
+        cp, _ = open_checkpoint(read_bounded(published, MAX_CHECKPOINT_BYTES), lg.verifier)
     except RedlineError as exc:
         raise InconsistentLog(f"{published} holds a checkpoint this log did not sign ({exc}): refusing to replace "
                               "it") from exc

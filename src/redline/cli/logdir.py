@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from redline.crypto.keys import SigningKey, VerifierKey, load_signing_key
+from redline.crypto.keys import SigningKey, VerifierKey
 from redline.engine import Entry, State, replay
 from redline.errors import LogNotFound, MalformedInput
 from redline.log.service import Clock, Log, system_clock_ms
@@ -42,9 +42,13 @@ def store_url(logdir: Path) -> str | None:
     path = logdir / URL_FILE
     if not path.is_file():
         return None
+    from redline.cli.inputs import read_bounded
     from redline.log.postgres import is_postgres_url
 
-    url = path.read_text(encoding="utf-8").strip()
+    try:
+        url = read_bounded(path, 4096).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise MalformedInput(f"{path} is not UTF-8 text") from None
     if not is_postgres_url(url):
         raise MalformedInput(f"{path} does not name a PostgreSQL database (postgresql://...)")
     return url
@@ -81,7 +85,12 @@ def open_log(logdir: Path, *, signing: bool = False, verify: bool = False, key_p
     _, kp = log_paths(logdir, key_path)
     if not has_log(logdir):
         raise not_found(logdir)
-    key = load_signing_key(kp) if signing else None
+    if signing:
+        from redline.cli.inputs import signing_key
+
+        key = signing_key(kp)
+    else:
+        key = None
     store = open_store(logdir)
     try:
         return Log.open(store, key=key, trusted=trusted, verify=verify, progress=progress)

@@ -17,6 +17,11 @@ from redline import __version__
 from redline.errors import RedlineError
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: a parser's multi-line report (YAML's, say) joined with ``; ``."""
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip()) if "\n" in message else message
+
+
 class RedlineGroup(click.Group):
     """A click group that reports ``RedlineError`` as one line on stderr with the error's exit code."""
 
@@ -24,7 +29,7 @@ class RedlineGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RedlineError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:
             click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)

@@ -16,10 +16,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from redline.cli.inputs import MAX_FIELDS_BYTES, check_regular, read_bounded, signing_key
 from redline.cli.logdir import open_log, open_registry, replayed_state
 from redline.cli.state_view import render_state
 from redline.crypto.canonical import parse_json
-from redline.crypto.keys import load_signing_key, load_verifier_key
+from redline.crypto.keys import load_verifier_key
 from redline.engine.view import iso, state_json
 from redline.errors import InvalidStatement, MalformedInput
 from redline.policy import PACKS, resolve_policy
@@ -35,16 +36,24 @@ _signer_opt = click.option("--key", "key_path", type=click.Path(dir_okay=False, 
 open_registry_readonly = replayed_state
 
 
-def _report(done: Submitted, receipt_out: Path | None) -> None:
+def _report(done: Submitted, receipt_out: Path | None, submitted: bytes | None = None) -> None:
     click.echo(f"accepted: entry {done.index}, {done.predicate.KIND} #{done.predicate.seq} from "
                f"{done.predicate.party}, logged {iso(done.time_ms)}")
     if receipt_out is not None:
         receipt_out.write_bytes(done.receipt.encode())
         click.echo(f"receipt written to {receipt_out}", err=True)
+    if submitted is not None and done.envelope and done.envelope != submitted:
+        # the log keeps one canonical form of each envelope: the receipt proves those bytes, not the file's
+        note = f"note: the log stored your envelope in redline's canonical form ({len(done.envelope)} bytes)"
+        if receipt_out is not None:
+            logged = receipt_out.with_name(receipt_out.name + ".entry")
+            logged.write_bytes(done.envelope)
+            note += f"; the receipt proves those bytes, written to {logged}"
+        click.echo(note, err=True)
 
 
 def _sign_and_submit(reg: Registry, key_path: Path, kind: str, fields: dict, receipt_out: Path | None) -> Submitted:
-    key = load_signing_key(key_path)
+    key = signing_key(key_path)
     cls = PREDICATE_KINDS.get(kind)
     if cls is None:
         raise InvalidStatement(f"unknown statement kind {kind!r} (kinds: {', '.join(sorted(PREDICATE_KINDS))})")
@@ -79,12 +88,14 @@ def submit(logdir: Path, file, key_path: Path | None, kind: str | None, receipt_
     verified, validated and authorised before anything is written; a refusal
     names the reason and leaves the log untouched.
     """
-    data = file.read()
+    from redline.log import MAX_ENTRY_BYTES
+
+    data = read_bounded(file, MAX_FIELDS_BYTES if key_path is not None else MAX_ENTRY_BYTES, str(file.name))
     reg = open_registry(logdir)
     if key_path is None:
         if kind is not None:
             raise click.UsageError("--kind needs --key (a signed envelope names its own type)")
-        _report(reg.submit(data), receipt_out)
+        _report(reg.submit(data), receipt_out, data)
         return
     if kind is None:
         raise click.UsageError("--key needs --kind")
@@ -107,7 +118,7 @@ def party() -> None:
 @_signer_opt
 def party_genesis(logdir: Path, key_path: Path) -> None:
     """Write the genesis statement: KEY becomes the coordinator of the empty log in LOGDIR."""
-    reg = Registry.genesis(open_log(logdir, signing=True, verify=True), load_signing_key(key_path))
+    reg = Registry.genesis(open_log(logdir, signing=True, verify=True), signing_key(key_path))
     click.echo(f"genesis: {reg.state.coordinator} coordinates log {reg.state.origin}")
 
 
@@ -165,6 +176,15 @@ def policy_packs() -> None:
         console.print(Text(f"  digest {pol.digest}"), soft_wrap=True)
 
 
+def _policy(pack_or_file: str):
+    """A built-in pack, or the policy file PACK_OR_FILE once it is known to be a regular file within the bound."""
+    from redline.policy.model import MAX_POLICY_BYTES
+
+    if pack_or_file not in PACKS and Path(pack_or_file).exists():
+        check_regular(pack_or_file, MAX_POLICY_BYTES, f"policy file {pack_or_file}")
+    return resolve_policy(pack_or_file)
+
+
 def _parameter_rows(values: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """``(name, value)`` for every policy parameter, nested ones as ``outer.inner``."""
     rows: list[tuple[str, str]] = []
@@ -186,7 +206,7 @@ def _parameter_rows(values: dict[str, Any], prefix: str = "") -> list[tuple[str,
 def policy_show(pack_or_file: str, as_json: bool) -> None:
     """Show a policy: its full digest (what commitments name), every parameter, then its lines
     (PACK_OR_FILE: a pack name or a YAML file)."""
-    pol = resolve_policy(pack_or_file)
+    pol = _policy(pack_or_file)
     if as_json:
         click.echo(json.dumps(pol.document(), indent=2, sort_keys=True))
         return
@@ -226,7 +246,7 @@ def policy_show(pack_or_file: str, as_json: bool) -> None:
 def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, supersedes: tuple[str, ...],
                    effective_from: datetime | None, receipt_out: Path | None) -> None:
     """Publish a policy (pack name or YAML file) to the log; signed by the coordinator's KEY."""
-    pol = resolve_policy(pack_or_file)
+    pol = _policy(pack_or_file)
     reg = open_registry(logdir)
     when = (effective_from or datetime.now(UTC)).replace(tzinfo=UTC, microsecond=0)
     _sign_and_submit(reg, key_path, PolicyPublication.KIND, {

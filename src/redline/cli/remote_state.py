@@ -18,6 +18,11 @@ from redline.log.remote import RemoteLog, SignedCheckpoint, load_witness_policy
 def open_remote(url: str, log_key: str, witness_policy: Path | None = None) -> RemoteLog:
     """The log at ``url`` checked against ``log_key`` (a verifier key string or .pub file) and a policy file."""
     key: VerifierKey = load_verifier_key(log_key)
+    if witness_policy is not None:
+        from redline.cli.inputs import check_regular
+        from redline.log.witness import MAX_POLICY_BYTES
+
+        check_regular(witness_policy, MAX_POLICY_BYTES, f"witness policy {witness_policy}")
     policy: Any = load_witness_policy(witness_policy) if witness_policy is not None else None
     return RemoteLog(url, key, policy=policy)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from redline.crypto.keys import load_signing_key
+from redline.cli.inputs import signing_key
 from redline.errors import InvalidStatement, MalformedInput
 from redline.statements import sign_predicate
 from redline.statements.base import validation_message
@@ -118,7 +118,7 @@ def run_start(transcript: Path, key_path: Path, model_name: str, declared_flop: 
     """
     from redline.transcript.format import SPEC_FILE, read_spec
 
-    key = load_signing_key(key_path)
+    key = signing_key(key_path)
     spec = read_spec(transcript / SPEC_FILE)
     if spec.party != key.name:
         raise InvalidStatement(f"field 'spec.party': {transcript} was recorded for party {spec.party!r}; the key "
@@ -181,7 +181,7 @@ def run_declare(transcript: Path, key_path: Path, run_id: str, model_name: str, 
     """
     from redline.transcript.transcript import load_transcript
 
-    key = load_signing_key(key_path)
+    key = signing_key(key_path)
     t = load_transcript(transcript)
     m = t.manifest
     n = t.step_count

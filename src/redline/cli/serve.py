@@ -47,8 +47,10 @@ def serve(logdir: Path, host: str, port: int, batch_ms: float, queue_size: int, 
     registry = open_registry(logdir)  # verify=True: a store that fails is refused here
     publish = None
     if witness_policy is not None:
-        from redline.log.witness import WitnessPolicy, make_publisher
+        from redline.cli.inputs import check_regular
+        from redline.log.witness import MAX_POLICY_BYTES, WitnessPolicy, make_publisher
 
+        check_regular(witness_policy, MAX_POLICY_BYTES, f"witness policy {witness_policy}")
         policy = WitnessPolicy.load(witness_policy)
         publish = make_publisher(None, policy, registry.log)
     app = create_app(registry, batch_ms=batch_ms, queue_size=queue_size, max_batch=max_batch,

@@ -13,9 +13,9 @@ from typing import BinaryIO
 
 import click
 
+from redline.cli.inputs import MAX_FIELDS_BYTES, read_bounded, signing_key
 from redline.cli.registry import _parse_predicate
 from redline.crypto.canonical import parse_json
-from redline.crypto.keys import load_signing_key
 from redline.errors import InvalidStatement, KeyExists, MalformedInput
 from redline.statements import PREDICATE_KINDS, Predicate, sign_predicate
 
@@ -65,7 +65,7 @@ def sign(fields_file: BinaryIO, kind: str, key_path: Path, seq: int, log_origin:
     """
     name = getattr(fields_file, "name", "FIELDS.json")
     try:
-        fields = parse_json(fields_file.read(), what=str(name))
+        fields = parse_json(read_bounded(fields_file, MAX_FIELDS_BYTES, str(name)), what=str(name))
     except MalformedInput as exc:
         if str(name) in str(exc):
             raise
@@ -73,7 +73,7 @@ def sign(fields_file: BinaryIO, kind: str, key_path: Path, seq: int, log_origin:
     if not isinstance(fields, dict):
         raise MalformedInput(f"{name}: predicate fields must be a JSON object")
     cls = predicate_class(kind)
-    key = load_signing_key(key_path)
+    key = signing_key(key_path)
     _fill(fields, "party", key.name, f"the key {key_path}")
     _fill(fields, "seq", seq, "--seq")
     _fill(fields, "log", log_origin, "--log-origin")

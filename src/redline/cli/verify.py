@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from redline.crypto.keys import load_signing_key
+from redline.cli.inputs import signing_key
 
 
 @click.group()
@@ -76,7 +76,7 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
     from redline.verify import VerificationPolicy, verify_transcript
     from redline.verify.report import sign_report
 
-    key = load_signing_key(key_path)
+    key = signing_key(key_path)
     err = Console(stderr=True)
     decl, checks, seed, start, index, earlier = None, [], None, None, None, []
     if submit and logdir is None:

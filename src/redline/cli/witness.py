@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
+from redline.cli.inputs import signing_key
 from redline.crypto.encoding import b64encode
-from redline.crypto.keys import load_signing_key, load_verifier_key
+from redline.crypto.keys import load_verifier_key
 from redline.errors import MalformedInput
 from redline.log.witness import new_witness_key, witness_verifier
 
@@ -70,7 +71,7 @@ def witness_serve(state_dir: Path, logs: tuple[str, ...], key_path: Path, host: 
         raise click.ClickException(f"the witness server needs the server extra ({exc.name} is missing)") from exc
     from redline.witness.core import Witness, WitnessState
 
-    key = load_signing_key(key_path)
+    key = signing_key(key_path)
     log_keys = [load_verifier_key(v) for v in logs]
     if prefix and not prefix.startswith("/"):
         raise MalformedInput(f"--prefix {prefix!r} must start with '/'")
@@ -99,7 +100,7 @@ def witness_show(state_dir: Path, key_path: Path | None, as_json: bool) -> None:
         recs, evidence = state.records(), state.evidence()
     finally:
         state.close()
-    vkey = witness_verifier(load_signing_key(key_path)).to_string() if key_path else None
+    vkey = witness_verifier(signing_key(key_path)).to_string() if key_path else None
     if as_json:
         doc = {"logs": [{"origin": r.origin, "size": r.size, "root": b64encode(r.root), "cosigned_at": _iso(r.cosigned_s)}
                         for r in recs],

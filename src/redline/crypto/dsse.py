@@ -3,6 +3,12 @@
 The signature covers the pre-authentication encoding
 ``"DSSEv1" SP len(type) SP type SP len(body) SP body``. Statements are serialised
 with RFC 8785 canonical JSON, so one statement has one payload and one digest.
+
+Reading is in two strengths. ``Envelope.from_json`` is strict: exactly the three
+fields, ``keyid`` and ``sig`` in every signature, canonical standard base64; it reads
+what redline logs. ``Envelope.from_json_lenient`` reads whatever the DSSE spec allows
+(``keyid`` missing or empty, unknown fields, URL-safe or unpadded base64); the registry
+uses it for submissions and logs ``to_json()`` of the result, never the bytes received.
 """
 
 from __future__ import annotations
@@ -77,17 +83,34 @@ class Envelope:
         return cls.from_dict(obj)
 
     @classmethod
-    def from_dict(cls, obj: Any) -> Envelope:
-        """Build an envelope from its parsed JSON object, strictly."""
+    def from_json_lenient(cls, data: bytes) -> Envelope:
+        """Parse envelope JSON as the DSSE spec allows it (bounded size); ``to_json()`` gives redline's form.
+
+        Accepted beyond ``from_json``: ``keyid`` missing (read as ``""``) or empty, unknown
+        fields at the top level and in signatures (ignored, as the spec asks of consumers),
+        standard or URL-safe base64 with or without padding. The payload bytes are exactly
+        those encoded; only their encoding changes when the envelope is written again.
+        """
+        if len(data) > MAX_ENVELOPE_BYTES:
+            raise InputTooLarge(f"envelope is {len(data)} bytes, over the limit of {MAX_ENVELOPE_BYTES}")
+        env = _from_canonical_json(data)
+        if env is not None:
+            return env
+        return cls.from_dict(parse_json(data, what="DSSE envelope"), lenient=True)
+
+    @classmethod
+    def from_dict(cls, obj: Any, *, lenient: bool = False) -> Envelope:
+        """Build an envelope from its parsed JSON object: strictly, or as ``from_json_lenient`` reads."""
         if not isinstance(obj, dict):
             raise MalformedInput("DSSE envelope must be a JSON object")
         extra = set(obj) - {"payload", "payloadType", "signatures"}
-        if extra:
+        if extra and not lenient:
             raise MalformedInput(f"DSSE envelope has unknown field(s): {', '.join(sorted(extra))}")
         for name, typ in (("payload", str), ("payloadType", str), ("signatures", list)):
             if not isinstance(obj.get(name), typ):
                 raise MalformedInput(f"DSSE envelope field '{name}' is missing or not a {typ.__name__}")
-        payload = b64decode(obj["payload"], what="DSSE envelope field 'payload'")
+        decode = _b64decode_lenient if lenient else b64decode
+        payload = decode(obj["payload"], what="DSSE envelope field 'payload'")
         sigs_in = obj["signatures"]
         if not sigs_in:
             raise MalformedInput("DSSE envelope has no signatures")
@@ -95,11 +118,17 @@ class Envelope:
             raise InputTooLarge(f"DSSE envelope has {len(sigs_in)} signatures, over {MAX_SIGNATURES}")
         sigs = []
         for i, s in enumerate(sigs_in):
-            if not isinstance(s, dict) or set(s) != {"keyid", "sig"}:
-                raise MalformedInput(f"DSSE signature {i} must have exactly the fields 'keyid' and 'sig'")
-            if not isinstance(s["keyid"], str) or not isinstance(s["sig"], str):
+            if lenient:
+                if not isinstance(s, dict) or "sig" not in s:
+                    raise MalformedInput(f"DSSE signature {i} must be an object with a 'sig' field")
+                keyid = s.get("keyid", "")
+            else:
+                if not isinstance(s, dict) or set(s) != {"keyid", "sig"}:
+                    raise MalformedInput(f"DSSE signature {i} must have exactly the fields 'keyid' and 'sig'")
+                keyid = s["keyid"]
+            if not isinstance(keyid, str) or not isinstance(s["sig"], str):
                 raise MalformedInput(f"DSSE signature {i} fields must be strings")
-            sigs.append(EnvelopeSignature(s["keyid"], b64decode(s["sig"], what=f"DSSE signature {i} 'sig'")))
+            sigs.append(EnvelopeSignature(keyid, decode(s["sig"], what=f"DSSE signature {i} 'sig'")))
         return cls(payload, obj["payloadType"], tuple(sigs))
 
     def verify(self, keys: Iterable[VerifierKey]) -> VerifierKey:
@@ -117,6 +146,26 @@ class Envelope:
             return key
         raise UnknownKey("DSSE envelope has no signature from a known key "
                          f"(key IDs: {', '.join(s.keyid[:16] for s in self.signatures)})")
+
+
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
+def _b64decode_lenient(text: str, *, what: str) -> bytes:
+    """Decode standard or URL-safe base64 (RFC 4648 §4 or §5), padded or not, as DSSE allows.
+
+    One alphabet per text, padding absent or exactly right, zero padding bits, no whitespace:
+    each byte string still has just four accepted spellings, and all mean the same bytes.
+    """
+    if "-" in text or "_" in text:
+        if "+" in text or "/" in text:
+            raise MalformedInput(f"{what} mixes the standard and the URL-safe base64 alphabets")
+        text = text.translate(_URL_SAFE)
+    unpadded = text.rstrip("=")
+    pad = -len(unpadded) % 4
+    if pad == 3 or len(text) - len(unpadded) not in (0, pad):
+        raise MalformedInput(f"{what} is not valid base64 (wrong length or padding)")
+    return b64decode(unpadded + "=" * pad, what=what)
 
 
 def _b64(raw: bytes) -> bytes | None:
@@ -202,12 +251,20 @@ def sign_statement(statement: Mapping[str, Any], key: SigningKey) -> Envelope:
 _DIGEST_LENGTHS = {"sha256": 32, "sha512": 64, "blake3": 32}
 
 
-def validate_statement(obj: Any) -> dict[str, Any]:
-    """Check the in-toto Statement v1 shape; return the object."""
+#: The fields of an in-toto Statement v1; the spec asks consumers to ignore any others.
+STATEMENT_FIELDS = frozenset({"_type", "subject", "predicateType", "predicate"})
+
+
+def validate_statement(obj: Any, *, unknown_fields: bool = False) -> dict[str, Any]:
+    """Check the in-toto Statement v1 shape; return the object.
+
+    Unknown top-level fields are refused unless ``unknown_fields`` (reading a signed statement: the spec
+    asks consumers to ignore them); what redline signs has exactly the four fields.
+    """
     if not isinstance(obj, dict):
         raise MalformedInput("in-toto statement must be a JSON object")
-    extra = set(obj) - {"_type", "subject", "predicateType", "predicate"}
-    if extra:
+    extra = set(obj) - STATEMENT_FIELDS
+    if extra and not unknown_fields:
         raise MalformedInput(f"in-toto statement has unknown field(s): {', '.join(sorted(extra))}")
     if obj.get("_type") != STATEMENT_TYPE:
         raise MalformedInput(f"in-toto statement field '_type' must be {STATEMENT_TYPE!r}")
@@ -234,11 +291,14 @@ def validate_statement(obj: Any) -> dict[str, Any]:
 
 
 def open_statement(envelope: Envelope, keys: Iterable[VerifierKey]) -> tuple[dict[str, Any], VerifierKey]:
-    """Verify an envelope and parse its in-toto statement; return it and the signer."""
+    """Verify an envelope and parse its in-toto statement; return it (unknown fields and all) and the signer.
+
+    The payload must be the RFC 8785 form of the statement, unknown top-level fields included.
+    """
     signer = envelope.verify(keys)
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise MalformedInput(f"DSSE payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}")
-    statement = validate_statement(parse_json(envelope.payload, what="in-toto statement"))
+    statement = validate_statement(parse_json(envelope.payload, what="in-toto statement"), unknown_fields=True)
     if canonical_json(statement) != envelope.payload:
         raise MalformedInput("in-toto statement payload is not in RFC 8785 canonical form")
     return statement, signer

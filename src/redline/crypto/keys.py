@@ -236,6 +236,15 @@ def save_signing_key(key: SigningKey, path: Path, *, overwrite: bool = False) ->
     return pub
 
 
+def _read_key_text(path: Path) -> str:
+    """A key file's text, reading at most 4 KiB + 1 whatever its size claims (a file may grow while read)."""
+    with path.open("rb") as f:
+        data = f.read(4097)
+    if len(data) > 4096:
+        raise MalformedKey(f"{path} is too large to be a key file")
+    return data.decode("utf-8")
+
+
 def load_signing_key(path: Path) -> SigningKey:
     """Read a private key file, refusing one that others can read."""
     path = Path(path)
@@ -243,12 +252,14 @@ def load_signing_key(path: Path) -> SigningKey:
         st = path.stat()
     except FileNotFoundError as exc:
         raise KeyMaterialError(f"no key file at {path}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyMaterialError(f"{path} is not a regular file")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InsecureKeyFile(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; private keys must be 0600")
     if st.st_size > 4096:
         raise MalformedKey(f"{path} is {st.st_size} bytes, too large to be a key file")
     try:
-        return SigningKey.from_string(path.read_text("utf-8"))
+        return SigningKey.from_string(_read_key_text(path))
     except MalformedKey as exc:
         raise MalformedKey(f"{path}: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -264,9 +275,12 @@ def load_verifier_key(text_or_path: str | Path) -> VerifierKey:
         is_file = False
     if is_file:
         try:
-            if candidate.stat().st_size > 4096:
+            st = candidate.stat()
+            if not stat.S_ISREG(st.st_mode):
+                raise KeyMaterialError(f"{candidate} is not a regular file")
+            if st.st_size > 4096:
                 raise MalformedKey(f"{candidate} is too large to be a key file")
-            text = candidate.read_text("utf-8")
+            text = _read_key_text(candidate)
         except FileNotFoundError as exc:
             raise KeyMaterialError(f"no key file at {candidate}") from exc
         except UnicodeDecodeError as exc:

@@ -1,19 +1,23 @@
 """C2SP signed notes (c2sp.org/signed-note), byte-compatible with Go's ``sumdb/note``.
 
 A note is UTF-8 text ending in a newline, a blank line, then one or more signature
-lines ``— <key name> <base64(key ID || signature)>``. Parsing is all-or-nothing and
-strict: the text and signatures split at the last blank line, no control
-characters but newline, a bounded size and signature count. Verification ignores
-signatures from unknown keys and fails if a known key's signature is bad.
+lines ``— <key name> <base64(key ID || signature)>``. Parsing accepts what the
+spec and Go's ``note.Open`` accept: valid UTF-8 with no control character below
+U+0020 but newline (U+007F is allowed), the text and signatures split at the last
+blank line (so the text may hold blank lines), key names non-empty with no space
+and no ``+``, a bounded size and signature count. Signing is stricter: redline
+writes no blank line and no U+007F. Verification ignores signatures from unknown
+keys and fails if a known key's signature is bad.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redline.crypto.encoding import b64decode, b64encode
-from redline.crypto.keys import ALG_COSIGNATURE_V1, SigningKey, VerifierKey, validate_key_name
+from redline.crypto.keys import ALG_COSIGNATURE_V1, SigningKey, VerifierKey
 from redline.errors import BadSignature, InputTooLarge, MalformedInput, MalformedKey, UnknownKey
 
 #: Largest note accepted, text and signatures together.
@@ -50,10 +54,31 @@ class Note:
 
 
 def _check_text(text: str, what: str) -> None:
+    """What redline writes: no control character but newline, no U+007F, no surrogate."""
     for i, ch in enumerate(text):
         o = ord(ch)
         if (o < 0x20 and ch != "\n") or o == 0x7F or 0xD800 <= o <= 0xDFFF:
             raise MalformedInput(f"{what} contains control character U+{o:04X} at offset {i}")
+
+
+#: What a note may not contain (c2sp.org/signed-note: "MUST NOT contain any ASCII control characters (those below
+#: U+0020) other than newline"; Go's note.Open: ``r < 0x20 && r != '\n'``). U+007F is allowed by both.
+_NOTE_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")
+
+
+def _check_note_chars(whole: str) -> None:
+    found = _NOTE_CONTROL.search(whole)
+    if found is not None:
+        raise MalformedInput(f"note contains control character U+{ord(found.group()):04X} at offset {found.start()}")
+
+
+def _valid_signer_name(name: str) -> bool:
+    """Go's ``isValidName``: non-empty, no Unicode space (``unicode.IsSpace``), no ``+``.
+
+    Python's ``str.isspace`` and Go's ``unicode.IsSpace`` agree on every character from U+0020 up, and the
+    note holds no control character below it.
+    """
+    return bool(name) and "+" not in name and not any(ch.isspace() for ch in name)
 
 
 def sign_note(text: str, *keys: SigningKey) -> bytes:
@@ -87,19 +112,25 @@ def _validate_text(text: str) -> None:
 
 
 def parse_note(data: bytes) -> Note:
-    """Parse note bytes strictly, without checking any signature."""
+    """Parse note bytes as c2sp.org/signed-note and Go's ``note.Open`` do, without checking any signature.
+
+    The text is everything up to and including the newline before the LAST blank line (Go:
+    ``bytes.LastIndex(msg, "\n\n")``), so it may itself hold blank lines; U+007F is allowed, other
+    control characters but newline are not, the whole note is valid UTF-8 (Python's decoder, like Go's,
+    refuses encoded surrogates and overlong forms). Signature lines must be canonical base64 (Go also
+    takes non-zero padding bits, which no encoder writes).
+    """
     if len(data) > MAX_NOTE_BYTES:
         raise InputTooLarge(f"note is {len(data)} bytes, over the limit of {MAX_NOTE_BYTES}")
     try:
         whole = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedInput(f"note is not valid UTF-8 (byte {exc.start})") from exc
-    _check_text(whole, "note")
+    _check_note_chars(whole)
     split = whole.rfind("\n\n")
     if split < 0:
         raise MalformedInput("note has no blank line before its signatures")
     text, sig_block = whole[: split + 1], whole[split + 2 :]
-    _validate_text(text)
     if not sig_block or not sig_block.endswith("\n"):
         raise MalformedInput("note signature block is empty or does not end in a newline")
     lines = sig_block[:-1].split("\n")
@@ -114,10 +145,9 @@ def parse_note(data: bytes) -> Note:
         if len(parts) != 2:
             raise MalformedInput(f"note signature line {n} is not '— <name> <signature>'")
         name, b64 = parts
-        try:
-            validate_key_name(name)
-        except MalformedKey as exc:
-            raise MalformedInput(f"note signature line {n}: {exc}") from exc
+        if not _valid_signer_name(name):
+            problem = "key name is empty" if not name else f"key name {name!r} contains whitespace or '+'"
+            raise MalformedInput(f"note signature line {n}: {problem}")
         raw = b64decode(b64, what=f"note signature line {n}")
         if len(raw) < 5:
             raise MalformedInput(f"note signature line {n} is too short to hold a key ID and signature")

@@ -38,13 +38,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 from redline.errors import MalformedInput
+from redline.indicators.files import read_regular, regular_size
 
 #: File-name suffixes read as logs when a directory is given.
 LOG_SUFFIXES = (".eval", ".json", ".jsonl")
 #: Files Inspect writes into a log directory that are not logs.
 _BOOKKEEPING = frozenset({"logs.json", "eval-set.json", "listing.json"})
-#: Largest METR run table read (bytes); Inspect logs are streamed by inspect_ai itself.
+#: Largest METR run table read (bytes).
 MAX_RUN_TABLE = 512 * 1024 * 1024
+#: Largest human-minutes or release-dates CSV read (bytes).
+MAX_CSV_BYTES = 64 * 1024 * 1024
+#: Largest Inspect ``.json`` log (bytes): inspect_ai parses it whole.
+MAX_INSPECT_JSON = 256 * 1024 * 1024
+#: Largest Inspect ``.eval`` archive (bytes, compressed); inspect_ai streams its members.
+MAX_EVAL_ZIP = 4 * 1024 * 1024 * 1024
+#: Bounds on what an ``.eval`` archive may expand to, checked on its central directory before inspect_ai reads it:
+#: each member's uncompressed size, all members together, the members' count and a member's compression ratio.
+MAX_EVAL_MEMBER = 128 * 1024 * 1024
+MAX_EVAL_TOTAL = 4 * 1024 * 1024 * 1024
+MAX_EVAL_MEMBERS = 100_000
+MAX_EVAL_RATIO = 100
 
 ErrorPolicy = Literal["exclude", "fail"]
 
@@ -105,6 +118,38 @@ def evidence_digest(file_digests: Iterable[str]) -> str:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _limit(path: Path) -> int:
+    """The size bound of an input log, by its suffix."""
+    suffix = path.suffix.lower()
+    return {".eval": MAX_EVAL_ZIP, ".json": MAX_INSPECT_JSON, ".jsonl": MAX_RUN_TABLE}.get(suffix, MAX_RUN_TABLE)
+
+
+def check_eval_archive(path: Path) -> None:
+    """Refuse an ``.eval`` zip whose central directory promises more than the bounds above (a zip bomb)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise MalformedInput(f"{path}: not an Inspect AI .eval log (not a readable zip archive: {_short(exc)})") \
+            from None
+    if len(infos) > MAX_EVAL_MEMBERS:
+        raise MalformedInput(f"{path}: {len(infos)} archive members, over the limit of {MAX_EVAL_MEMBERS}")
+    total = 0
+    for info in infos:
+        if info.file_size > MAX_EVAL_MEMBER:
+            raise MalformedInput(f"{path}: member {info.filename!r} expands to {info.file_size} bytes, over the "
+                                 f"limit of {MAX_EVAL_MEMBER}")
+        if info.file_size > MAX_EVAL_RATIO * max(info.compress_size, 1) and info.file_size > 1 << 20:
+            raise MalformedInput(f"{path}: member {info.filename!r} expands {info.file_size} bytes from "
+                                 f"{info.compress_size}, over the compression ratio limit of {MAX_EVAL_RATIO} "
+                                 "(a zip bomb?)")
+        total += info.file_size
+        if total > MAX_EVAL_TOTAL:
+            raise MalformedInput(f"{path}: the archive expands to over {MAX_EVAL_TOTAL} bytes")
 
 
 def _sha256_file(path: Path) -> str:
@@ -198,7 +243,14 @@ def score_to_float(value: Any, where: str, key: str | None = None) -> float:
 def read_minutes_table(path: Path) -> dict[str, float]:
     """A CSV with a header naming ``task_id`` and ``human_minutes``: task → human minutes."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return _read_minutes_table(path)
+    except csv.Error as exc:  # e.g. a bare carriage return inside an unquoted field
+        raise MalformedInput(f"{path}: not a valid CSV file: {exc}") from None
+
+
+def _read_minutes_table(path: Path) -> dict[str, float]:
+    try:
+        text = read_regular(path, MAX_CSV_BYTES, str(path)).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise MalformedInput(f"{path}: not a UTF-8 CSV file") from None
     reader = csv.DictReader(io.StringIO(text))
@@ -208,6 +260,9 @@ def read_minutes_table(path: Path) -> dict[str, float]:
                              f"(found {fields or 'no header'})")
     out: dict[str, float] = {}
     for n, row in enumerate(reader, start=2):
+        if None in row:  # csv.DictReader files the cells beyond the header under the key None
+            raise MalformedInput(f"{path}, line {n}: {len(fields) + len(row[None])} fields, the header names "
+                                 f"{len(fields)}")
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         task = row.get("task_id", "")
         if not task:
@@ -230,8 +285,11 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
                            and q.name not in _BOOKKEEPING and not q.name.startswith("."))
             if not found:
                 raise MalformedInput(f"{p}: no evaluation logs (.eval, .json or .jsonl files) in this directory")
+            for q in found:
+                regular_size(q, _limit(q), str(q))
             out.extend(found)
         elif p.exists():
+            regular_size(p, _limit(p), str(p))
             out.append(p)
         else:
             raise MalformedInput(f"{p}: no such file or directory")
@@ -261,6 +319,7 @@ def _inspect_header(path: Path) -> Any:
         with path.open("rb") as f:
             if f.read(4) != b"PK\x03\x04":
                 raise MalformedInput(f"{path}: not an Inspect AI .eval log (not a zip archive)")
+        check_eval_archive(path)
     else:
         _looks_like_inspect_json(path)
     try:
@@ -367,10 +426,8 @@ def read_run_table(
     errors: ErrorPolicy = "exclude",
 ) -> list[Run]:
     """The runs of a METR-style JSONL run table."""
-    if path.stat().st_size > MAX_RUN_TABLE:
-        raise MalformedInput(f"{path}: run table over {MAX_RUN_TABLE} bytes")
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is accepted, as in the CSV files
+        text = read_regular(path, MAX_RUN_TABLE, str(path)).decode("utf-8-sig")  # a byte-order mark is accepted, as in the CSV files
     except UnicodeDecodeError:
         raise MalformedInput(f"{path}: not a UTF-8 JSONL run table") from None
     runs: list[Run] = []
@@ -382,6 +439,8 @@ def read_run_table(
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise MalformedInput(f"{where}: not a JSON line of a run table ({exc.msg})") from None
+        except (RecursionError, ValueError) as exc:  # deep nesting, integers over Python's digit limit
+            raise MalformedInput(f"{where}: not a JSON line of a run table ({_short(exc)})") from None
         if not isinstance(row, dict):
             raise MalformedInput(f"{where}: a run table line must be a JSON object")
         task_id = row.get("task_id")

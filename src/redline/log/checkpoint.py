@@ -50,10 +50,10 @@ class Checkpoint:
         if not origin:
             raise MalformedInput("checkpoint origin line is empty")
         if not size_s.isdigit() or not size_s.isascii() or (size_s != "0" and size_s.startswith("0")):
-            raise MalformedInput(f"checkpoint size {size_s!r} is not a decimal without leading zeros")
+            raise MalformedInput(f"checkpoint size {size_s[:40]!r} is not a decimal without leading zeros")
+        if len(size_s) > 19 or int(size_s) > MAX_SIZE:  # digits first: int() refuses over 4300 of them
+            raise MalformedInput(f"checkpoint size {size_s[:40]}{'…' if len(size_s) > 40 else ''} is over 2^63-1")
         size = int(size_s)
-        if size > MAX_SIZE:
-            raise MalformedInput(f"checkpoint size {size} is too large")
         root = b64decode(root_s, what="checkpoint root hash")
         if len(root) != 32:
             raise MalformedInput(f"checkpoint root hash is {len(root)} bytes, not 32")

@@ -30,6 +30,8 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 256
 MAX_LEVEL = 63
 MAX_ENTRY_SIZE = 0xFFFF
+#: Largest tile index a path may name: a log has at most 2^63-1 leaves, so fewer tiles at any level.
+MAX_TILE_INDEX = ((1 << 63) - 1) >> TILE_HEIGHT
 
 _LEVEL = re.compile(r"0|[1-9][0-9]?")
 _WIDTH = re.compile(r"[1-9][0-9]{0,2}")
@@ -50,8 +52,9 @@ class TilePath:
             raise MalformedInput(f"tile level {self.level} is not in 0..{MAX_LEVEL}")
         if self.entries and self.level != 0:
             raise MalformedInput(f"an entry bundle has level 0, not {self.level}")
-        if self.index < 0:
-            raise MalformedInput(f"tile index {self.index} is negative")
+        if not 0 <= self.index <= MAX_TILE_INDEX:
+            shown = self.index if self.index.bit_length() <= 128 else f"of {self.index.bit_length()} bits"
+            raise MalformedInput(f"tile index {shown} is not in 0..{MAX_TILE_INDEX}")
         if not 1 <= self.width <= TILE_WIDTH:
             raise MalformedInput(f"tile width {self.width} is not in 1..{TILE_WIDTH}")
 
@@ -125,6 +128,8 @@ def parse_tile_path(path: str) -> TilePath:
         if position == 0 and not last and digits == "000":
             raise bad("index has a leading zero group")
         index = index * 1000 + int(digits)
+        if index > MAX_TILE_INDEX:  # stops before the index grows too long to print
+            raise bad(f"index is over {MAX_TILE_INDEX}, beyond any log of at most 2^63-1 leaves")
     return TilePath(level, index, width, entries)
 
 

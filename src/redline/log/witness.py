@@ -100,9 +100,17 @@ def cosign(checkpoint_text: str, key: SigningKey, time_s: int) -> NoteSignature:
 
 def parse_signature_lines(checkpoint_text: str, lines: bytes | str) -> tuple[NoteSignature, ...]:
     """Parse note signature lines (each ``— name base64\\n``), e.g. a witness's 200 answer."""
-    if isinstance(lines, str):
-        lines = lines.encode("utf-8")
-    return parse_note(checkpoint_text.encode("utf-8") + b"\n" + lines).signatures
+    try:
+        if isinstance(lines, str):
+            lines = lines.encode("utf-8")
+        text = checkpoint_text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedInput(f"signature lines or checkpoint text hold a lone surrogate at offset {exc.start}") \
+            from None
+    note = parse_note(text + b"\n" + lines)
+    if note.text != checkpoint_text:  # the note's text may hold blank lines: anything before the last is not ours
+        raise MalformedInput("signature lines are preceded by a blank line or other text")
+    return note.signatures
 
 
 def verify_cosignature(checkpoint_text: str, signature: NoteSignature | str, key: VerifierKey) -> int:
@@ -243,6 +251,8 @@ class WitnessPolicy:
             doc = json.loads(text)
         except ValueError as exc:
             raise MalformedInput(f"witness policy is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise MalformedInput("witness policy JSON is nested too deeply") from None
         if not isinstance(doc, dict) or set(doc) - {"witnesses", "quorum"} or not isinstance(doc.get("witnesses"), list):
             raise MalformedInput('witness policy JSON must be {"witnesses": [...], "quorum": k}')
         keys: list[VerifierKey] = []
@@ -286,9 +296,12 @@ def _policy_key(text: str, where: str) -> VerifierKey:
 
 
 def _policy_url(text: str, where: str) -> str:
-    if not text.startswith(("http://", "https://")) or any(c.isspace() for c in text):
+    url = text.rstrip("/")
+    if not url.startswith(("http://", "https://")) or any(c.isspace() for c in text):
         raise MalformedInput(f"witness policy {where}: URL {text!r} is not an http(s) URL")
-    return text.rstrip("/")
+    if "#" in text:  # '#' starts a comment in the text form, and a fragment has no place in a submission prefix
+        raise MalformedInput(f"witness policy {where}: URL {text!r} has a '#' fragment")
+    return url
 
 
 def _policy_int(text: str, where: str) -> int:

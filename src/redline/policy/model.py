@@ -235,6 +235,8 @@ def load_policy(path: str | Path) -> Policy:
         doc = yaml.safe_load(path.read_text("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InvalidPolicy(f"{path}: not valid YAML: {exc}") from exc
+    except ValueError as exc:  # a scalar YAML recognises but cannot build: a 13th month, a 5,000-digit integer
+        raise InvalidPolicy(f"{path}: a value in the YAML cannot be read: {exc}") from None
     except RecursionError:
         raise InvalidPolicy(f"{path}: nested too deeply to be a policy") from None
     return policy_from_document(doc, where=str(path))

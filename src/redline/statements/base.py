@@ -484,16 +484,18 @@ def parse_predicate(predicate_type: str, predicate: Any) -> Predicate:
     return pred
 
 
-def parse_statement(statement: Any) -> Predicate:
+def parse_statement(statement: Any, *, unknown_fields: bool = False) -> Predicate:
     """Validate an in-toto statement and return its predicate model.
 
     Raises ``InvalidStatement`` naming the predicate type and the field for every
     problem: a malformed statement, an unknown predicate type, a predicate that
     fails validation or is not in canonical form, subjects that are not the ones
-    the predicate implies.
+    the predicate implies. Unknown top-level statement fields are refused unless
+    ``unknown_fields`` (then ignored, as in-toto asks of consumers); unknown
+    predicate fields are always refused (predicates are strict schemas).
     """
     try:
-        validate_statement(statement)
+        validate_statement(statement, unknown_fields=unknown_fields)
     except InvalidStatement:
         raise
     except MalformedInput as exc:
@@ -594,7 +596,8 @@ def _parse_payload_fast(payload: bytes) -> tuple[Predicate, bytes] | None:
 
 
 def parse_payload(payload: bytes) -> Predicate:
-    """Parse a DSSE payload as a redline statement: exactly :func:`parse_statement` of ``open_statement``'s result."""
+    """Parse a DSSE payload as a redline statement: exactly :func:`parse_statement` (unknown fields ignored) of
+    ``open_statement``'s result."""
     return parse_payload_canonical(payload)[0]
 
 
@@ -606,10 +609,12 @@ def parse_payload_canonical(payload: bytes) -> tuple[Predicate, bytes]:
     fast = _parse_payload_fast(payload)
     if fast is not None:
         return fast
-    statement = validate_statement(parse_json(payload, what="in-toto statement"))
+    # Unknown top-level fields are ignored (in-toto: consumers must), but the payload must still be the
+    # RFC 8785 form of the whole object, so the signed bytes stay the one canonical text of what they say.
+    statement = validate_statement(parse_json(payload, what="in-toto statement"), unknown_fields=True)
     if canonical_json(statement) != payload:
         raise MalformedInput("in-toto statement payload is not in RFC 8785 canonical form")
-    pred = parse_statement(statement)
+    pred = parse_statement(statement, unknown_fields=True)
     return pred, canonical_json(statement["predicate"])
 
 

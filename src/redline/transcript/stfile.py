@@ -25,6 +25,8 @@ from redline.transcript.digest import DTYPE_SIZES, MultiHasher, tensors_digest
 
 #: Largest header redline reads (the safetensors library's own bound).
 MAX_HEADER = 100 * 1024 * 1024
+#: Most dimensions a tensor's shape may have (the tensor-serialisation digest and torch allow far fewer).
+MAX_RANK = 64
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,25 @@ def write(f: BinaryIO, tensors: Mapping[str, TensorData], metadata: Mapping[str,
     return size
 
 
+def _check_entry(name: str, e: Any, what: str) -> None:
+    """Refuse a header entry that is not ``{"dtype": known code, "shape": [ints], "data_offsets": [int, int]}``."""
+    if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+        raise MalformedInput(f"{what}: tensor {name!r} has a malformed header entry (it needs exactly dtype, shape "
+                             "and data_offsets)")
+    dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+        raise MalformedInput(f"{what}: tensor {name!r} has a malformed header entry: dtype {str(dtype)[:40]!r} is "
+                             f"not one of {', '.join(sorted(DTYPE_SIZES))}")
+    if (not isinstance(shape, list) or len(shape) > MAX_RANK
+            or not all(type(d) is int and 0 <= d < 1 << 63 for d in shape)):
+        raise MalformedInput(f"{what}: tensor {name!r} has a malformed header entry: shape must be a list of at most "
+                             f"{MAX_RANK} non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int and 0 <= o < 1 << 63
+                                                                     for o in offsets):
+        raise MalformedInput(f"{what}: tensor {name!r} has a malformed header entry: data_offsets must be two "
+                             "non-negative integers")
+
+
 def parse_header(buf: Any, what: str) -> Header:
     """Parse and check the header of the safetensors bytes ``buf``; errors are ``MalformedInput`` naming ``what``."""
     view = memoryview(buf)
@@ -111,6 +132,8 @@ def parse_header(buf: Any, what: str) -> Header:
         raw = json.loads(bytes(view[8:8 + n]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedInput(f"{what}: safetensors header is not JSON: {exc}") from None
+    except (RecursionError, ValueError) as exc:  # deep nesting, integers over Python's digit limit
+        raise MalformedInput(f"{what}: safetensors header cannot be parsed: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
         raise MalformedInput(f"{what}: safetensors header is not a JSON object")
     metadata = raw.pop("__metadata__", {}) or {}
@@ -119,12 +142,7 @@ def parse_header(buf: Any, what: str) -> Header:
         raise MalformedInput(f"{what}: safetensors metadata is not a map of strings")
     tensors: dict[str, TensorEntry] = {}
     for name, e in raw.items():
-        ok = (isinstance(e, dict) and set(e) == {"dtype", "shape", "data_offsets"} and e["dtype"] in DTYPE_SIZES
-              and isinstance(e["shape"], list) and all(type(d) is int and d >= 0 for d in e["shape"])
-              and isinstance(e["data_offsets"], list) and len(e["data_offsets"]) == 2
-              and all(type(o) is int and o >= 0 for o in e["data_offsets"]))
-        if not ok:
-            raise MalformedInput(f"{what}: tensor {name!r} has a malformed header entry")
+        _check_entry(name, e, what)
         count = 1
         for d in e["shape"]:
             count *= d

@@ -33,6 +33,10 @@ def parse_time(value: str | datetime, what: str = "time") -> datetime:
     return _parse_time(value, what)
 
 
+#: Largest ``.redline/code-share.yaml`` read (bytes): it holds two short fields.
+MAX_CONFIG_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class RepoConfig:
     """``.redline/code-share.yaml`` at the branch tip: the repository's declarations about its evidence."""
@@ -41,14 +45,23 @@ class RepoConfig:
 
     @classmethod
     def parse(cls, data: bytes, where: str) -> RepoConfig:
+        if len(data) > MAX_CONFIG_BYTES:
+            raise MalformedEvidence(f"{where}: {len(data)} bytes, over the limit of {MAX_CONFIG_BYTES}")
         try:
             doc = yaml.safe_load(data)
         except yaml.YAMLError as exc:
             raise MalformedEvidence(f"{where}: not valid YAML: {exc}") from None
+        except (ValueError, OverflowError) as exc:  # a scalar YAML recognises but cannot build (2027-13-45)
+            raise MalformedEvidence(f"{where}: a value YAML cannot read: {exc}") from None
+        except RecursionError:
+            raise MalformedEvidence(f"{where}: nested too deeply") from None
         if doc is None:
             return cls()
         if not isinstance(doc, dict):
             raise MalformedEvidence(f"{where}: must be a YAML mapping")
+        odd = [k for k in doc if not isinstance(k, str)]
+        if odd:
+            raise MalformedEvidence(f"{where}: field names must be strings, got {str(odd[0])[:60]!r}")
         unknown = set(doc) - {"version", "notes-complete-since"}
         if unknown:
             raise MalformedEvidence(f"{where}: unknown field {min(unknown)!r} (known: version, "

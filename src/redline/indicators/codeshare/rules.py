@@ -17,6 +17,10 @@ from redline.errors import (
 )
 from redline.indicators.codeshare.constants import DEFAULT_RULES
 from redline.indicators.codeshare.globs import GlobSet
+from redline.indicators.files import read_regular
+
+#: Largest rule file read (bytes).
+MAX_RULES_BYTES = 1 << 20
 
 
 class _Strict(BaseModel):
@@ -100,10 +104,16 @@ class Rules:
 
 def parse_rules(data: bytes, source: str) -> Rules:
     """Parse and validate a rule file; every problem is ``MalformedEvidence`` naming the file and field."""
+    if len(data) > MAX_RULES_BYTES:
+        raise MalformedEvidence(f"{source}: {len(data)} bytes, over the limit of {MAX_RULES_BYTES} for a rule file")
     try:
         doc = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         raise MalformedEvidence(f"{source}: not valid YAML: {exc}") from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML recognises but cannot build (2027-13-45, huge ints)
+        raise MalformedEvidence(f"{source}: a value YAML cannot read: {exc}") from None
+    except RecursionError:
+        raise MalformedEvidence(f"{source}: nested too deeply to be a rule file") from None
     if not isinstance(doc, dict):
         raise MalformedEvidence(f"{source}: a rule file is a YAML mapping")
     try:
@@ -144,10 +154,7 @@ def load_rules(path: str | Path | None = None) -> Rules:
     if path is None:
         return builtin_rules()
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise MalformedEvidence(f"cannot read rule file {p}: {exc.strerror or exc}") from None
+    data = read_regular(p, MAX_RULES_BYTES, f"rule file {p}", MalformedEvidence)
     return parse_rules(data, str(p))
 
 

@@ -14,15 +14,16 @@ from redline.indicators.codeshare.git import Git
 from redline.indicators.codeshare.repoconfig import RepoConfig
 from redline.indicators.codeshare.results import _iso
 from redline.indicators.codeshare.rules import Rules
+from redline.indicators.files import read_regular
+
+#: Largest Agent Trace file read from disk (bytes).
+MAX_AGENT_TRACE_BYTES = 64 * 1024 * 1024
 
 
 def _load_traces(git: Git, tip: str, rules: Rules, agent_trace: str | Path | None) -> AgentTraces | None:
     if agent_trace is not None:
         p = Path(agent_trace)
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise MalformedEvidence(f"cannot read Agent Trace file {p}: {exc.strerror or exc}") from None
+        data = read_regular(p, MAX_AGENT_TRACE_BYTES, f"Agent Trace file {p}", MalformedEvidence)
         return parse_agent_trace(data, str(p), rules)
     data = git.blob_at(tip, AGENT_TRACE_PATH)
     return parse_agent_trace(data, f"{AGENT_TRACE_PATH} at {tip[:12]}", rules) if data is not None else None

@@ -18,9 +18,12 @@ from redline.indicators.horizon.report import DoublingTime, HorizonReport
 
 def read_release_dates(path: Path | str) -> dict[str, date]:
     """A CSV ``model,date`` (header optional; dates ``YYYY-MM-DD``) → model → release date."""
+    from redline.indicators.evallogs import MAX_CSV_BYTES
+    from redline.indicators.files import read_regular
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular(path, MAX_CSV_BYTES, str(path)).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise MalformedInput(f"{path}: not a UTF-8 CSV file") from None
     out: dict[str, date] = {}

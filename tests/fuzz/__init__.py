@@ -1,0 +1,1 @@
+"""Fuzz harnesses: one Hypothesis property per parser of untrusted input (see ``common``)."""
