@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test fuzz install system-deps bench schemas clean assets
+.PHONY: demo test fuzz install system-deps bench schemas clean assets typecheck
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ system-deps:
 demo: $(STAMP) assets
 	dir=$$(mktemp -d "$${TMPDIR:-/tmp}/redline-demo-XXXXXX") && $(BIN)/redline demo --dir "$$dir"
 
-test: $(STAMP) system-deps assets
+## The core packages are type-checked (mypy, pinned in the dev extra) before the tests run.
+CORE := src/redline/crypto src/redline/log/merkle.py src/redline/log/leaf.py src/redline/log/checkpoint.py \
+        src/redline/log/receipt.py src/redline/log/tiles.py src/redline/statements src/redline/policy \
+        src/redline/engine src/redline/errors.py src/redline/compute/eu.py src/redline/compute/chips.py
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy --ignore-missing-imports $(CORE)
+
+test: $(STAMP) system-deps assets typecheck
 	$(BIN)/python -m pytest -n 2 -q
 
 ## The parser fuzz harnesses (tests/fuzz) for minutes, on fresh random inputs: `make test` runs them for seconds.

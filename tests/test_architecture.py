@@ -107,8 +107,8 @@ def test_no_module_imports_another_modules_private_name(path: Path) -> None:
 #: Import names of distributions whose module is named otherwise.
 _MODULE_OF = {"pynacl": "nacl", "pyyaml": "yaml", "scikit-learn": "sklearn", "inspect-ai": "inspect_ai",
               "model-signing": "model_signing", "pytest-xdist": "xdist", "psycopg": "psycopg"}
-#: Distributions used without an import statement (a pytest plugin, a server extra's C speed-ups).
-_USED_WITHOUT_IMPORT = {"pytest-xdist"}
+#: Distributions used without an import statement (a pytest plugin, the type checker and its stubs).
+_USED_WITHOUT_IMPORT = {"pytest-xdist", "mypy", "types-pyyaml"}
 
 
 def test_every_declared_dependency_is_imported_somewhere() -> None:

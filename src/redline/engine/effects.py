@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,12 +54,12 @@ def run_key(party: str, run_id: str) -> str:
     return f"{party}/{run_id}"
 
 
-def sha256_of(digest: dict[str, str]) -> str | None:
+def sha256_of(digest: Mapping[Any, str]) -> str | None:
     """The sha256 hex of an artefact digest (None when it names another algorithm): weights are bound by it."""
     return digest.get("sha256")
 
 
-def short(digest: dict[str, str]) -> str:
+def short(digest: Mapping[Any, str]) -> str:
     """A digest for a message: the first 12 hex digits (prefixed by the algorithm unless it is sha256)."""
     alg, value = next(iter(digest.items()))
     return f"{value[:12]}" if alg == "sha256" else f"{alg}:{value[:12]}"

@@ -44,11 +44,12 @@ import json
 import multiprocessing
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from itertools import islice
+from types import FrameType
 from typing import Any, TypeVar
 
 from redline.crypto.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, pae
@@ -235,7 +236,8 @@ def _unpack(item: _Packed | None) -> Prepared | None:
 
 
 def _depth() -> int:
-    frame, n = sys._getframe(1), 0
+    frame: FrameType | None = sys._getframe(1)
+    n = 0
     while frame is not None:
         frame, n = frame.f_back, n + 1
     return n
@@ -334,7 +336,7 @@ class _Reader:
 
 
 def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
-                     chunk: int) -> Iterator[tuple[list[Entry], list[Prepared | None]]]:
+                     chunk: int) -> Generator[tuple[list[Entry], list[Prepared | None]], None, None]:
     """Chunks of entries with their ``Prepared`` (None where a worker could not prepare one), in order.
 
     Candidate keys are collected chunk by chunk before the chunk is sent: a key can only be

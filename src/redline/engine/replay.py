@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redline.crypto.dsse import Envelope
 from redline.crypto.keys import VerifierKey
@@ -99,8 +100,9 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryTooLarge(f"entry is {len(data)} bytes, over the limit of {MAX_ENTRY_BYTES}")
     if pre is None:
-        env: Envelope | None = Envelope.from_json(data)
-        keyids: Iterable[str] = [s.keyid for s in env.signatures]
+        parsed = Envelope.from_json(data)
+        env: Envelope | None = parsed
+        keyids: Iterable[str] = [s.keyid for s in parsed.signatures]
     else:
         env, keyids = pre.envelope, pre.keyids
     if state.next_index == 0 and not state.parties:
@@ -121,7 +123,7 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
         if pre.predicate is not None and first in pre.verified:
             pred, key = pre.predicate, by_id[first]  # every check open_predicate makes after the signature passed
         else:
-            keys = [_Verified(k) if k.fingerprint in pre.verified else k for k in signer_keys]
+            keys: list[Any] = [_Verified(k) if k.fingerprint in pre.verified else k for k in signer_keys]
             env = env if env is not None else Envelope.from_json(data)
             if pre.predicate is None:
                 pred, signer = open_predicate(env, keys)

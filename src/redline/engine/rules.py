@@ -90,7 +90,7 @@ class Rule:
 
     roles: frozenset[str]
     check: Callable[[State, Any, Party], None]
-    effect: Callable[[State, Any, Party, VerifierKey, int, int], None]
+    effect: Callable[[State, Any, Any, VerifierKey, int, int], None]  # the party is None for the genesis
 
 
 RULES: dict[type[Predicate], Rule] = {}
@@ -102,7 +102,7 @@ def rule(*kinds: type[Predicate], roles: frozenset[str] | set[str]) -> Callable[
         for kind in kinds:
             if kind in RULES:
                 raise TypeError(f"a rule for {kind.__name__} is already registered")
-            RULES[kind] = Rule(frozenset(roles), getattr(cls, "check", _no_check), cls.effect)
+            RULES[kind] = Rule(frozenset(roles), getattr(cls, "check", _no_check), getattr(cls, "effect"))  # noqa: B009
         return cls
     return register
 
@@ -394,6 +394,7 @@ class RunDeclarationRule:
             weights = sha256_of(pred.final_model_digest)
             other = producer(state, weights)
             if other is not None:
+                assert weights is not None  # a producer is found by a sha256 digest only
                 raise InvalidStatement(f"field 'final_model_digest': weights {weights[:12]} are already the final "
                                        f"weights of run {other.key} ({other.model_name}, entry {other.finish_index})")
             if weights is not None and weights in state.bases:
