@@ -17,17 +17,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from dashboard_kit import story, trigger
+from helpers.loopback import LoopbackServer
 
 from redline.server import create_app
 
@@ -67,31 +64,6 @@ def test_browser_policy_fails_in_ci_and_skips_elsewhere() -> None:
         require_browser(missing, {})
 
 
-class Loopback:
-    """A real uvicorn on 127.0.0.1 in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(20)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     require_browser(missing_browser())
@@ -106,7 +78,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     world = story(tmp_path_factory.mktemp("dash-browser"))
-    with Loopback(create_app(world.registry)) as srv:
+    with LoopbackServer(create_app(world.registry)) as srv:
         yield world, srv.url
 
 
@@ -166,7 +138,7 @@ def test_the_chart_is_drawn_with_each_party(browser, served) -> None:
 
 def test_banner_turns_paused_when_the_trigger_is_submitted(browser, tmp_path: Path, shots: Path) -> None:
     world = story(tmp_path, pause=False)
-    with Loopback(create_app(world.registry)) as srv:
+    with LoopbackServer(create_app(world.registry)) as srv:
         page = browser.new_page()
         watch = Watch(page)
         page.goto(srv.url + "/")

@@ -18,9 +18,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.loopback import LoopbackServer
 from scenario_kit import Clock
 from test_go_interop import GOCODE, missing_toolchain, require_toolchain
-from test_server import LoopbackServer
 
 from redline.crypto.keys import SigningKey
 from redline.log.service import Log

@@ -17,7 +17,7 @@ from scenario_kit import LOG_NAME, inventory_fields, key, make_world, utc
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from test_server import LoopbackServer  # noqa: E402  (the uvicorn-in-a-thread helper)
+from helpers.loopback import LoopbackServer  # noqa: E402
 
 from redline.cli.main import cli  # noqa: E402
 from redline.crypto.keys import SigningKey  # noqa: E402

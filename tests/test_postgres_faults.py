@@ -24,7 +24,7 @@ from redline.server import create_app
 from redline.statements import ComputeInventory
 
 httpx = pytest.importorskip("httpx")
-from test_server import LoopbackServer
+from helpers.loopback import LoopbackServer
 
 from redline.crypto.keys import SigningKey
 from redline.witness.core import Witness, WitnessState

@@ -4,20 +4,19 @@ with receipts, refusals, body and queue limits, the JSON views, and the command 
 from __future__ import annotations
 
 import base64
-import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Self
 
 import httpx
 import pytest
 import uvicorn
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from helpers.loopback import LoopbackServer
 from scenario_kit import T0_MS, Clock, inventory_fields, key, labs_world, publication_fields, utc
 
 from redline.cli.logdir import create_log, open_log
@@ -427,35 +426,6 @@ def test_json_endpoints(world) -> None:
 
 
 # --- the command -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LoopbackServer:
-    """A real uvicorn on 127.0.0.1 in a thread, stopped on exit."""
-
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(20)
 
 
 def test_real_uvicorn_on_loopback_serves_and_takes_submissions(world) -> None:

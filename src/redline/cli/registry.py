@@ -127,7 +127,8 @@ def party_genesis(logdir: Path, key_path: Path) -> None:
 @click.argument("verifier_key")
 @click.option("--role", type=click.Choice(["lab", "auditor", "regulator", "witness", "coordinator", "provider"]),
               required=True,
-              help="What the party may say: labs speak for themselves, auditors verify, regulators decide reviews.")
+              help="What the party may say: labs speak for themselves, auditors verify, regulators decide reviews, "
+                   "providers attest their customers' compute, witnesses cosign, a coordinator admits and publishes.")
 @click.option("--display-name", required=True, help="Human-readable name of the party.")
 @click.option("--jurisdiction", required=True, help="Where the party is, e.g. EU, US-CA, UK.")
 @_signer_opt

@@ -584,6 +584,5 @@ def _paused_unexplained(state: State, key: str, unexplained: float, arithmetic: 
 
 def recheck_customer(state: State, customer: str, index: int, now: int) -> None:
     """A declaration of ``customer`` may explain compute attested earlier: check its attested periods again."""
-    for key, rec in state.attested.items():
-        if rec["customer"] == customer:
-            cross_check(state, key, index, now)
+    for key in state.attested_by_customer.get(customer, ()):
+        cross_check(state, key, index, now)

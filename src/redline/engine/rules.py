@@ -769,8 +769,11 @@ class ComputeAttestationRule:
     def effect(state: State, pred: ComputeAttestation, party: Party, key: VerifierKey, index: int, now: int) -> None:
         start, end = ms_of(pred.period_start), ms_of(pred.period_end)
         k = _attestation_key(pred.customer, start)
-        rec = state.attested.setdefault(k, {"customer": pred.customer, "period_start_ms": start, "period_end_ms": end,
-                                            "usage": {}, "entries": [], "by": {}})
+        rec = state.attested.get(k)
+        if rec is None:
+            rec = state.attested[k] = {"customer": pred.customer, "period_start_ms": start, "period_end_ms": end,
+                                       "usage": {}, "entries": [], "by": {}}
+            state.attested_by_customer.setdefault(pred.customer, []).append(k)
         rec["entries"].append(index)
         rec["by"][party.name] = index
         for u in pred.usage:

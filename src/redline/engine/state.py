@@ -264,6 +264,8 @@ class State:
     #: chip": {cluster_id, chip_model, chip_count, chip_hours, by, index}}, entries, by}`` (the same cluster and chip
     #: attested by two parties counts once, at the larger chip-hours).
     attested: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Derived, kept for speed, not in ``to_dict``: each customer's keys in ``attested``.
+    attested_by_customer: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
     #: ``unexplained-compute`` findings by the same key (a finding disappears once declarations explain it).
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: (customer, cluster) pairs already found unregistered: derived, kept to say it once, not in ``to_dict``.

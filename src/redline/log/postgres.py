@@ -27,7 +27,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from redline.errors import InconsistentLog, IndexOutOfRange, LogError, LogExists, LogNotFound
-from redline.log.sqlite import CHUNK_LEAVES, MAX_BLOCK_ROWS, TILE_HASHES, _unpack, split_leaf_rows
+from redline.log.sqlite import (
+    _HASH,
+    _TILE_BYTES,
+    CHUNK_LEAVES,
+    MAX_BLOCK_ROWS,
+    TILE_HASHES,
+    _unpack,
+    hash_tile_rows,
+    split_leaf_rows,
+)
 
 try:  # the postgres extra
     import psycopg
@@ -41,8 +50,6 @@ CREATE TABLE IF NOT EXISTS hash_tiles (tile BIGINT PRIMARY KEY, hashes BYTEA NOT
 CREATE TABLE IF NOT EXISTS checkpoints (size BIGINT PRIMARY KEY, note BYTEA NOT NULL);
 """
 _TABLES = ("meta", "leaf_chunks", "hash_tiles", "checkpoints")
-_HASH = 32
-_TILE_BYTES = TILE_HASHES * _HASH
 #: The advisory lock key: one per schema, so logs in different schemas of one database do not contend.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('redline-log:' || current_schema()))"
 
@@ -288,9 +295,7 @@ class PostgresStore:
                         raise InconsistentLog(f"hash tile {tile} does not end at stored hash {first_hash}")
                     buf = bytes(row[0]) + buf
                 cur.executemany("INSERT INTO hash_tiles(tile, hashes) VALUES (%s, %s) "
-                                "ON CONFLICT (tile) DO UPDATE SET hashes = EXCLUDED.hashes",
-                                [(tile + k // _TILE_BYTES, buf[k : k + _TILE_BYTES])
-                                 for k in range(0, len(buf), _TILE_BYTES)])
+                                "ON CONFLICT (tile) DO UPDATE SET hashes = EXCLUDED.hashes", hash_tile_rows(tile, buf))
                 c.execute("INSERT INTO checkpoints(size, note) VALUES (%s, %s)", (new_size, checkpoint))
                 self._in_tx = False
                 c.execute("COMMIT")

@@ -265,8 +265,7 @@ class SqliteStore:
                 if row is None or len(row[0]) != used * _HASH:
                     raise InconsistentLog(f"hash tile {tile} does not end at stored hash {first_hash}")
                 buf = row[0] + buf
-            db.executemany("INSERT OR REPLACE INTO hash_tiles(tile, hashes) VALUES (?, ?)",
-                           ((tile + k // _TILE_BYTES, buf[k : k + _TILE_BYTES]) for k in range(0, len(buf), _TILE_BYTES)))
+            db.executemany("INSERT OR REPLACE INTO hash_tiles(tile, hashes) VALUES (?, ?)", hash_tile_rows(tile, buf))
             db.execute("INSERT INTO checkpoints(size, note) VALUES (?, ?)", (new_size, checkpoint))
             db.execute("COMMIT")
         except BaseException:
@@ -308,6 +307,11 @@ class SqliteStore:
 #: A leaf's length is a big-endian uint16 in a bundle.
 _MAX_LEAF = 0xFFFF
 _U16 = struct.Struct(">H").pack
+
+
+def hash_tile_rows(tile: int, buf: bytes) -> list[tuple[int, bytes]]:
+    """The ``hash_tiles`` rows ``(tile, hashes)`` that hold ``buf``, stored hashes from the start of ``tile`` on."""
+    return [(tile + k // _TILE_BYTES, buf[k : k + _TILE_BYTES]) for k in range(0, len(buf), _TILE_BYTES)]
 
 
 def split_leaf_rows(size: int, leaves: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
