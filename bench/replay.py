@@ -48,7 +48,7 @@ import resource
 import struct
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def _key(name: str, generation: int = 0) -> SigningKey:
 
 
 def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def _hex(rng: random.Random) -> str:
@@ -498,10 +498,11 @@ def generate(n: int, seed: int) -> list[Entry]:
 
 def _cache_path(n: int, seed: int) -> Path:
     # the statements depend on this generator and on the policy pack's normal form (its digest): a cached log
-    # made before either changed would replay into rejections, so both name the file
-    import hashlib
-
-    key = hashlib.sha256(Path(__file__).read_bytes() + load_pack("coordinated-pause").digest.encode()).hexdigest()
+    # made before either changed would replay into rejections, so both name the file (the generator's source
+    # only, from its constants to the benchmark proper: editing the benchmark keeps the cached log)
+    source = Path(__file__).read_text("utf-8")
+    generator = source[source.index("\nBENCH_ORIGIN = "):source.index("\n# --- the benchmark ---")]
+    key = hashlib.sha256(generator.encode() + load_pack("coordinated-pause").digest.encode()).hexdigest()
     return OUT / f"replay-log-v{GENERATOR_VERSION}-n{n}-seed{seed}-{key[:12]}.bin"
 
 

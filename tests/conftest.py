@@ -4,6 +4,7 @@ origins and licences)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,17 @@ def vectors() -> Path:
 settings.register_profile("repeatable", derandomize=True, print_blob=True)
 settings.register_profile("explore", max_examples=1000, print_blob=True)
 settings.load_profile("explore" if os.environ.get("REDLINE_HYPOTHESIS") == "explore" else "repeatable")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test (and every ``redline`` it starts) seals its local caches under a key of this test session's, never
+    the user's own ``~/.local/state/redline/cache.key``."""
+    path = tmp_path_factory.mktemp("cache-key") / "cache.key"
+    old = os.environ.get("REDLINE_CACHE_KEY")
+    os.environ["REDLINE_CACHE_KEY"] = str(path)
+    yield
+    if old is None:
+        os.environ.pop("REDLINE_CACHE_KEY", None)
+    else:
+        os.environ["REDLINE_CACHE_KEY"] = old

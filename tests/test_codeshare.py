@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from redline.indicators.codeshare import (
     survival,
 )
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 CLAUDE = "Co-authored-by: Claude <noreply@anthropic.com>"
 SESSION = "a1b2c3d4e5f60718"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -86,8 +86,8 @@ def test_sign_and_write_the_envelope(repo: Repo, tmp_path: Path) -> None:
                                                                          "fraction")
     assert pred.log == "redline.example/log"  # signed offline for the log it will be submitted to
     assert pred.value == 0.75 and pred.interval_low == 1 / 12 and pred.interval_high == 10 / 12
-    assert pred.window_start == datetime(2025, 1, 1, tzinfo=timezone.utc)
-    assert pred.window_end == datetime(2025, 2, 1, tzinfo=timezone.utc)
+    assert pred.window_start == datetime(2025, 1, 1, tzinfo=UTC)
+    assert pred.window_end == datetime(2025, 2, 1, tzinfo=UTC)
     assert (pred.method, pred.method_version, pred.rule_version) == ("git-first-parent-added-lines", "2",
                                                                      "ai-authorship-v2")
     assert pred.evidence_digest == {"sha256": hashlib.sha256(evidence.read_bytes()).hexdigest()}
@@ -153,7 +153,7 @@ def test_bad_input_is_one_clear_line(repo: Repo, tmp_path: Path) -> None:
 def test_the_signing_helper(tmp_path: Path) -> None:
     key = SigningKey.generate("lab-a")
     fields = dict(name="ai-code-share", subject="lab-a", value=0.5, unit="fraction", interval=(0.25, 0.75),
-                  window=(datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2025, 2, 1, tzinfo=timezone.utc)),
+                  window=(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)),
                   method="m", method_version="1", rule_version="r-v1", evidence_digest="ab" * 32)
     env = indicator_envelope(key, seq=1, **fields)
     pred, _ = open_envelope(env, [key.verifier()])

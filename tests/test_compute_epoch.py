@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
-import json
 from pathlib import Path
 
 import pytest

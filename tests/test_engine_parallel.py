@@ -17,7 +17,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -26,8 +26,7 @@ from scenario_kit import finish_fields, report_fields, run_spec, run_start_field
 from redline.crypto.canonical import canonical_json
 from redline.crypto.dsse import Envelope, EnvelopeSignature, sign_envelope, sign_statement
 from redline.crypto.keys import SigningKey
-from redline.engine import Entry, State, admit, apply, replay
-from redline.engine import parallel
+from redline.engine import Entry, State, admit, apply, parallel, replay
 from redline.engine.parallel import candidate_keys, prepare, replay_parallel
 from redline.engine.replay import MAX_ENTRY_BYTES, Prepared
 from redline.errors import RedlineError
@@ -68,7 +67,7 @@ def _key(name: str, generation: int = 0) -> SigningKey:
 
 
 def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 class _Log:

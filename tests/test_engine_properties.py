@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scenario_kit import (
     DAY_MS,
-    Clock,
     H64,
     HOUR_MS,
     LOG_NAME,
     T0_MS,
+    Clock,
     EntryWriter,
     commitment_fields,
     commits,

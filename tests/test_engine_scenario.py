@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from scenario_kit import (
     DAY_MS,
-    HOUR_MS,
     H64,
+    HOUR_MS,
     Clock,
     World,
     commitment_fields,

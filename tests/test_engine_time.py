@@ -8,7 +8,7 @@ untouched, and replay decides exactly as the registry did.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -35,8 +35,8 @@ def refused(world: World, envelope: bytes, pattern: str) -> None:
 
 
 @pytest.mark.parametrize("when, pattern", [
-    (datetime(9999, 12, 31, tzinfo=timezone.utc), r"field 'started_at': 9999-12-31.* is ahead of the log's time"),
-    (datetime(1, 1, 1, tzinfo=timezone.utc), r"field 'started_at': 0001-01-01.* more than 366 days before"),
+    (datetime(9999, 12, 31, tzinfo=UTC), r"field 'started_at': 9999-12-31.* is ahead of the log's time"),
+    (datetime(1, 1, 1, tzinfo=UTC), r"field 'started_at': 0001-01-01.* more than 366 days before"),
 ])
 def test_a_run_dated_far_from_the_log_is_refused(world: World, when: datetime, pattern: str) -> None:
     refused(world, world.envelope("lab-a", RunStart, **run_start_fields("r1", "A-1", 1e20, when=when)), pattern)
@@ -56,10 +56,10 @@ def test_the_bounds_are_the_policys(world: World) -> None:
 
 def test_a_release_dated_in_9999_and_an_expired_commitment_are_refused(world: World) -> None:
     env = world.envelope("lab-a", Release, model_name="A-1", model_digest={"sha256": "ab" * 32},
-                         released_at=datetime(9999, 1, 1, tzinfo=timezone.utc))
+                         released_at=datetime(9999, 1, 1, tzinfo=UTC))
     refused(world, env, r"field 'released_at'")
     expired = commitment_fields(load_pack("coordinated-pause")) | {"expires_at": datetime(2001, 1, 1,
-                                                                                            tzinfo=timezone.utc)}
+                                                                                            tzinfo=UTC)}
     refused(world, world.envelope("lab-a", Commitment, **expired), r"field 'expires_at': 2001-01-01.* would have "
                                                                     r"expired already")
     world.sub("lab-a", Commitment, **commitment_fields(load_pack("coordinated-pause")))
@@ -97,9 +97,10 @@ def test_statements_are_bound_to_their_log(tmp_path: Path) -> None:
     with pytest.raises(InvalidStatement, match=r"for log None.*sign it for this log"):
         a.registry.submit(sign_predicate(unbound, a.keys["lab-a"]).to_json())
     # one log's genesis is not another's first entry
+    from scenario_kit import key
+
     from redline.log.service import Log
     from redline.log.sqlite import SqliteStore
-    from scenario_kit import key
 
     empty = Log.create(SqliteStore(tmp_path / "c.db", create=True), key("c.example/log"))
     _, genesis = a.log.entry(0)

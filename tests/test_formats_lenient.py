@@ -26,7 +26,6 @@ from redline.crypto.keys import SigningKey
 from redline.crypto.note import EM_DASH, open_note, parse_note, sign_note
 from redline.engine import admit, replay
 from redline.errors import (
-    BadSignature,
     InvalidStatement,
     MalformedInput,
     NotAuthorized,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ from redline.indicators.horizon import (  # noqa: E402
 )
 from redline.statements import Indicator, open_envelope  # noqa: E402
 
-T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def _tasks(n_families: int = 14, per_family: int = 4, seed: int = 7) -> dict[tuple[str, str], float]:

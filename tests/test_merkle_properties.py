@@ -62,7 +62,7 @@ def mth(leaves: list[bytes], lo: int, hi: int) -> bytes:
     return node_hash(mth(leaves, lo, lo + k), mth(leaves, lo + k, hi))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def path_directions(index: int, size: int) -> tuple[bool, ...]:
     """How the audit path of ``index`` folds, leaf first: True where the sibling is on the right."""
     out = []
@@ -88,7 +88,7 @@ def _subproof(m: int, lo: int, hi: int, complete: bool) -> list[tuple[int, int]]
     return _subproof(m - k, lo + k, hi, False) + [(lo, lo + k)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def consistency_fold(m: int, n: int) -> tuple:
     """How a verifier rebuilds both roots from (old root if m is a power of two) + proof hashes.
 

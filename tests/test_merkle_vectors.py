@@ -21,6 +21,7 @@ from redline.log.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+
 # Parametrization needs the files at collection time, before fixtures exist (same path as conftest's).
 MERKLE = Path(__file__).resolve().parent / "vectors" / "merkle"
 

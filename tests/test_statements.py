@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,9 @@ from redline.statements import (
     TranscriptCommitments,
     VerificationReport,
     open_envelope,
-    parse_predicate,
     parse_payload,
     parse_payload_canonical,
+    parse_predicate,
     parse_statement,
     predicate_digest,
     register,
@@ -71,7 +71,7 @@ from redline.statements import (
     to_statement,
 )
 
-T0 = datetime(2025, 7, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
 H = "ab" * 32
 H2 = "cd" * 32
 H3 = "ef" * 32
@@ -762,7 +762,7 @@ def test_malformed_input_hierarchy() -> None:
 @settings(max_examples=150, deadline=None)
 @given(value=st.floats(allow_nan=False, allow_infinity=False),
        flop=st.floats(min_value=0, max_value=1e35),
-       when=st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+       when=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
                                                      timezone(timedelta(hours=-8))])),
        seq=st.integers(min_value=1, max_value=2**53 - 1),
        name=st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp")), min_size=1, max_size=40))
@@ -770,7 +770,7 @@ def test_round_trip_property(value: float, flop: float, when: datetime, seq: int
     if any(ch.isspace() or not ch.isprintable() for ch in name):
         return
     try:
-        when.astimezone(timezone.utc)
+        when.astimezone(UTC)
     except OverflowError:
         return
     preds = [

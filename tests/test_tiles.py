@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from redline.errors import EntryTooLarge, InconsistentLog, IndexOutOfRange, MalformedInput
 from redline.log import merkle, tiles
 from redline.log.tiles import (
-    TilePath,
     TileHashReader,
+    TilePath,
     encode_entry_bundle,
     encode_tile_index,
     entries_path,

@@ -34,7 +34,7 @@ def one_thread() -> Iterator[None]:
 def test_the_corpus_ships_with_the_package() -> None:
     tokens = corpus_tokens()
     assert tokens.dtype == torch.int64 and len(tokens) > 5000
-    assert bytes(tokens[:8].tolist()) == "# redlin".encode()
+    assert bytes(tokens[:8].tolist()) == b"# redlin"
 
 
 def test_batches_are_random_access_and_fixed_by_seed_and_position() -> None:

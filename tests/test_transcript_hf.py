@@ -14,8 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments  # noqa: E402
 
-from redline.transcript.format import Init  # noqa: E402
 from redline.transcript import load_transcript  # noqa: E402
+from redline.transcript.format import Init  # noqa: E402
 from redline.transcript.hf import RecorderCallback, model_from_config, model_loss  # noqa: E402
 from redline.transcript.torchstate import batch_digest, named_tensors_equal  # noqa: E402
 

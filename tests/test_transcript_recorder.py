@@ -23,8 +23,7 @@ from safetensors.torch import load_file
 
 from redline.crypto.canonical import canonical_json
 from redline.errors import MalformedInput
-from redline.transcript import Recorder, load_transcript
-from redline.transcript import stfile
+from redline.transcript import Recorder, load_transcript, stfile
 from redline.transcript.digest import MultiHasher, hash_file, hash_files, tensors_digest
 from redline.transcript.format import Declaration, Init, canonical_record
 from redline.transcript.store import BlobStore

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from verify_helpers import MODEL, tamper_checkpoint
 
 from redline.crypto.keys import SigningKey
 from redline.errors import MalformedInput
-from redline.verify.sampling import weighted_mean_segment
 from redline.statements import open_envelope
 from redline.statements.runs import FlopEstimates, RunFinish, RunProgress, RunStart
 from redline.statements.verification import Check
@@ -21,10 +21,10 @@ from redline.transcript.tinygpt import TrainConfig, train
 from redline.verify import (
     FunctionOracle,
     LocalRunner,
-    Tolerance,
-    bisect_segment,
     SeedRange,
+    Tolerance,
     VerificationPolicy,
+    bisect_segment,
     budget_draws,
     calibrate,
     choose_sample,
@@ -39,7 +39,7 @@ from redline.verify import (
     uniform_sample,
     verify_transcript,
 )
-from verify_helpers import MODEL, tamper_checkpoint
+from redline.verify.sampling import weighted_mean_segment
 
 SEED = hashlib.sha256(b"test checkpoint note").digest()
 #: A small sample for tests that are not about its size.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from verify_helpers import MODEL, tamper_checkpoint
 
 from redline.cli.main import cli
 from redline.crypto.dsse import Envelope
@@ -20,7 +21,6 @@ from redline.log.sqlite import SqliteStore
 from redline.statements import open_envelope
 from redline.transcript.tinygpt import TrainConfig, train
 from redline.verify import VerificationPolicy, seed_from_checkpoint
-from verify_helpers import MODEL, tamper_checkpoint
 
 ORIGIN = "redline.test/verify-log"
 

@@ -116,6 +116,12 @@ class LogExists(LogError):
     """A log already exists where a new one was asked for."""
 
 
+class StaleCache(LogError):
+    """A local cache file (a state snapshot, a verification record) that cannot be used: missing its seal, edited,
+    made for another log or by other code. Callers fall back to the full work; it never reaches a user as a
+    failure."""
+
+
 class IndexOutOfRange(LogError):
     """An entry index or tree size beyond the log."""
 

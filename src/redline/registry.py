@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from redline.crypto.canonical import parse_json
 from redline.crypto.dsse import MAX_ENVELOPE_BYTES, Envelope, EnvelopeSignature, pae
@@ -240,4 +240,4 @@ class _Stale(Exception):
 
 def utc_from_ms(ms: int) -> datetime:
     """A logged time as an aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

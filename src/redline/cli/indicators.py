@@ -9,6 +9,7 @@ envelope (``--out FILE``).
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import click
@@ -208,7 +209,7 @@ def _render(result, console: Console) -> None:
 
 
 def _utc_option(value: str | None, what: str):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if value is None:
         return None
@@ -216,7 +217,7 @@ def _utc_option(value: str | None, what: str):
         t = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint=what) from None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 @indicators.command("horizon")

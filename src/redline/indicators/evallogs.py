@@ -33,7 +33,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,7 +185,7 @@ def _time(value: Any, where: str) -> datetime | None:
             raise MalformedInput(f"{where}: not a time: {value!r}")
         seconds = value / 1000 if abs(value) > 1e11 else value  # milliseconds after 1973 are > 1e11
         try:
-            out = datetime.fromtimestamp(seconds, tz=timezone.utc)
+            out = datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise MalformedInput(f"{where}: time out of range: {value!r}") from None
     elif isinstance(value, str):
@@ -196,8 +196,8 @@ def _time(value: Any, where: str) -> datetime | None:
     else:
         raise MalformedInput(f"{where}: not a time: {value!r}")
     if out.tzinfo is None:
-        out = out.replace(tzinfo=timezone.utc)
-    return out.astimezone(timezone.utc)
+        out = out.replace(tzinfo=UTC)
+    return out.astimezone(UTC)
 
 
 def score_to_float(value: Any, where: str, key: str | None = None) -> float:

@@ -17,7 +17,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
@@ -37,7 +37,6 @@ from redline.crypto.dsse import (
     STATEMENT_TYPE,
     Envelope,
     make_statement,
-    open_statement,
     sign_statement,
     validate_statement,
 )
@@ -170,7 +169,7 @@ BoundedList = Annotated[list[_T], Field(max_length=MAX_LIST)]
 
 def _to_utc(value: datetime) -> datetime:
     try:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     except (OverflowError, ValueError) as exc:
         raise ValueError(f"time out of range in UTC: {exc}") from None
 
@@ -540,7 +539,7 @@ def _subjects_json(subjects: list[dict[str, Any]]) -> bytes | None:
                 return None
             algs.append(f"{_string(alg)}:{_string(value)}")
         parts.append(f'{{"digest":{{{",".join(algs)}}},"name":{_string(name)}}}')
-    return f"[{','.join(parts)}]".encode("utf-8")
+    return f"[{','.join(parts)}]".encode()
 
 
 #: The stdlib's JSON string encoder (``ensure_ascii=False``): RFC 8785's escaping.

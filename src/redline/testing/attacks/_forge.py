@@ -20,7 +20,7 @@ import copy
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -320,7 +320,7 @@ def write_transcript(out: str | Path, content: Content, *, finish: Callable[...,
     tokens = [int(r["tokens"]) for r in content.step_records]
     if finish is not None:
         return finish(writer, entries, tokens=tokens, flop=flop)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return writer.finish(entries, tokens=tokens, flop=flop, started_at=now, finished_at=now)
 
 
