@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test fuzz install system-deps bench schemas clean assets typecheck
+.PHONY: demo test fuzz install system-deps bench schemas clean assets typecheck lint
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,16 @@ demo: $(STAMP) assets
 ## The core packages are type-checked (mypy, pinned in the dev extra) before the tests run.
 CORE := src/redline/crypto src/redline/log/merkle.py src/redline/log/leaf.py src/redline/log/checkpoint.py \
         src/redline/log/receipt.py src/redline/log/tiles.py src/redline/statements src/redline/policy \
-        src/redline/engine src/redline/errors.py src/redline/compute/eu.py src/redline/compute/chips.py
+        src/redline/engine src/redline/errors.py src/redline/times.py src/redline/compute/eu.py \
+        src/redline/compute/chips.py
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy --ignore-missing-imports $(CORE)
 
-test: $(STAMP) system-deps assets typecheck
+## Lint (ruff, pinned in the dev extra; its rules are in pyproject.toml) the code, the tests and the benchmarks.
+lint: $(STAMP)
+	$(BIN)/python -m ruff check src tests bench
+
+test: $(STAMP) system-deps assets lint typecheck
 	$(BIN)/python -m pytest -n 2 -q
 
 ## The parser fuzz harnesses (tests/fuzz) for minutes, on fresh random inputs: `make test` runs them for seconds.

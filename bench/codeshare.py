@@ -8,8 +8,11 @@ Two comparisons on the same generated repository, each baseline and redline in t
    description: ``git rev-list START..END``, two ``git show -s`` per commit (author name, subject),
    ``git ls-tree -r END``, aider's file list, then one ``git blame -M100 -C100 -C -C START..END
    -- FILE`` per file, one after another, counting non-boundary lines per author. redline:
-   ``survival(repo, "START..END", profile="aider")``. Same flags, same files: the counts must be
-   identical (checked; the run fails otherwise). Goal: >= 3x faster.
+   ``survival(repo, "START..END", profile="aider")``: blames only the files the range touched, in
+   parallel, from an uncompressed, undeltified copy of the range's objects in a temporary directory
+   (``redline.indicators.codeshare.objcache``); it is also run once without that copy
+   (``object_cache=False``) to show what each part brings. Same flags, same files: the counts must
+   be identical (checked, all three; the run fails otherwise). Goal: >= 3x faster.
 2. Window mode against a blame of every file at the tip. This measures something different (the
    lines each commit added, not the lines that survive) and is kept as the earlier benchmark:
 
@@ -330,6 +333,7 @@ def main() -> None:
     print(f"-- survival mode, aider profile, vs aider's per-file blame loop, release range main~{release}..main --",
           flush=True)
     start = _git(repo, "rev-parse", f"main~{release}").decode().strip()
+    load0 = os.getloadavg()[0]
     stimes, scpus = [], []
     for _ in range(args.repeat):
         t0, c0 = time.perf_counter(), _cpu()
@@ -337,18 +341,26 @@ def main() -> None:
         stimes.append(time.perf_counter() - t0)
         scpus.append(_cpu() - c0)
     surv_s, surv_cpu = statistics.median(stimes), statistics.median(scpus)
+    t0, c0 = time.perf_counter(), _cpu()
+    plain = survival(repo, f"{start}..{tip}", profile="aider", jobs=args.jobs, object_cache=False)
+    plain_s, plain_cpu = time.perf_counter() - t0, _cpu() - c0
+    load1 = os.getloadavg()[0]
     loop_s, loop_cpu, ncommits, nfiles, aider, total = aider_loop(repo, start, tip)
-    same = (res.totals.ai_commit + res.totals.ai_line, res.totals.total) == (aider, total)
-    print(f"aider's loop: {ncommits} commits (2 git show each), {nfiles} files blamed: {aider} of {total} lines by "
-          f"aider ({100 * aider / max(total, 1):.2f}%); {loop_s:.2f} s ({loop_cpu:.2f} s CPU)")
+    load2 = os.getloadavg()[0]
+    got = (res.totals.ai_commit + res.totals.ai_line, res.totals.total)
+    same = got == (aider, total) == (plain.totals.ai_commit + plain.totals.ai_line, plain.totals.total)
+    print(f"aider's loop: {ncommits} commits (2 git show each), {nfiles} files blamed one after another: {aider} of "
+          f"{total} lines by aider ({100 * aider / max(total, 1):.2f}%); {loop_s:.2f} s ({loop_cpu:.2f} s CPU); "
+          f"load average {load1:.1f} before, {load2:.1f} after")
+    print(f"redline survival --profile aider, without the blame object cache (touched files only, {os.cpu_count()} "
+          f"CPUs): {plain.totals.ai_commit} of {plain.totals.total} lines; {plain_s:.2f} s ({plain_cpu:.2f} s CPU)")
     print(f"redline survival --profile aider: {res.totals.ai_commit} of {res.totals.total} lines "
           f"({100 * res.point:.2f}%); {surv_s:.2f} s ({surv_cpu:.2f} s CPU; median of {args.repeat}: "
-          f"{', '.join(f'{x:.2f}' for x in stimes)} s); counts identical: {same}")
+          f"{', '.join(f'{x:.2f}' for x in stimes)} s); load average {load0:.1f} before; counts identical: {same}")
     if not same:
-        raise SystemExit("counts differ from aider's loop")
-    print(f"ratio: {loop_s / surv_s:.1f}x against aider's per-file blame loop ({loop_cpu / surv_cpu:.1f}x in CPU); "
-          f"goal >= 3x with identical counts")
-
+        raise SystemExit(f"counts differ from aider's loop: redline {got}, aider's loop {(aider, total)}")
+    print(f"ratio: {loop_s / surv_s:.1f}x against aider's per-file blame loop ({loop_cpu / surv_cpu:.1f}x in CPU; "
+          f"without the object cache {loop_s / plain_s:.1f}x); goal >= 3x with identical counts")
 
 if __name__ == "__main__":
     main()

@@ -3,9 +3,10 @@
 
 The log is ``bench/replay.py``'s mixed log (``load_or_generate(n, seed)``: parties, policies, runs, reviews,
 verification reports, pauses, violations...), written into a real SQLite log (one append per minute of
-logged time, at the minute's last entry's time) signed with a fresh key named after the log's origin. ``redline serve``'s app is built
-over it (the registry replays it once) and each page is requested in-process through the ASGI stack (Starlette's
-``TestClient``: routing, rendering, headers; no network), as is its JSON counterpart:
+logged time, at the minute's last entry's time) signed with a fresh key named after the log's origin.
+``redline serve``'s app is built over it (the registry replays it once) and each page is requested
+in-process through the ASGI stack (Starlette's ``TestClient``: routing, rendering, headers; no network),
+as is its JSON counterpart:
 
     /  ↔ /api/state    /parties ↔ /api/parties   /runs ↔ /api/runs   /reviews ↔ /api/reviews
     /violations ↔ /api/violations   /log ↔ /checkpoint   /entry/N ↔ /api/entries/N

@@ -452,7 +452,8 @@ def budget_table(policy: Any) -> list[dict[str, Any]]:
         red = min(m, n + policy.largest + 2) / m  # draws + largest-update segments + the two FLOP-count steps
         pol = math.ceil(m / 2) / m
         rows.append({"m": m, "draws": n, "capped": n < need,
-                     "p_detect": p_detect_steps(n, policy.assumed_fake_fraction), "redline_fraction": red, "pol_fraction": pol, "ratio": red / pol,
+                     "p_detect": p_detect_steps(n, policy.assumed_fake_fraction), "redline_fraction": red,
+                     "pol_fraction": pol, "ratio": red / pol,
                      "within_budget": red <= policy.budget})
     return rows
 

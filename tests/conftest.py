@@ -30,13 +30,15 @@ settings.load_profile("explore" if os.environ.get("REDLINE_HYPOTHESIS") == "expl
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every test (and every ``redline`` it starts) seals its local caches under a key of this test session's, never
-    the user's own ``~/.local/state/redline/cache.key``."""
-    path = tmp_path_factory.mktemp("cache-key") / "cache.key"
-    old = os.environ.get("REDLINE_CACHE_KEY")
-    os.environ["REDLINE_CACHE_KEY"] = str(path)
+    """Every test (and every ``redline`` it starts) seals its local caches under a key of this test session's, and
+    keeps the caches of remote logs in this session's directory: never the user's own."""
+    where = tmp_path_factory.mktemp("cache")
+    values = {"REDLINE_CACHE_KEY": str(where / "cache.key"), "REDLINE_CACHE_DIR": str(where / "logs")}
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     yield
-    if old is None:
-        os.environ.pop("REDLINE_CACHE_KEY", None)
-    else:
-        os.environ["REDLINE_CACHE_KEY"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -18,7 +18,7 @@ PACKAGE = SRC / "redline"
 #: The core: pure modules (no I/O at import, no heavy dependency), as docs/architecture.md lists them.
 CORE = ("redline.crypto", "redline.log.merkle", "redline.log.leaf", "redline.log.checkpoint", "redline.log.receipt",
         "redline.log.tiles", "redline.statements", "redline.policy", "redline.engine", "redline.errors",
-        "redline.compute.eu", "redline.compute.chips")
+        "redline.times", "redline.compute.eu", "redline.compute.chips")
 #: What the core may import from outside the standard library.
 CORE_THIRD_PARTY = frozenset({"pydantic", "pydantic_core", "yaml", "cryptography", "nacl", "rfc8785",
                               "typing_extensions"})
@@ -108,7 +108,7 @@ def test_no_module_imports_another_modules_private_name(path: Path) -> None:
 _MODULE_OF = {"pynacl": "nacl", "pyyaml": "yaml", "scikit-learn": "sklearn", "inspect-ai": "inspect_ai",
               "model-signing": "model_signing", "pytest-xdist": "xdist", "psycopg": "psycopg"}
 #: Distributions used without an import statement (a pytest plugin, the type checker and its stubs).
-_USED_WITHOUT_IMPORT = {"pytest-xdist", "mypy", "types-pyyaml",
+_USED_WITHOUT_IMPORT = {"pytest-xdist", "mypy", "ruff", "types-pyyaml",
                         "accelerate"}  # transformers' Trainer needs it at run time (tests/test_transcript_hf.py)
 
 
@@ -119,7 +119,7 @@ def test_every_declared_dependency_is_imported_somewhere() -> None:
 
     project = tomllib.loads((SRC.parent / "pyproject.toml").read_text("utf-8"))["project"]
     requirements = list(project["dependencies"])
-    for name, reqs in project["optional-dependencies"].items():
+    for reqs in project["optional-dependencies"].values():
         requirements += [r for r in reqs if not r.startswith("redline[")]
     sources = [p.read_text("utf-8") for folder in ("src", "tests", "bench", "scripts")
                for p in (SRC.parent / folder).rglob("*.py")]

@@ -6,12 +6,19 @@ command's bound, ``/dev/zero``, an unreadable file, and, where a private key is 
 must exit with a documented code (README), print exactly one ``error:`` line on stderr (or click's usage error,
 exit 2) and never a traceback. The ``/dev/zero`` and oversized cases run again in one child process whose peak
 resident memory (``VmHWM``, else ``ru_maxrss``) after each case must stay within 256 MB.
+
+The unreadable cases (a file of mode 000) run in one child process too, which must really be unable to read
+such a file. As root (CI runs as root) that child runs under ``setpriv`` without ``CAP_DAC_OVERRIDE`` and
+``CAP_DAC_READ_SEARCH``: still uid 0, owning every file of the test's world, but held to the permission bits
+like anyone else, so mode 000 stops it. (Running it as ``nobody`` instead does not work here: the interpreter
+lives under ``/root``, which ``nobody`` may not enter, and the world's key files are 0600 and root's.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -268,50 +275,64 @@ def _argv(name: tuple[str, str], bad: str, world: dict[str, str], where: Path) -
     return [bad if a == BAD else a for a in argv]
 
 
-def assert_clean(result: Result, what: str) -> None:
+@dataclass(frozen=True)
+class Outcome:
+    """What one ``redline`` invocation did, in this process (a click ``Result``) or in a child (``_CHILD``)."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    #: None when the invocation raised nothing but ``SystemExit``, else the exception's ``repr``.
+    exception: str | None
+
+    @classmethod
+    def of(cls, result: Result) -> Outcome:
+        exc = result.exception
+        return cls(result.exit_code, result.output, result.stderr,
+                   None if exc is None or isinstance(exc, SystemExit) else repr(exc))
+
+
+def assert_clean(result: Result | Outcome, what: str) -> None:
     """A documented exit code, one ``error:`` line (or click's usage error), never a traceback."""
-    err = result.stderr
-    assert "Traceback" not in result.output + err, f"{what}: traceback:\n{err}"
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        f"{what}: raised {result.exception!r}\n{err}"
-    assert result.exit_code in DOCUMENTED, f"{what}: exit {result.exit_code} is not documented:\n{err}"
+    r = result if isinstance(result, Outcome) else Outcome.of(result)
+    err = r.stderr
+    assert "Traceback" not in r.stdout + err, f"{what}: traceback:\n{err}"
+    assert r.exception is None, f"{what}: raised {r.exception}\n{err}"
+    assert r.exit_code in DOCUMENTED, f"{what}: exit {r.exit_code} is not documented:\n{err}"
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("note:")]
-    if result.exit_code == 2:
+    if r.exit_code == 2:
         assert any(ln.startswith("Error:") for ln in lines), f"{what}: not click's usage error:\n{err}"
     else:
         assert len(lines) == 1 and lines[0].startswith("error: "), f"{what}: not one error line:\n{err}"
 
 
-#: Root reads a file of mode 000 all the same, so the "unreadable" case runs only for other users.
-_ROOT = os.geteuid() == 0
 #: Every (slot, case) that applies: "wrong-key" only where a key is taken.
-PAIRS = [(name, case) for name in sorted(SLOTS) for case in CASES
-         if (case != "wrong-key" or SLOTS[name].key) and not (case == "unreadable" and _ROOT)]
-
-
-@pytest.mark.skipif(not _ROOT, reason="runs only as root, to say why the unreadable cases did not run")
-def test_unreadable_inputs_need_a_user_other_than_root() -> None:
-    pytest.skip("running as root: mode 000 does not stop root from reading a file, so the "
-                f"{sum(1 for _ in SLOTS)} 'unreadable' cases of the matrix run only for other users")
+PAIRS = [(name, case) for name in sorted(SLOTS) for case in CASES if case != "wrong-key" or SLOTS[name].key]
 
 
 @pytest.mark.parametrize(("name", "case"), PAIRS,
                          ids=[f"{n[0]}:{n[1]}-{c}".replace(" ", "-") for n, c in PAIRS])
-def test_bad_input(name: tuple[str, str], case: str, world: dict[str, str], tmp_path: Path) -> None:
+def test_bad_input(name: tuple[str, str], case: str, world: dict[str, str], tmp_path: Path,
+                   request: pytest.FixtureRequest) -> None:
     slot = SLOTS[name]
-    bad = _bad_path(case, slot, tmp_path, world)
-    argv = _argv(name, bad, world, tmp_path)
-    result = CliRunner().invoke(cli, argv)
+    if case == "unreadable":  # run in a child that mode 000 stops, root or not (see the module's docstring)
+        outcome = request.getfixturevalue("unreadable_outcomes")[name]
+    else:
+        bad = _bad_path(case, slot, tmp_path, world)
+        outcome = Outcome.of(CliRunner().invoke(cli, _argv(name, bad, world, tmp_path)))
     if case in slot.valid:
-        assert result.exit_code in DOCUMENTED | {0} and "Traceback" not in result.output + result.stderr
-        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert outcome.exit_code in DOCUMENTED | {0} and "Traceback" not in outcome.stdout + outcome.stderr
+        assert outcome.exception is None, outcome.exception
         return
-    assert result.exit_code != 0, f"{name} {case}: succeeded:\n{result.output}"
-    assert_clean(result, f"{' '.join(name)} / {case}")
+    assert outcome.exit_code != 0, f"{name} {case}: succeeded:\n{outcome.stdout}"
+    assert_clean(outcome, f"{' '.join(name)} / {case}")
 
 
+#: Runs ``redline`` invocations in one process: argv[1] is JSON ``[[label, argv], ...]``; prints JSON
+#: ``{"unreadable_probe": ..., "results": [[label, exit code, stdout, stderr, exception or None, peak RSS], ...]}``.
+#: The probe says whether this process can read a file of mode 000 of its own ("denied", or "read").
 _CHILD = textwrap.dedent("""
-    import json, resource, sys
+    import json, os, resource, sys, tempfile
     from click.testing import CliRunner
     from redline.cli.main import cli
 
@@ -323,13 +344,68 @@ _CHILD = textwrap.dedent("""
         except (OSError, StopIteration):
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+    def probe():
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "probe")
+            with open(path, "wb") as f:
+                f.write(b"{}")
+            os.chmod(path, 0)
+            try:
+                with open(path, "rb") as f:
+                    f.read()
+            except PermissionError:
+                return "denied"
+            return "read"
+
     out = []
     for label, argv in json.loads(sys.argv[1]):
         r = CliRunner().invoke(cli, argv)
         peak = peak_rss()
-        out.append([label, r.exit_code, r.stderr[-400:], repr(r.exception)[:300], peak])
-    print(json.dumps(out))
+        exc = None if r.exception is None or isinstance(r.exception, SystemExit) else repr(r.exception)[:300]
+        out.append([label, r.exit_code, r.output[-4000:], r.stderr[-4000:], exc, peak])
+    print(json.dumps({"unreadable_probe": probe(), "results": out}))
 """)
+
+#: Capabilities that let root read a file whatever its mode: the unreadable cases' child runs without them.
+DAC_CAPS = "-dac_override,-dac_read_search"
+
+
+def run_child(jobs: list[list], *, timeout: int, unprivileged: bool = False) -> dict:
+    """Run ``_CHILD`` on ``jobs``; ``unprivileged``: as root, without the capabilities that bypass file modes."""
+    argv = [sys.executable, "-c", _CHILD, json.dumps(jobs)]
+    if unprivileged and os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            what = "setpriv (util-linux) is missing: as root, the unreadable cases need it to drop CAP_DAC_OVERRIDE"
+            if os.environ.get("CI"):
+                pytest.fail(what, pytrace=False)
+            pytest.skip(what)
+        argv = [setpriv, f"--inh-caps={DAC_CAPS}", f"--bounding-set={DAC_CAPS}", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def unreadable_outcomes(world: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+                        ) -> dict[tuple[str, str], Outcome]:
+    """Every slot given a file of mode 000, in one child that such a file stops (checked), by slot."""
+    base = tmp_path_factory.mktemp("unreadable")
+    jobs, names = [], {}
+    for name in sorted(SLOTS):
+        where = base / "-".join(name).replace(" ", "_")
+        where.mkdir()
+        label = " ".join(name)
+        names[label] = name
+        jobs.append([label, _argv(name, _bad_path("unreadable", SLOTS[name], where, world), world, where)])
+    got = run_child(jobs, timeout=300, unprivileged=True)
+    assert got["unreadable_probe"] == "denied", \
+        "the child can read a file of mode 000: the unreadable cases would test nothing"
+    out = {}
+    for label, code, stdout, stderr, exc, peak in got["results"]:
+        assert peak <= MAX_RSS, f"{label} / unreadable: peak resident memory {peak / 2**20:.0f} MB"
+        out[names[label]] = Outcome(code, stdout, stderr, exc)
+    return out
 
 
 def test_dev_zero_and_oversized_inputs_stay_within_memory(world: dict[str, str], tmp_path: Path) -> None:
@@ -342,11 +418,8 @@ def test_dev_zero_and_oversized_inputs_stay_within_memory(world: dict[str, str],
             where.mkdir()
             jobs.append([f"{' '.join(name)} / {case}", _argv(name, _bad_path(case, SLOTS[name], where, world),
                                                               world, where)])
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(jobs)], capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
     peaks = []
-    for label, code, err, exc, peak in json.loads(proc.stdout.splitlines()[-1]):
+    for label, code, _, err, exc, peak in run_child(jobs, timeout=300)["results"]:
         assert code in DOCUMENTED and code != 0, f"{label}: exit {code} ({exc}):\n{err}"
         assert "Traceback" not in err, f"{label}:\n{err}"
         assert peak <= MAX_RSS, f"{label}: peak resident memory {peak / 2**20:.0f} MB"
@@ -371,10 +444,7 @@ def test_eval_zip_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     _zip_bomb(bomb, MAX_EVAL_MEMBER + (1 << 20))
     assert bomb.stat().st_size < 1 << 20
     jobs = [["bomb", ["indicators", "horizon", str(bomb), "--bootstrap", "0"]]]
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(jobs)], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    [[_, code, err, exc, peak]] = json.loads(proc.stdout.splitlines()[-1])
+    [[_, code, _, err, exc, peak]] = run_child(jobs, timeout=120)["results"]
     assert code == 65, f"exit {code} ({exc}): {err}"
     assert err.startswith("error: ") and "expands to" in err
     assert peak <= MAX_RSS

@@ -171,14 +171,14 @@ def test_window_linear_history_with_every_kind_of_evidence(tmp_path: Path) -> No
     assert res.population_commits == 5
     assert res.markers == {"co-author:noreply@anthropic.com": 2}
     assert res.sources == {"git-ai": 9, "commit-level": 5}
-    assert res.rules.rule_version == "ai-authorship-v2"
+    assert res.rules.rule_version == "ai-authorship-v3"
     kinds = {row.sha: row.evidence for row in res.commits}
     assert kinds[c3] == ("git-ai",)
     assert kinds[c4] == ("git-ai", "co-author:noreply@anthropic.com")
     # The numbers go into the statement: value, interval, method and rules.
     f = res.indicator_fields("lab-a")
     assert f["value"] == res.point and f["interval"] == (res.lower_bound, res.upper_bound)
-    assert f["name"] == "ai-code-share" and f["unit"] == "fraction" and f["rule_version"] == "ai-authorship-v2"
+    assert f["name"] == "ai-code-share" and f["unit"] == "fraction" and f["rule_version"] == "ai-authorship-v3"
 
 
 def test_include_exclude_and_the_default_ignore_list(tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def test_the_default_profile_differs_where_documented(tmp_path: Path) -> None:
     r, start, end = build(tmp_path)
     res = survival(r.path, f"{start}..{end}")
     aider = survival(r.path, f"{start}..{end}", profile="aider")
-    assert res.profile.name == "default" and res.rules.rule_version == "ai-authorship-v2"
+    assert res.profile.name == "default" and res.rules.rule_version == "ai-authorship-v3"
     # The default counts the co-author trailer (watch.py's 5 lines, now watcher.py) and README-like files,
     # not blank lines; "(AIDER) bot" is no documented aider suffix.
     assert res.markers.get("co-author:aider@aider.chat") == 1
@@ -202,3 +202,63 @@ def test_the_profile_from_the_command_line(tmp_path: Path) -> None:
     assert (doc["totals"]["ai_commit"], doc["totals"]["lines"]) == (aider, total)
     bad = CliRunner().invoke(cli, ["indicators", "code-share", str(r.path), "--profile", "aider"])
     assert bad.exit_code == 2 and "--profile aider needs --survival" in bad.output
+
+
+def _pack_reads(trace: Path) -> list[tuple[str, str]]:
+    """(pack, object id) of every object read from a pack, from a ``GIT_TRACE_PACK_ACCESS`` log."""
+    by_pack: dict[str, dict[int, str]] = {}
+    reads = []
+    for line in trace.read_text().splitlines():
+        pack, offset = line.split()[-2:]
+        if pack not in by_pack:
+            idx = Path(pack).with_suffix(".idx").read_bytes()
+            shown = subprocess.run(["git", "show-index"], input=idx, capture_output=True, check=True).stdout
+            by_pack[pack] = {int(off): oid for off, oid, *_ in (x.split() for x in shown.decode().splitlines())}
+        reads.append((pack, by_pack[pack][int(offset)]))
+    return reads
+
+
+@pytest.mark.parametrize("layout", ["gc", "bare-midx"])
+def test_the_blame_object_cache_changes_nothing_and_serves_what_it_holds(tmp_path: Path, layout: str) -> None:
+    """Survival blames from an uncompressed copy of the range's objects: the same counts as from the repository,
+    every object the copy holds read from it (even after a read fell through to the repository's pack, and
+    with a multi-pack index in the repository), and the copy removed afterwards."""
+    from redline.indicators.codeshare.git import Git
+    from redline.indicators.codeshare.objcache import blame_object_cache, range_objects
+
+    r, start, end = build(tmp_path)
+    r.git("gc", "-q")
+    path = r.path
+    if layout == "bare-midx":  # a bare clone whose HEAD is past END (git reads HEAD:.mailmap), with a midx
+        r.commit("after the range", {"aider/late.py": body(3, "late")})
+        path = tmp_path / "bare.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(r.path), str(path)], check=True)
+        _git(path, "repack", "-a", "-d", "-q")
+        _git(path, "multi-pack-index", "write")
+    for profile in ("aider", "default"):
+        cached = survival(path, f"{start}..{end}", profile=profile)
+        plain = survival(path, f"{start}..{end}", profile=profile, object_cache=False)
+        assert [(c.sha, c.counts) for c in cached.commits] == [(c.sha, c.counts) for c in plain.commits]
+        assert cached.totals == plain.totals and cached.totals.total > 0
+    git = Git(path)
+    held = set(range_objects(git, start, end))
+    files = [f for f in _git(path, "ls-tree", "-r", "--name-only", end).split() if f.endswith(".py")]
+    with blame_object_cache(git, start, end) as cg:
+        assert cg is not git
+        cache = Path(cg.env["GIT_OBJECT_DIRECTORY"])
+        assert (cache / "pack" / "multi-pack-index").exists()
+        trace = tmp_path / f"pack-access-{layout}"
+        traced = cg.with_env(GIT_TRACE_PACK_ACCESS=str(trace))
+        for f in files:
+            out = traced.out("blame", "--porcelain", "--no-textconv", "-M100", "-C100", "-C", "-C",
+                             f"{start}..{end}", "--", f)
+            assert out == git.out("blame", "--porcelain", "--no-textconv", "-M100", "-C100", "-C", "-C",
+                                  f"{start}..{end}", "--", f)
+        reads = _pack_reads(trace)
+        from_cache = {oid for pack, oid in reads if pack.startswith(str(cache))}
+        elsewhere = {oid for pack, oid in reads if not pack.startswith(str(cache))}
+        assert len(from_cache) > 20
+        assert not elsewhere & held  # what the cache holds is never read from the repository
+    assert not cache.exists()
+    with blame_object_cache(git, start, end, budget=0) as cg:  # over budget: the repository itself
+        assert cg is git

@@ -52,7 +52,7 @@ def repo(tmp_path: Path) -> Repo:
 def test_report_json_evidence_and_plot(repo: Repo, tmp_path: Path) -> None:
     out = ok("indicators", "code-share", repo.path)
     assert "point estimate   75.0%" in out.stdout and "lower bound 8.3%" in out.stdout
-    assert "unknown          8.3%" in out.stdout and "ai-authorship-v2" in out.stdout
+    assert "unknown          8.3%" in out.stdout and "ai-authorship-v3" in out.stdout
     evidence, png = tmp_path / "evidence.json", tmp_path / "share.png"
     res = ok("indicators", "code-share", repo.path, "--json", "--evidence", evidence, "--plot", png)
     summary = json.loads(res.stdout)
@@ -89,7 +89,7 @@ def test_sign_and_write_the_envelope(repo: Repo, tmp_path: Path) -> None:
     assert pred.window_start == datetime(2025, 1, 1, tzinfo=UTC)
     assert pred.window_end == datetime(2025, 2, 1, tzinfo=UTC)
     assert (pred.method, pred.method_version, pred.rule_version) == ("git-first-parent-added-lines", "2",
-                                                                     "ai-authorship-v2")
+                                                                     "ai-authorship-v3")
     assert pred.evidence_digest == {"sha256": hashlib.sha256(evidence.read_bytes()).hexdigest()}
 
 

@@ -148,7 +148,7 @@ def test_agent_trace_of_the_specification() -> None:
     files = traces.by_revision["a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0"]
     assert [(r.start, r.end, r.kind, r.model) for r in files["src/utils/parser.ts"]] == \
         [(42, 67, "ai", "anthropic/claude-opus-4-5-20251101")]
-    # "mixed" counts as AI under ai-authorship-v2; a range may override its conversation's contributor.
+    # "mixed" counts as AI under ai-authorship-v3; a range may override its conversation's contributor.
     assert [(r.start, r.end, r.kind) for r in files["src/utils/helpers.ts"]] == [(10, 25, "ai"), (30, 31, "human")]
     assert len(traces.sha256) == 64
 
@@ -250,6 +250,77 @@ MESSAGES = {
     "no body": ("Co-authored-by: Claude <noreply@anthropic.com>\n", 0),
     "two": ("x\n\nCo-authored-by: A <noreply@anthropic.com>\nCo-authored-by: B <aider@aider.chat>\n", 2),
 }
+
+
+#: Commits made the way each tool makes them (rules version 3; sources in ai-authorship-v3.yaml):
+#: (message, author, committer) -> (AI markers, involvement markers).
+_BOT = "@users.noreply.github.com"
+TOOL_COMMITS = {
+    # Claude Code: the model in the trailer's name, the session link after it.
+    "claude code": (("Add x\n\nWhy.\n\nCo-Authored-By: Claude Opus 4.5 <noreply@anthropic.com>\n"
+                     "Claude-Session: https://claude.ai/code/session_01AbCd\n", None, None),
+                    (("co-author:noreply@anthropic.com",), ("trailer:claude-session",))),
+    # Claude Code with attribution.commit = "": only the session link, which claims no authorship.
+    "claude code, attribution off": (("Add x\n\nClaude-Session: https://claude.ai/code/session_01AbCd\n", None, None),
+                                     ((), ("trailer:claude-session",))),
+    # Cursor's agent in the editor or CLI (attributeCommitsToAgent on).
+    "cursor agent": (("Add x\n\nCo-authored-by: Cursor <cursoragent@cursor.com>\n", None, None),
+                     (("co-author:cursoragent@cursor.com",), ())),
+    # Cursor's cloud agent commits as itself on its own branch.
+    "cursor cloud agent": (("Add x\n", ("Cursor Agent", "cursoragent@cursor.com"),
+                            ("Cursor Agent", "cursoragent@cursor.com")),
+                           (("author:cursoragent@cursor.com",), ("committer:cursoragent@cursor.com",))),
+    # "Made-with: Cursor" is in no public document: not a rule.
+    "made with cursor": (("Add x\n\nMade-with: Cursor\n", None, None), ((), ())),
+    # Codex CLI's prepare-commit-msg hook (features.codex_git_commit).
+    "codex cli": (("Fix y\n\nCo-authored-by: Codex <noreply@openai.com>\n", None, None),
+                  (("co-author:noreply@openai.com",), ())),
+    # Codex's placeholder identity when none is configured (a bug report, not a convention).
+    "codex placeholder": (("Fix y\n", ("Codex Test", "codex@example.com"), ("Codex Test", "codex@example.com")),
+                          ((), ())),
+    # A commit authored by OpenAI's ChatGPT Codex connector app.
+    "codex connector": (("Fix y\n", ("chatgpt-codex-connector[bot]",
+                                      f"199175422+chatgpt-codex-connector[bot]{_BOT}"), None),
+                        (("author-bot:chatgpt-codex-connector[bot]",), ())),
+    # "codex[bot]" is tied to Codex by no document: no longer a bot identity (version 3).
+    "codex[bot]": (("Fix y\n", ("codex[bot]", f"codex[bot]{_BOT}"), None), ((), ())),
+    # Devin CLI's trailer and Devin's GitHub App as author.
+    "devin cli": (("Fix z\n\nGenerated with [Devin](https://devin.ai)\n\n"
+                   f"Co-Authored-By: Devin <158243242+devin-ai-integration[bot]{_BOT}>\n", None, None),
+                  (("co-author-bot:devin-ai-integration[bot]",), ())),
+    "devin app": (("Fix z\n", ("devin-ai-integration[bot]", f"158243242+devin-ai-integration[bot]{_BOT}"),
+                   ("devin-ai-integration[bot]", f"158243242+devin-ai-integration[bot]{_BOT}")),
+                  (("author-bot:devin-ai-integration[bot]",), ("committer-bot:devin-ai-integration[bot]",))),
+    # Copilot CLI's trailer.
+    "copilot cli": ((f"Fix w\n\nCo-authored-by: Copilot <223556219+Copilot{_BOT}>\n", None, None),
+                    ((f"co-author:223556219+copilot{_BOT}",), ())),
+}
+
+
+def test_each_tool_s_commits_as_the_tool_makes_them(tmp_path: Path) -> None:
+    """Version 3 of the rules, checked against each tool's documented conventions: real commits made as the tool
+    makes them give the markers the rule file's sources call for (authorship or mere involvement)."""
+    r = Repo(tmp_path / "repo")
+    shas = {name: r.commit(msg, {f"{i}.py": "x = 1\n"}, author=author, committer=committer)
+            for i, (name, ((msg, author, committer), _)) in enumerate(TOOL_COMMITS.items())}
+    infos = read_commits(Git(r.path), list(shas.values()), RULES)
+    for name, (_, (ai, involved)) in TOOL_COMMITS.items():
+        info = infos[shas[name]]
+        assert (info.ai_markers, info.involvement) == (ai, involved), name
+    # Version 2 read "codex[bot]" as Codex's and did not know the session link.
+    v2 = load_rules(Path(__file__).parent.parent / "src/redline/indicators/rules/ai-authorship-v2.yaml")
+    old = read_commits(Git(r.path), [shas["codex[bot]"], shas["claude code, attribution off"]], v2)
+    assert old[shas["codex[bot]"]].ai_markers == ("author-bot:codex[bot]",)
+    assert old[shas["claude code, attribution off"]].involvement == ()
+    # In a measurement: involvement is recorded per commit, never counted.
+    from redline.indicators.codeshare import code_share
+
+    res = code_share(r.path)
+    assert res.rules.rule_version == "ai-authorship-v3"
+    assert res.involvement.get("trailer:claude-session") == 2
+    assert not any(m.startswith("trailer:") for m in res.markers)
+    ai_commits = {name for name, (_, (ai, _)) in TOOL_COMMITS.items() if ai}
+    assert res.totals.ai_commit == len(ai_commits) and res.totals.unknown == len(TOOL_COMMITS) - len(ai_commits)
 
 
 def test_trailers_are_parsed_as_git_interpret_trailers_parses_them(tmp_path: Path) -> None:
@@ -365,12 +436,16 @@ def test_file_classes() -> None:
 def test_rule_files(tmp_path: Path) -> None:
     text = RULES.source
     assert text.startswith("built-in rules")
-    data = (Path(__file__).parent.parent / "src/redline/indicators/rules/ai-authorship-v2.yaml").read_bytes()
-    assert parse_rules(data, "x").sha256 == RULES.sha256
+    rules_dir = Path(__file__).parent.parent / "src/redline/indicators/rules"
+    data = (rules_dir / "ai-authorship-v3.yaml").read_bytes()
+    assert parse_rules(data, "x").sha256 == RULES.sha256 and RULES.rule_version == "ai-authorship-v3"
+    # Version 2 stays loadable, so that results computed under it can be recomputed.
+    v2 = load_rules(rules_dir / "ai-authorship-v2.yaml")
+    assert v2.rule_version == "ai-authorship-v2" and "codex[bot]" in v2.bot_logins and not v2.involvement_trailer_keys
     mine = tmp_path / "mine.yaml"
-    mine.write_bytes(data.replace(b"version: 1\n", b"version: 2\n", 1).replace(b"  ai: ai\n", b"  ai: human\n"))
+    mine.write_bytes(data.replace(b"\nversion: 3\n", b"\nversion: 4\n", 1).replace(b"  ai: ai\n", b"  ai: human\n"))
     rules = load_rules(mine)
-    assert rules.rule_version == "ai-authorship-v2" and rules.agent_trace["ai"] == "human"
+    assert rules.rule_version == "ai-authorship-v4" and rules.agent_trace["ai"] == "human"
     for bad, message in [(b"[]", "a YAML mapping"), (b"id: x\n", "field 'version'"),
                          (data.replace(b"  mixed: ai\n", b"  mixed: maybe\n"), "agent-trace.mixed"),
                          (data.replace(b"classes:", b"klasses:"), "field 'classes'"),

@@ -157,7 +157,7 @@ def test_phases_and_totals_over_steps() -> None:
     assert fc.result == StepFlops(2 * 8 * 4 * 5, 2 * 8 * 4 * 5, 2 * 8 * 4 * 8, fc.result.by_module,
                                   fc.result.by_op, fc.result.uncounted_ops)
     with pytest.raises(RuntimeError, match="after the with block"):
-        FlopCounter().result
+        _ = FlopCounter().result
 
 
 def test_matrix_vector_products_are_corrected_and_gaps_reported() -> None:

@@ -123,7 +123,8 @@ def test_the_chart_is_drawn_with_each_party(browser, served) -> None:
     watch = Watch(page)
     page.goto(url + "/")
     page.wait_for_selector("#compute-chart[data-drawn='1'] canvas")
-    labels = page.eval_on_selector_all("#compute-chart .u-legend .u-series .u-label", "els => els.map(e => e.textContent)")
+    labels = page.eval_on_selector_all("#compute-chart .u-legend .u-series .u-label",
+                                       "els => els.map(e => e.textContent)")
     assert labels[1:] == ["lab-a", "lab-b", "lab-c"]
     inked = page.eval_on_selector("#compute-chart canvas", """c => {
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

@@ -112,7 +112,8 @@ def test_a_hidden_run_is_caught_by_attested_chip_hours(tmp_path: Path) -> None:
     assert finding["declared_flop"] == 0 and finding["unexplained_flop"] == pytest.approx(low)
     assert finding["evidence"] == [entry] and finding["minimum_flop"] == 1e25
     assert re.search(r"15,120,000 chip-hours of H100 SXM \(c1\) × 9\.89e\+14 FLOP/s × 3600 s × utilisation "
-                     r"\[0\.2, 0\.6\] = 1\.08e\+25\.\.3\.23e\+25 FLOP; declared runs explain 0 FLOP", finding["arithmetic"])
+                     r"\[0\.2, 0\.6\] = 1\.08e\+25\.\.3\.23e\+25 FLOP; declared runs explain 0 FLOP",
+                     finding["arithmetic"])
     assert violations(world) == []  # a finding, not a violation: idle capacity and inference are possible
 
 

@@ -295,8 +295,7 @@ def test_an_iterator_that_fails_midway(scenario: _Log, always_parallel: None) ->
     """The entries before the failure are applied, then the error comes out: as from replay."""
 
     def failing() -> Iterator[Entry]:
-        for e in scenario.entries[:40]:
-            yield e
+        yield from scenario.entries[:40]
         raise OSError("disk gone")
 
     want, got = State(), State()
@@ -331,22 +330,27 @@ def test_prepared_admit_matches_admit_entry_by_entry(scenario: _Log) -> None:
     """``admit`` with a ``Prepared`` returns or raises exactly what it does without one, at every step."""
     cands = candidate_keys(e.data for e in scenario.entries)
     assert len(cands) == 1 + 5 + 1 + 1  # coordinator, five parties, the stranger, lab-b's new key
-    blob = parallel._encode_keys([k.to_string() for k in cands.values()])
     state = State()
     used = 0
     for e in scenario.entries:
         outcomes = []
         full = prepare(e.data, cands)
-        compact = None if full is None else dataclasses.replace(full, envelope=None)  # as the workers send it
-        chunked = parallel._unpack(parallel._prepare_chunk([e.data], blob)[0])
-        assert chunked == compact
-        for pre in (None, full, prepare(e.data, {}), compact):
+        chunked = parallel._prepared(parallel._prepare_chunk([e.data], cands)[0])  # as the helpers send it
+        if full is None:
+            assert chunked is None
+        else:
+            assert chunked is not None and chunked.envelope is None
+            assert (chunked.keyids, chunked.verified, chunked.predicate) == (full.keyids, full.verified, full.predicate)
+        # a signature known to verify, the statement left to admit (what a helper sends when it does not parse)
+        unparsed = None if full is None or full.envelope is None else dataclasses.replace(
+            full, predicate=None, envelope=None, payload_type=full.envelope.payload_type, payload=full.envelope.payload)
+        for pre in (None, full, prepare(e.data, {}), chunked, unparsed):
             try:
                 pred, party, key = admit(state, e.data, pre)
                 outcomes.append(("ok", pred, party.name if party else None, key))
             except RedlineError as exc:
                 outcomes.append((type(exc).__name__, str(exc)))
-        assert outcomes[1:] == [outcomes[0]] * 3, e.index
+        assert outcomes[1:] == [outcomes[0]] * 4, e.index
         pre = prepare(e.data, cands)
         if outcomes[0][0] == "ok" and e.index > 0:
             assert pre is not None and pre.predicate is not None and pre.verified

@@ -193,9 +193,11 @@ def _fields(kind: str, party: str, a: int, b: int, shadow: State, now_ms: int) -
         return ReviewSubmission, {"submission_id": f"s{a % 3}", "model_name": model, "model_digest": MODEL_DIGEST,
                                   "run_id": run if b % 2 else None}
     if kind == "finding":
-        return ReviewFinding, {"submitter": LABS[b % 3], "submission_id": f"s{a % 3}", "finding": "noted", "severity": "concern"}
+        return ReviewFinding, {"submitter": LABS[b % 3], "submission_id": f"s{a % 3}", "finding": "noted",
+                               "severity": "concern"}
     if kind == "decision":
-        return ReviewDecision, {"submitter": LABS[a % 3], "submission_id": f"s{a % 3}", "decision": ("clear", "block")[b % 2], "reason": "r"}
+        return ReviewDecision, {"submitter": LABS[a % 3], "submission_id": f"s{a % 3}",
+                                "decision": ("clear", "block")[b % 2], "reason": "r"}
     if kind == "release":
         digest = (finals + [H64, *BASE_WEIGHTS])[(a + b) % (len(finals) + 4)]
         return Release, {"model_name": model, "model_digest": {"sha256": digest}, "released_at": when}
@@ -245,7 +247,8 @@ def _mutate(data: bytes, statement: dict[str, Any], signer: SigningKey, mutation
     if mutation == "edit-payload":
         env = json.loads(data)
         statement["predicate"]["seq"] = statement["predicate"]["seq"] + 1
-        env["payload"] = base64.b64encode(json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()).decode()
+        env["payload"] = base64.b64encode(
+            json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()).decode()
         return json.dumps(env).encode()
     if mutation == "random-bytes":
         return rng.randbytes(1 + a * 13 % 300)

@@ -63,7 +63,8 @@ def _sig(env: Envelope, i: int = 0) -> bytes:
 _RESHAPES: dict[str, Callable[[Envelope, dict[str, Any]], dict[str, Any]]] = {
     "keyid missing": lambda e, o: {**o, "signatures": [{"sig": o["signatures"][0]["sig"]}]},
     "keyid empty": lambda e, o: {**o, "signatures": [{"keyid": "", "sig": o["signatures"][0]["sig"]}]},
-    "keyid foreign": lambda e, o: {**o, "signatures": [{"keyid": "SHA256:cosign-style", "sig": o["signatures"][0]["sig"]}]},
+    "keyid foreign": lambda e, o: {**o, "signatures": [{"keyid": "SHA256:cosign-style",
+                                                         "sig": o["signatures"][0]["sig"]}]},
     "unknown top-level field": lambda e, o: {**o, "comment": {"by": "someone"}},
     "unknown signature field": lambda e, o: {**o, "signatures": [{**o["signatures"][0], "cert": "-----BEGIN..."}]},
     "url-safe base64": lambda e, o: {**o, "payload": _b64url(e.payload), "signatures": [

@@ -249,7 +249,7 @@ def test_tampered_receipts_are_rejected(big, index: int) -> None:
     # A flipped bit in the checkpoint's signature, key ID, or signed text.
     for bit in rng.sample(range(32, 32 + 512), 4):
         with pytest.raises(BadSignature, match=ORIGIN):
-            verify_receipt(Receipt(r.index, r.proof, _resign(r.checkpoint, lambda b: _flip(b, bit)), r.extra),
+            verify_receipt(Receipt(r.index, r.proof, _resign(r.checkpoint, lambda b, bit=bit: _flip(b, bit)), r.extra),
                            entry, vk)
     with pytest.raises(UnknownKey):
         verify_receipt(Receipt(r.index, r.proof, _resign(r.checkpoint, lambda b: _flip(b, 3)), r.extra), entry, vk)

@@ -142,7 +142,8 @@ def test_a_lab_cannot_file_a_verification_report(world: World) -> None:
 
 def test_an_auditor_cannot_decide_a_review(world: World) -> None:
     world.sub("lab-a", ReviewSubmission, submission_id="s1", model_name="A-1", model_digest={"sha256": H64})
-    env = world.envelope("audit", ReviewDecision, submitter="lab-a", submission_id="s1", decision="clear", reason="looks fine")
+    env = world.envelope("audit", ReviewDecision, submitter="lab-a", submission_id="s1", decision="clear",
+                         reason="looks fine")
     refused(world, env, NotAuthorized, r"party 'audit' has role 'auditor'; only regulator may make this statement")
 
 

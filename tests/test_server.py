@@ -422,7 +422,8 @@ def test_json_endpoints(world) -> None:
         assert r.status_code == 404 and r.json()["error"] == "IndexOutOfRange"
         assert client.get("/api/entries/-1").status_code == 422
         openapi = client.get("/openapi.json").json()
-        assert {"413", "429", "409", "403", "422", "400", "503"} <= set(openapi["paths"]["/submit"]["post"]["responses"])
+        responses = openapi["paths"]["/submit"]["post"]["responses"]
+        assert {"413", "429", "409", "403", "422", "400", "503"} <= set(responses)
 
 
 # --- the command -------------------------------------------------------------------------

@@ -165,9 +165,10 @@ def examples() -> list[Predicate]:
         ResumeApproval(party="lab-a", seq=12, proposal_id="resume-1"),
         ReviewSubmission(party="lab-a", seq=13, submission_id="sub-1", model_name="frontier-7",
                          model_digest={"sha256": H}, run_id="run-1"),
-        ReviewFinding(party="regulator-eu", seq=2, submitter="lab-a", submission_id="sub-1", finding="Uplift on bio tasks.",
-                      severity="concern"),
-        ReviewDecision(party="regulator-eu", seq=3, submitter="lab-a", submission_id="sub-1", decision="clear", reason="Mitigated."),
+        ReviewFinding(party="regulator-eu", seq=2, submitter="lab-a", submission_id="sub-1",
+                      finding="Uplift on bio tasks.", severity="concern"),
+        ReviewDecision(party="regulator-eu", seq=3, submitter="lab-a", submission_id="sub-1", decision="clear",
+                       reason="Mitigated."),
         Release(party="lab-a", seq=14, model_name="frontier-7", model_digest={"sha256": H}, released_at=T0),
     ]
 

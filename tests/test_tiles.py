@@ -113,7 +113,7 @@ def test_path_round_trip(level: int, index: int, width: int, entries: bool) -> N
     path = tile.path
     assert parse_tile_path(path) == tile
     assert path == (entries_path(index, width) if entries else tile_path(level, index, width))
-    assert path.endswith(".p/%d" % width) == (width < 256)
+    assert path.endswith(f".p/{width}") == (width < 256)
 
 
 @pytest.mark.parametrize(

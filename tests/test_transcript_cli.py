@@ -209,7 +209,7 @@ def test_declare_without_counted_flop_uses_6nd_and_says_so(lab_key: tuple[Signin
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with Recorder(tmp_path / "t", model, opt, party="lab-a", run_id="r2", init=Init(kind="fresh", seed=0),
                   checkpoint_every=2) as rec:
-        for i in range(4):
+        for _i in range(4):
             x = torch.randn(5, 4)
             opt.zero_grad()
             loss = model(x).square().mean()

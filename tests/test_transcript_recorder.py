@@ -414,12 +414,14 @@ def test_checkpoints_are_read_only_with_safetensors(tmp_path: Path) -> None:
 
 
 def test_declarations_name_registered_factories_not_module_paths() -> None:
+    from pydantic import ValidationError
+
     from redline.transcript.factories import pin
 
     d = Declaration(model_factory=pin("model_factory", "tinygpt", d_model=16))
     assert d.model_factory is not None and d.model_factory.kwargs == {"d_model": 16}
     assert d.model_factory.distribution == "redline" and len(d.model_factory.files_digest) == 64
-    with pytest.raises(Exception):  # a module path is not a factory name
+    with pytest.raises(ValidationError):  # a module path is not a factory name
         Declaration.model_validate({"model_factory": {**d.model_factory.model_dump(), "name": "os:system"}})
 
 

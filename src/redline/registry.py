@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from redline.crypto.canonical import parse_json
 from redline.crypto.dsse import MAX_ENVELOPE_BYTES, Envelope, EnvelopeSignature, pae
@@ -46,12 +46,22 @@ class Submitted:
 class Registry:
     """A log plus the state derived from it; the only way statements get in."""
 
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: Log, state: State | None = None) -> None:
+        """The registry of ``log``; ``state``, when given, must be the state of exactly the log's entries (e.g. from
+        ``redline.statecache.load_state``), else it is replayed from the log here."""
         self.log = log
         self._lock = threading.Lock()
         self._dirty = False  # the state may be ahead of the log (an append failed before it was replayed again)
+        if state is not None and (state.next_index != log.size or state.origin != log.origin):
+            raise InconsistentLog(f"the state given holds {state.next_index} entries of {state.origin!r}, the log "
+                                  f"{log.size} of {log.origin!r}", index=min(state.next_index, log.size))
         # the state knows the log's origin from the start: a genesis or a statement for another log is refused
-        self.state: State = replay((Entry(i, t, e) for i, t, e in log.entries()), State(origin=log.origin))
+        self.state: State = state if state is not None else replay(
+            (Entry(i, t, e) for i, t, e in log.entries()), State(origin=log.origin))
+
+    def lock(self) -> threading.Lock:
+        """The lock submissions take: hold it to read the log and the state as one while others may submit."""
+        return self._lock
 
     @classmethod
     def genesis(cls, log: Log, coordinator: SigningKey, *, when: datetime | None = None) -> Registry:
@@ -236,8 +246,3 @@ STALE_RETRIES = 5
 
 class _Stale(Exception):
     """Another writer appended between admission and append: admit the batch again."""
-
-
-def utc_from_ms(ms: int) -> datetime:
-    """A logged time as an aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -27,7 +27,8 @@ _checkpoints = st.builds(Checkpoint, _origin, st.integers(0, (1 << 63) - 1), st.
 
 @fuzz_settings(300)
 @given(st.one_of(mutated_text([c.text() for c in _CHECKPOINTS]), st.text(max_size=60)))
-@example("o\n" + "1" * 5000 + "\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")  # a size over Python's int-parsing limit
+# A size over Python's int-parsing limit.
+@example("o\n" + "1" * 5000 + "\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
 def test_checkpoint_text_parses_or_is_refused(text: str) -> None:
     """Checkpoint.from_text: a parsed checkpoint writes back exactly the text read."""
     result = outcome(Checkpoint.from_text, text)

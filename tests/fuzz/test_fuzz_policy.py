@@ -18,7 +18,8 @@ POLICIES = [load_pack(name) for name in PACKS]
 DOCS = [p.document() for p in POLICIES]
 _PACK_DIR = Path(__import__("redline.policy", fromlist=["x"]).__file__).parent / "packs"
 YAML_TEXTS = [(_PACK_DIR / f"{name}.yaml").read_bytes() for name in PACKS]
-_YAML_TOKENS = (b"", b"\n", b"  ", b"\t", b": ", b"- ", b"[", b"]", b"{", b"}", b"&a ", b"*a", b"<<: *a\n", b"!!binary ",
+_YAML_TOKENS = (b"", b"\n", b"  ", b"\t", b": ", b"- ", b"[", b"]", b"{", b"}", b"&a ", b"*a", b"<<: *a\n",
+                b"!!binary ",
                 b"!!python/object:os.system ", b"? ", b"|", b">", b"'", b'"', b"#", b"---\n", b"...\n", b"%YAML 1.1\n",
                 b"1" * 5000, b"2027-13-45", b"2001-12-14t21:59:43.10-99:00", b".inf", b".nan", b"0x1F", b"0o17",
                 b"1_000", b"1e400", b"null", b"~", b"yes", b"\xff", b"\xef\xbb\xbf", b"[" * 2000, b"\\ud800")

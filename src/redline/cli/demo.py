@@ -36,10 +36,9 @@ from redline.cli.logdir import create_log
 from redline.cli.state_view import render_state
 from redline.crypto.dsse import Envelope
 from redline.crypto.keys import SigningKey, save_signing_key
-from redline.engine.view import iso
 from redline.log.receipt import Receipt, verify_receipt
 from redline.policy import load_pack
-from redline.registry import Registry, utc_from_ms
+from redline.registry import Registry
 from redline.statements import (
     Admission,
     AttestedUsage,
@@ -63,8 +62,8 @@ from redline.statements import (
     open_envelope,
     sign_predicate,
 )
+from redline.times import DAY_MS, HOUR_MS, from_ms, iso
 
-HOUR_MS = 3_600_000
 #: The real tiny runs: steps, checkpoint interval (six segments each).
 TINY_STEPS = 60
 TINY_CHECKPOINT_EVERY = 10
@@ -84,7 +83,7 @@ class _Scenario:
         self.verifications: list[tuple[str, str, Any]] = []  # (run party, run id, VerificationResult)
 
     def now(self) -> datetime:
-        return utc_from_ms(self.clock_ms).replace(microsecond=0)
+        return from_ms(self.clock_ms).replace(microsecond=0)
 
     def wait(self, hours: float) -> None:
         self.clock_ms += int(hours * HOUR_MS)
@@ -300,11 +299,11 @@ def _play(s: _Scenario, real_runs: bool) -> None:
 def _hidden_training(s: _Scenario, pause) -> None:  # type: ignore[no-untyped-def]
     """lab-c trained on rented chips during the pause and declared nothing; its cloud provider's attestation of the
     week catches it (unexplained compute beyond the paused limit, and a tagged run nobody declared)."""
-    period = 7 * 24 * HOUR_MS
+    period = 7 * DAY_MS
     start = pause.started_ms - pause.started_ms % period  # the attestation week the pause began in
     s.clock_ms = max(s.clock_ms, start + period + HOUR_MS)
-    s.say("cloud-x", ComputeAttestation, customer="lab-c", period_start=utc_from_ms(start),
-          period_end=utc_from_ms(start + period),
+    s.say("cloud-x", ComputeAttestation, customer="lab-c", period_start=from_ms(start),
+          period_end=from_ms(start + period),
           usage=[AttestedUsage(cluster_id="rented-7", chip_model="H100 SXM", chip_count=4096,
                                chip_hours=4096 * 168 * 0.8)], run_ids=["c-hidden"], final=True)
 

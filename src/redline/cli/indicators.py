@@ -9,7 +9,6 @@ envelope (``--out FILE``).
 from __future__ import annotations
 
 import json
-from datetime import UTC
 from pathlib import Path
 
 import click
@@ -111,7 +110,7 @@ def _pct(x: float) -> str:
 @click.option("--no-default-ignore", is_flag=True, help="Count generated, vendored and lock files too "
               "(drop the rule file's ignore list).")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A rule file to use instead of the built-in ai-authorship-v2.")
+              help="A rule file to use instead of the built-in ai-authorship-v3.")
 @click.option("--notes-complete/--no-notes-complete", default=None,
               help="Assert (or deny) that every commit with AI-written lines carries a git-ai note, so a commit "
                    "without one is human. Default: the repository's own declaration in .redline/code-share.yaml.")
@@ -209,15 +208,15 @@ def _render(result, console: Console) -> None:
 
 
 def _utc_option(value: str | None, what: str):
-    from datetime import datetime
+    from redline.errors import MalformedInput
+    from redline.times import parse_iso_lenient
 
     if value is None:
         return None
     try:
-        t = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-    except ValueError:
+        return parse_iso_lenient(value)
+    except MalformedInput:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint=what) from None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 @indicators.command("horizon")

@@ -39,8 +39,12 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _refuse(what: str, mode: int) -> MalformedInput:
-    return MalformedInput(f"{what} is {_kind(mode)}, not a regular file")
+def _refuse(what: str, mode: int, path: str | os.PathLike[str] | None = None) -> MalformedInput:
+    return MalformedInput(f"{what} is {_kind(mode)}, not a regular file", path=None if path is None else str(path))
+
+
+def _too_large(what: str, size: int, limit: int, path: str | os.PathLike[str]) -> InputTooLarge:
+    return InputTooLarge(f"{what} is {size} bytes, over the limit of {limit}", size=size, limit=limit, path=str(path))
 
 
 def check_regular(path: str | os.PathLike[str], limit: int, what: str | None = None) -> int:
@@ -51,13 +55,13 @@ def check_regular(path: str | os.PathLike[str], limit: int, what: str | None = N
     name = what or str(path)
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
-        raise _refuse(name, st.st_mode)
+        raise _refuse(name, st.st_mode, path)
     if st.st_size > limit:
-        raise InputTooLarge(f"{name} is {st.st_size} bytes, over the limit of {limit}")
+        raise _too_large(name, st.st_size, limit, path)
     return st.st_size
 
 
-def _read_fd(read, limit: int, what: str) -> bytes:
+def _read_fd(read, limit: int, what: str, path: str | None = None) -> bytes:
     parts: list[bytes] = []
     got = 0
     while got <= limit:
@@ -67,7 +71,7 @@ def _read_fd(read, limit: int, what: str) -> bytes:
         parts.append(chunk)
         got += len(chunk)
     if got > limit:
-        raise InputTooLarge(f"{what} is over the limit of {limit} bytes")
+        raise InputTooLarge(f"{what} is over the limit of {limit} bytes", limit=limit, path=path)
     return b"".join(parts)
 
 
@@ -84,10 +88,10 @@ def read_bounded(source: str | os.PathLike[str] | BinaryIO, limit: int, what: st
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise _refuse(name, st.st_mode)
+                raise _refuse(name, st.st_mode, source)
             if st.st_size > limit:
-                raise InputTooLarge(f"{name} is {st.st_size} bytes, over the limit of {limit}")
-            return _read_fd(lambda n: os.read(fd, n), limit, name)
+                raise _too_large(name, st.st_size, limit, source)
+            return _read_fd(lambda n: os.read(fd, n), limit, name, str(source))
         finally:
             os.close(fd)
     if isinstance(source, str | os.PathLike):
@@ -106,7 +110,8 @@ def read_bounded(source: str | os.PathLike[str] | BinaryIO, limit: int, what: st
         if stat.S_ISDIR(mode) or stat.S_ISBLK(mode) or (stat.S_ISCHR(mode) and not os.isatty(fileno)):
             raise _refuse(name, mode)
         if stat.S_ISREG(mode) and st.st_size > limit:
-            raise InputTooLarge(f"{name} is {st.st_size} bytes, over the limit of {limit}")
+            raise InputTooLarge(f"{name} is {st.st_size} bytes, over the limit of {limit}", size=st.st_size,
+                                limit=limit)
     return _read_fd(f.read, limit, name)
 
 
@@ -120,7 +125,7 @@ def signing_key(path: str | os.PathLike[str]):
         try:
             check_regular(path, MAX_KEY_BYTES, f"key file {path}")
         except MalformedInput as exc:
-            raise MalformedKey(str(exc)) from None
+            raise MalformedKey(str(exc), path=str(path)) from None
     return load_signing_key(Path(path))
 
 

@@ -16,15 +16,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from redline.cli.inputs import MAX_CHECKPOINT_BYTES, read_bounded, signing_key
-from redline.cli.logdir import create_log, has_log, log_paths, not_found, open_log
+from redline.cli.logdir import create_log, has_log, log_paths, not_found, open_log, save_verification
 from redline.crypto.encoding import b64encode
 from redline.crypto.keys import SigningKey, load_verifier_key, save_signing_key
-from redline.engine.view import iso
 from redline.errors import InconsistentLog, MalformedInput, RedlineError
 from redline.log import MAX_ENTRY_BYTES, merkle
 from redline.log.checkpoint import Checkpoint, open_checkpoint
+from redline.log.leaf import decode_leaf
 from redline.log.receipt import Receipt, verify_receipt
 from redline.log.service import Log
+from redline.times import iso
 
 _dir_arg = click.argument("logdir", type=click.Path(file_okay=False, path_type=Path))
 #: An index or a tree size: a log holds at most 2^63 - 1 entries (checkpoints say so), so larger numbers are refused
@@ -79,6 +80,7 @@ def log_append(logdir: Path, files: tuple, key_path: Path | None, receipts: Path
     entries = [read_bounded(f, MAX_ENTRY_BYTES, getattr(f, "name", "-")) for f in files]
     lg = open_log(logdir, key_path=key_path, signing=True, verify=True)  # never sign over a store that fails
     done = lg.append(entries)
+    save_verification(logdir, lg)  # the batch was derived here: the next open need not re-derive it
     for f, idx in zip(files, done.indexes):
         click.echo(f"{idx}\t{getattr(f, 'name', '-')}", err=True)
         if receipts is not None:
@@ -115,15 +117,20 @@ def log_checkpoints(logdir: Path) -> None:
 @click.option("--leaf", "raw", is_flag=True, help="Write the raw leaf bytes (8-byte time || entry) to standard "
               "output instead of the description.")
 def log_entry(logdir: Path, index: int, raw: bool) -> None:
-    """Show the entry at INDEX: its integration time, leaf hash, size and bytes (the envelope, as JSON when it is)."""
+    """Show the entry at INDEX: its integration time, leaf hash, size and bytes (the envelope, as JSON when it is).
+
+    The entry is shown only once its inclusion in the tree the log's latest signed checkpoint covers is checked
+    (from the stored hashes): an entry edited in the store is refused, naming it.
+    """
     lg = open_log(logdir)
+    leaf = lg.verified_leaf(index)
     if raw:
-        sys.stdout.buffer.write(lg.leaf(index))
+        sys.stdout.buffer.write(leaf)
         return
-    t, entry = lg.entry(index)
+    t, entry = decode_leaf(leaf)
     click.echo(f"entry {index} of log {lg.origin} (size {lg.size})")
     click.echo(f"integrated at {iso(t)} ({t} ms)")
-    click.echo(f"leaf hash {b64encode(merkle.leaf_hash(lg.leaf(index)))}; {len(entry)} bytes")
+    click.echo(f"leaf hash {b64encode(merkle.leaf_hash(leaf))}; {len(entry)} bytes")
     try:
         text = entry.decode("utf-8")
     except UnicodeDecodeError:
@@ -177,9 +184,16 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
     """Verify a whole log directory, or a receipt offline.
 
     With LOGDIR: re-derive every hash from the stored entries and check every
-    signed checkpoint (and, with --checkpoint, that a checkpoint you hold is
-    consistent with the log). With --receipt, --entry and --log-key: check that
-    the entry is in the log, with no log at hand.
+    signed checkpoint — always the whole log, whatever the verification record
+    says (and, with --checkpoint, that a checkpoint you hold is consistent with
+    the log) — then write your verification record of LOGDIR (sealed under your
+    cache key and kept beside it, outside the log directory, so that whoever can
+    write LOGDIR cannot remove it), from which the other commands open the log cheaply:
+    they check only the latest checkpoint, the recorded tree and what was
+    appended since, and refuse a store rolled back below it. A store restored
+    from an older copy on purpose is accepted again by this command. With
+    --receipt, --entry and --log-key: check that the entry is in the log, with
+    no log at hand.
     """
     if receipt_file is not None:
         if logdir is not None or entry_file is None or log_key is None:
@@ -199,11 +213,16 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
     if trusted is None:
         click.echo("note: trusting the log key stored in the log itself; pass --log-key (the key you got from the "
                    "log's operator out of band) so that a log re-signed under another key is refused", err=True)
+    recorded = _recorded_size(logdir)
     with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("verify", total=None)
-        lg = open_log(logdir, verify=True, trusted=trusted,
+        lg = open_log(logdir, verify="full", trusted=trusted,
                       progress=lambda n, total: bar.update(task, completed=n, total=total))
+    if recorded is not None and recorded > lg.size:
+        click.echo(f"note: the verification record said {recorded} entries were verified; the store holds "
+                   f"{lg.size}: it was rolled back or restored from an older copy, which this full verification "
+                   "accepts", err=True)
     if checkpoint_file is not None:
         cp, _ = open_checkpoint(read_bounded(checkpoint_file, MAX_CHECKPOINT_BYTES,
                                              f"checkpoint {checkpoint_file.name}"), lg.verifier)
@@ -212,6 +231,23 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
                f"{len(lg.checkpoint_sizes())} checkpoints verify, signed by "
                + (f"the trusted key {lg.verifier.key_id.hex()}" if trusted else
                   f"the key the log names ({lg.verifier.key_id.hex()}, not checked)"))
+
+
+def _recorded_size(logdir: Path) -> int | None:
+    """The size LOGDIR's verification record holds (None without a usable one)."""
+    from redline.cli.logdir import open_store, verification_record
+
+    try:
+        store = open_store(logdir)
+    except RedlineError:
+        return None  # the verification proper reports it
+    try:
+        record = verification_record(logdir, store)
+    except RedlineError:
+        return None
+    finally:
+        store.close()
+    return None if record is None else record.size
 
 
 def _refuse_rollback(published: Path, lg: Log) -> None:
@@ -252,7 +288,7 @@ def log_tiles(logdir: Path, outdir: Path) -> None:
     """
     from redline.log.tiles import write_static
 
-    lg = open_log(logdir, verify=True)
+    lg = open_log(logdir, verify="full")  # publishing reads every tile anyway: never publish an altered store
     _refuse_rollback(outdir / "checkpoint", lg)
     written = write_static(outdir, size=lg.size, reader=lg.store, entries=lg.store.read_leaves,
                            checkpoint=lg.checkpoint(), sizes=lg.checkpoint_sizes())
@@ -274,7 +310,7 @@ def log_migrate(src: Path, dst: Path) -> None:
 
     from redline.cli.logdir import KEY_FILE, open_store
 
-    source = open_log(src, verify=True)
+    source = open_log(src, verify="full")  # every entry is copied: all of them are checked first
     target = open_store(dst, create=True)
     try:
         copied = _copy_log(source, target)

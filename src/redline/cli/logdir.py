@@ -6,25 +6,43 @@ private key, mode 0600, needed only to append). Instead of ``log.db`` it may hol
 ``postgresql:///redline?host=/run/postgresql``), whose store several ``redline
 serve`` processes can share. A directory with neither is refused with
 :class:`~redline.errors.LogNotFound`, which says how to make one.
+
+The log's *verification record* (``redline.log.verified``) is what the user's last
+verification of it established, sealed under the user's cache key and kept beside
+that key (``record_path``), outside the log directory: whoever can write LOGDIR can
+neither remove it nor put back an older one with an older store. Opening
+the log with ``verify=True`` checks only what changed since it (``verify_since``:
+the latest checkpoint, the stored tree at the recorded size, the entries and
+checkpoints added since), and verifies the whole log only when there is no usable
+record; ``verify="full"`` (``redline log verify``) always re-derives everything.
+Each verified open leaves a fresh record when it can write one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from redline.crypto.keys import SigningKey, VerifierKey
-from redline.engine import Entry, State, replay
-from redline.errors import LogNotFound, MalformedInput
-from redline.log.service import Clock, Log, system_clock_ms
+from redline.engine import State
+from redline.errors import LogNotFound, MalformedInput, RedlineError
+from redline.log import verified as records
+from redline.log.service import Clock, Log, RolledBack, Verified, system_clock_ms
 from redline.log.sqlite import SqliteStore
 from redline.log.store import LogStore
 from redline.registry import Registry
+from redline.statecache import load_state
 
 DB_FILE = "log.db"
 KEY_FILE = "log.key"
 #: A file naming the PostgreSQL store of the log (instead of ``log.db``).
 URL_FILE = "store.url"
+#: The directory, beside the user's cache key, of the user's verification records (one per log directory).
+RECORD_DIR = "verified"
 
 
 def log_paths(logdir: Path, key_path: Path | None = None) -> tuple[Path, Path]:
@@ -70,17 +88,27 @@ def open_store(logdir: Path, *, create: bool = False) -> LogStore:
 
 
 def create_log(logdir: Path, key: SigningKey, *, clock: Clock = system_clock_ms) -> Log:
-    """Create an empty log signed by ``key`` (its name is the origin) in LOGDIR; ``clock`` stamps its entries."""
-    return Log.create(open_store(logdir, create=True), key, clock=clock)
+    """Create an empty log signed by ``key`` (its name is the origin) in LOGDIR; ``clock`` stamps its entries.
+
+    A verification record left in LOGDIR by an earlier log is removed: it describes another history."""
+    log = Log.create(open_store(logdir, create=True), key, clock=clock)
+    with contextlib.suppress(FileNotFoundError):
+        record_path(logdir).unlink()
+    return log
 
 
-def open_log(logdir: Path, *, signing: bool = False, verify: bool = False, key_path: Path | None = None,
-             trusted: VerifierKey | None = None, progress: Callable[[int, int], None] | None = None) -> Log:
+def open_log(logdir: Path, *, signing: bool = False, verify: bool | Literal["full"] = False,
+             key_path: Path | None = None, trusted: VerifierKey | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Log:
     """The log in LOGDIR.
 
-    ``signing`` loads the log key (LOGDIR/log.key, or ``key_path``) so that the log can append;
-    ``verify`` re-derives every stored hash and checks every checkpoint first (``progress`` is told how
-    far it got); ``trusted`` is the log key the caller expects.
+    ``signing`` loads the log key (LOGDIR/log.key, or ``key_path``) so that the log can append; ``trusted`` is
+    the log key the caller expects. ``verify=True`` checks the log before it is used: only what changed since
+    LOGDIR's verification record when there is a usable one (cheap: the latest checkpoint, O(log n) stored
+    hashes, the entries and checkpoints added since; a store rolled back below the record is refused with
+    ``RolledBack``), else every stored hash and checkpoint; ``verify="full"`` always checks everything. A verified
+    open then writes a fresh record (skipped quietly where LOGDIR is not writable). ``progress`` is told how many
+    entries were re-derived. Entries below the record are checked as they are read (``Log.entries``).
     """
     _, kp = log_paths(logdir, key_path)
     if not has_log(logdir):
@@ -93,25 +121,77 @@ def open_log(logdir: Path, *, signing: bool = False, verify: bool = False, key_p
         key = None
     store = open_store(logdir)
     try:
-        return Log.open(store, key=key, trusted=trusted, verify=verify, progress=progress)
+        since = verification_record(logdir, store) if verify is True else None
+        try:
+            log = Log.open(store, key=key, trusted=trusted, verify=bool(verify), since=since, progress=progress)
+        except RolledBack as exc:
+            raise RolledBack(f"{logdir}: {exc}. If it was restored on purpose, run 'redline log verify {logdir}' to "
+                             "verify the whole log and accept it", exc.index) from None
+        if verify and log.verified != since:
+            save_verification(logdir, log)
+        return log
     except BaseException:
         store.close()
         raise
 
 
-def open_registry(logdir: Path) -> Registry:
-    """The registry over the verified log in LOGDIR; it appends with LOGDIR/log.key."""
-    return Registry(open_log(logdir, signing=True, verify=True))
+def record_path(logdir: Path) -> Path:
+    """Where this user keeps the verification record of LOGDIR: beside the cache key, named by LOGDIR's real
+    path (the record itself is also bound to the store it describes)."""
+    from redline.log.localcache import cache_key_path
+
+    name = hashlib.sha256(str(logdir.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return cache_key_path().parent / RECORD_DIR / f"{name}.sealed"
 
 
-def replayed_state(logdir: Path, *, trusted: VerifierKey | None = None) -> State:
-    """The engine's state replayed from the verified log in LOGDIR, as its registry holds it (no key needed);
-    ``trusted`` pins the log's verifier key (a log signed by another is refused)."""
+def verification_record(logdir: Path, store: LogStore) -> Verified | None:
+    """LOGDIR's verification record for the log in ``store`` (opened from LOGDIR), when there is a usable one."""
+    origin, public = store.get_meta("origin"), store.get_meta("public_key")
+    described = records.describe_store(store)
+    if origin is None or public is None or described is None:
+        return None
+    try:
+        verifier = VerifierKey(origin.decode(), public)
+    except (UnicodeDecodeError, ValueError, RedlineError):
+        return None
+    return records.load_record(record_path(logdir), verifier, described)[0]
+
+
+def save_verification(logdir: Path, log: Log) -> bool:
+    """Write LOGDIR's verification record from what ``log`` (opened from LOGDIR with verification) established,
+    appends included; False when there is nothing to record or it cannot be written (no error: it only saves
+    work)."""
+    described = records.describe_store(log.store)
+    if log.verified is None or described is None:
+        return False
+    return records.save_record(record_path(logdir), log.verified, log.verifier, described)
+
+
+def open_registry(logdir: Path, *, use_cache: bool = True) -> Registry:
+    """The registry over the verified log in LOGDIR; it appends with LOGDIR/log.key. Its state comes from the
+    latest usable snapshot plus the entries after it (``use_cache=False``: replayed from the start)."""
+    log = open_log(logdir, signing=True, verify=True)
+    try:
+        return Registry(log, load_state(log, logdir, use_cache=use_cache, note=_note).state)
+    except BaseException:
+        log.store.close()
+        raise
+
+
+def replayed_state(logdir: Path, *, trusted: VerifierKey | None = None, use_cache: bool = True) -> State:
+    """The engine's state of the verified log in LOGDIR, as its registry holds it (no key needed): from the latest
+    usable snapshot plus the entries after it, every one authenticated against the signed checkpoint
+    (``use_cache=False``: replayed from the start); ``trusted`` pins the log's verifier key (a log signed by
+    another is refused)."""
     log = open_log(logdir, verify=True, trusted=trusted)
     try:
-        return replay((Entry(i, t, e) for i, t, e in log.entries()), State(origin=log.origin))
+        return load_state(log, logdir, use_cache=use_cache, note=_note).state
     finally:
         log.store.close()
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 def log_origin(logdir: Path) -> str:
@@ -123,5 +203,5 @@ def log_origin(logdir: Path) -> str:
         log.store.close()
 
 
-__all__ = ["create_log", "has_log", "log_origin", "log_paths", "not_found", "open_log", "open_registry", "open_store",
-           "replayed_state", "store_url"]
+__all__ = ["RECORD_DIR", "create_log", "has_log", "log_origin", "log_paths", "not_found", "open_log", "open_registry",
+           "open_store", "record_path", "replayed_state", "save_verification", "store_url", "verification_record"]

@@ -9,7 +9,9 @@ witnesses; 11 split view (the log signed two histories); 12 rollback (the log se
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import click
 
@@ -22,8 +24,52 @@ def one_line(message: str) -> str:
     return "; ".join(part.strip() for part in message.splitlines() if part.strip()) if "\n" in message else message
 
 
+#: Each subcommand and where it lives: a module is imported only when its command runs (or help lists them all),
+#: so ``redline state`` does not pay for importing the server, the indicators or the compute tools.
+SUBCOMMANDS = {
+    "key": "redline.cli.keys:key", "log": "redline.cli.log:log", "party": "redline.cli.registry:party",
+    "policy": "redline.cli.registry:policy", "submit": "redline.cli.registry:submit", "sign": "redline.cli.sign:sign",
+    "state": "redline.cli.registry:state", "run": "redline.cli.run:run", "compute": "redline.cli.compute:compute",
+    "indicators": "redline.cli.indicators:indicators", "demo": "redline.cli.demo:demo",
+    "verify": "redline.cli.verify:verify", "witness": "redline.cli.witness:witness", "serve": "redline.cli.serve:serve",
+    "monitor": "redline.cli.monitor:monitor",
+}
+
+
 class RedlineGroup(click.Group):
-    """A click group that reports ``RedlineError`` as one line on stderr with the error's exit code."""
+    """A click group that reports ``RedlineError`` as one line on stderr with the error's exit code, and imports
+    each subcommand's module when that command is first asked for (``commands`` lists them all, importing all)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._lazy: dict[str, str] = {}
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def commands(self) -> dict[str, click.Command]:
+        for name in list(self._lazy):
+            self._load(name)
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: dict[str, click.Command]) -> None:
+        self._commands = value
+
+    def add_lazy(self, name: str, where: str) -> None:
+        """Register ``where`` (``module:attribute``) as the subcommand ``name``, imported when first needed."""
+        self._lazy[name] = where
+
+    def _load(self, name: str) -> click.Command | None:
+        where = self._lazy.pop(name, None)
+        if where is not None:
+            module, attr = where.split(":")
+            self._commands[name] = getattr(importlib.import_module(module), attr)
+        return self._commands.get(name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._load(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -46,27 +92,8 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    from redline.cli.compute import compute
-    from redline.cli.demo import demo
-    from redline.cli.indicators import indicators
-    from redline.cli.keys import key
-    from redline.cli.log import log
-    from redline.cli.monitor import monitor
-    from redline.cli.registry import party, policy, state, submit
-    from redline.cli.run import run
-    from redline.cli.serve import serve
-    from redline.cli.sign import sign
-    from redline.cli.verify import verify
-    from redline.cli.witness import witness
-
-    for command in (key, log, party, policy, submit, sign, state, run, compute, indicators, demo, verify, witness):
-        cli.add_command(command)
-    cli.add_command(serve)
-    cli.add_command(monitor)
-
-
-_register()
+for _name, _where in SUBCOMMANDS.items():
+    cli.add_lazy(_name, _where)
 
 
 def main() -> None:

@@ -144,7 +144,11 @@ class Round:
         if self.proof is not None:
             out["proof"] = str(self.proof)
         if self.error is not None:
-            out.update(error=type(self.error).__name__, message=str(self.error), exit_code=self.error.exit_code)
+            detail = self.error.to_dict()
+            out.update(error=detail["error"], message=detail["message"], exit_code=self.error.exit_code)
+            fields = self.error.fields()
+            if fields:  # kept apart: the round's own "status" and "size" are other things than a FetchError's
+                out["error_fields"] = fields
         if self.violations:
             out["new_violations"] = self.violations
         return out
@@ -218,16 +222,13 @@ class _Replayer:
         self.state: Any = None  # redline.engine.State, imported when first needed
 
     def advance(self, signed: SignedCheckpoint) -> list[dict[str, Any]]:
-        from redline.engine import Entry, State, replay
-        from redline.engine.view import iso
+        """Replay what ``signed`` adds; the first round starts from this user's latest usable snapshot of the log
+        (``redline.statecache``), and a new one is saved whenever enough entries came since."""
+        from redline.cli.remote_state import replay_remote
+        from redline.times import iso
 
-        cp = signed.checkpoint
-        if self.state is None:
-            self.state = State(origin=cp.origin)
-        seen = len(self.state.violations)
-        start = self.state.next_index
-        if cp.size > start:
-            replay((Entry(i, t, e) for i, t, e in self.remote.entries(cp, start)), self.state)
+        seen = 0 if self.state is None else len(self.state.violations)  # the first round reports every one
+        self.state = replay_remote(self.remote, signed, base=self.state)
         return [{"party": v.party, "kind": v.kind, "detail": v.detail, "evidence": list(v.evidence),
                  "time_at": iso(v.time_ms)} for v in self.state.violations[seen:]]
 

@@ -18,14 +18,15 @@ from rich.text import Text
 
 from redline.cli.inputs import MAX_FIELDS_BYTES, check_regular, read_bounded, signing_key
 from redline.cli.logdir import open_log, open_registry, replayed_state
-from redline.cli.state_view import render_state
+from redline.cli.state_view import DEFAULT_ROWS, render_state
 from redline.crypto.canonical import parse_json
 from redline.crypto.keys import load_verifier_key
-from redline.engine.view import iso, state_json
+from redline.engine.view import state_json
 from redline.errors import InvalidStatement, MalformedInput
 from redline.policy import PACKS, resolve_policy
 from redline.registry import Registry, Submitted
 from redline.statements import PREDICATE_KINDS, Admission, PolicyPublication, Predicate, sign_predicate
+from redline.times import format_utc, iso
 
 _dir_arg = click.argument("logdir", type=click.Path(file_okay=False, path_type=Path))
 _signer_opt = click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -252,7 +253,7 @@ def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, supersedes: 
     when = (effective_from or datetime.now(UTC)).replace(tzinfo=UTC, microsecond=0)
     _sign_and_submit(reg, key_path, PolicyPublication.KIND, {
         "policy_id": pol.id, "version": str(pol.version), "document": pol.document(), "document_digest": pol.digest,
-        "effective_from": when.isoformat(), "supersedes": list(supersedes)}, receipt_out)
+        "effective_from": format_utc(when), "supersedes": list(supersedes)}, receipt_out)
 
 
 # --- state --------------------------------------------------------------------------
@@ -268,13 +269,25 @@ def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, supersedes: 
                    "server); with a directory, a log signed by any other key is refused.")
 @click.option("--witness-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="With a URL: the witness policy its checkpoint must meet.")
-def state(logdir: str, as_json: bool, log_key: str | None, witness_policy: Path | None) -> None:
+@click.option("--no-cache", is_flag=True,
+              help="Replay every entry of the log instead of starting from the latest state snapshot in "
+                   "LOGDIR/snapshots (a snapshot is only ever a cache: one that is stale, edited or made by other "
+                   "code is never used).")
+@click.option("--all", "all_rows", is_flag=True,
+              help="Show every row of the tables that grow with the log (by default the latest 50 of each).")
+def state(logdir: str, as_json: bool, log_key: str | None, witness_policy: Path | None, no_cache: bool,
+          all_rows: bool) -> None:
     """Replay the log in LOGDIR and show the state: policies, commitments, the pause, deadlines, crossings,
     violations, reviews (and whether each model may be released now), releases.
 
     LOGDIR may be the http(s):// URL of a log served as tiles: the state is then derived from the tiles alone,
     checked against --log-key. For a directory, --log-key pins the log's key; without it the key the store names
-    is trusted, and a note says so."""
+    is trusted, and a note says so.
+
+    A directory's state starts from its latest state snapshot (LOGDIR/snapshots, sealed under your cache key)
+    when that snapshot is of this log's history and was made by this redline; only the entries after it are
+    replayed, each checked against the signed checkpoint. A new snapshot is saved after a long replay.
+    --no-cache replays everything."""
     from redline.log.remote import is_url
 
     if is_url(logdir):
@@ -283,19 +296,20 @@ def state(logdir: str, as_json: bool, log_key: str | None, witness_policy: Path 
         from redline.cli.remote_state import remote_state
 
         where: str | Path = logdir
-        st = remote_state(logdir, log_key, witness_policy)
+        st = remote_state(logdir, log_key, witness_policy, use_cache=not no_cache,
+                          note=lambda text: click.echo(f"note: {text}", err=True))
     elif witness_policy is not None:
         raise click.UsageError("--witness-policy is for a log URL (a directory's checkpoints carry no cosignatures)")
     else:
         where = click.Path(file_okay=False, path_type=Path).convert(logdir, None, click.get_current_context())
         if log_key is None:
             click.echo("note: trusting the log key stored in the log itself; pass --log-key to pin it", err=True)
-        st = replayed_state(where, trusted=load_verifier_key(log_key) if log_key else None)
+        st = replayed_state(where, trusted=load_verifier_key(log_key) if log_key else None, use_cache=not no_cache)
     if as_json:
         click.echo(json.dumps(state_json(st), indent=2, sort_keys=True))
         click.echo(f"digest {st.digest()}", err=True)
         return
-    render_state(st, Console(), where=where)
+    render_state(st, Console(), where=where, limit=None if all_rows else DEFAULT_ROWS)
 
 
 __all__ = ["open_registry", "open_registry_readonly", "party", "policy", "render_state", "state", "submit"]

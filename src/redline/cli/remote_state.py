@@ -6,12 +6,13 @@ and, given ``--witness-policy``, its witnesses; every entry is checked against t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from redline.crypto.keys import VerifierKey, load_verifier_key
-from redline.engine import Entry, State, replay
+from redline.engine import Entry, State
 from redline.log.remote import RemoteLog, SignedCheckpoint, load_witness_policy
 
 
@@ -27,32 +28,53 @@ def open_remote(url: str, log_key: str, witness_policy: Path | None = None) -> R
     return RemoteLog(url, key, policy=policy)
 
 
-def replay_remote(remote: RemoteLog, signed: SignedCheckpoint) -> State:
-    """The engine's state replayed from every entry of ``signed``'s tree, each checked against its tiles.
+def replay_remote(remote: RemoteLog, signed: SignedCheckpoint, *, use_cache: bool = True,
+                  note: Callable[[str], None] | None = None, base: State | None = None) -> State:
+    """The engine's state of ``signed``'s tree: from the latest usable snapshot of this log in this user's cache
+    (``redline.statecache``: its root proven a prefix of ``signed``'s by a consistency proof from the tiles), or
+    from ``base`` (a state of this log the caller holds), plus every entry after it, each checked against its
+    tiles; ``use_cache=False`` replays every entry.
 
     With a witness policy, the log's clock is bounded too: the last entry may not be integrated after the
     witnesses cosigned the checkpoint (``redline.log.witness.check_times``).
     """
-    cp = signed.checkpoint
-    latest: list[int] = []
+    from redline.log.checkpoint import Checkpoint
+    from redline.statecache import Source, load_source
 
-    def entries() -> Iterator[Entry]:
-        for i, t, e in remote.entries(cp):
-            latest[:] = [t]
+    cp = signed.checkpoint
+
+    def consistent(size: int, root: bytes) -> None:
+        remote.consistency_proof(Checkpoint(cp.origin, size, root), cp)
+
+    def entries(start: int) -> Iterator[Entry]:
+        for i, t, e in remote.entries(cp, start):
             yield Entry(i, t, e)
 
-    st = replay(entries(), State(origin=cp.origin))
+    source = Source(cp.origin, remote.log_key.to_string(), cp.size, cp.root, consistent, entries)
+    st = load_source(source, remote_cache_dir(cp.origin, remote.log_key), use_cache=use_cache, note=note,
+                     base=base).state
     if remote.policy is not None:
         from redline.log.witness import check_times
 
-        check_times(cp, signed.cosignatures, latest[0] if latest else None, threshold=remote.policy.threshold)
+        check_times(cp, signed.cosignatures, st.last_time_ms if st.next_index else None,
+                    threshold=remote.policy.threshold)
     return st
 
 
-def remote_state(url: str, log_key: str, witness_policy: Path | None = None) -> State:
-    """The state of the log at ``url`` as of its current checkpoint, derived from tiles alone."""
+def remote_cache_dir(origin: str, key: VerifierKey) -> Path:
+    """Where this user keeps the state snapshots of the log ``origin`` signed by ``key`` read over HTTP."""
+    from redline.log.localcache import cache_dir
+
+    name = hashlib.sha256(f"{origin}\n{key.to_string()}".encode()).hexdigest()[:32]
+    return cache_dir() / "remote" / name
+
+
+def remote_state(url: str, log_key: str, witness_policy: Path | None = None, *, use_cache: bool = True,
+                 note: Callable[[str], None] | None = None) -> State:
+    """The state of the log at ``url`` as of its current checkpoint, derived from tiles alone (and, unless
+    ``use_cache`` is False, this user's snapshot of an earlier size of it)."""
     with open_remote(url, log_key, witness_policy) as remote:
-        return replay_remote(remote, remote.checkpoint())
+        return replay_remote(remote, remote.checkpoint(), use_cache=use_cache, note=note)
 
 
-__all__ = ["open_remote", "remote_state", "replay_remote"]
+__all__ = ["open_remote", "remote_cache_dir", "remote_state", "replay_remote"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from redline.errors import MalformedInput
+from redline.errors import MalformedInput, RedlineError
 
 
 @click.command("serve")
@@ -29,8 +29,11 @@ from redline.errors import MalformedInput
                    "sent to the witnesses and /checkpoint serves it once the policy's quorum has cosigned it.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True, help="uvicorn's log level.")
+@click.option("--no-cache", is_flag=True,
+              help="Replay the whole log at start instead of starting from the latest state snapshot in "
+                   "LOGDIR/snapshots.")
 def serve(logdir: Path, host: str, port: int, batch_ms: float, queue_size: int, max_batch: int,
-          witness_policy: Path | None, log_level: str) -> None:
+          witness_policy: Path | None, log_level: str, no_cache: bool) -> None:
     """Serve the log in LOGDIR over HTTP: tiles, checkpoint, submissions and the replayed state.
 
     The store is verified first (every hash re-derived, every checkpoint checked); a
@@ -44,7 +47,7 @@ def serve(logdir: Path, host: str, port: int, batch_ms: float, queue_size: int, 
         raise MalformedInput(f"'redline serve' needs the server extra (pip install 'redline[server]'): {exc}") from exc
     from redline.cli.logdir import open_registry
 
-    registry = open_registry(logdir)  # verify=True: a store that fails is refused here
+    registry = open_registry(logdir, use_cache=not no_cache)  # a store that fails is refused here
     publish = None
     if witness_policy is not None:
         from redline.cli.inputs import check_regular
@@ -57,4 +60,16 @@ def serve(logdir: Path, host: str, port: int, batch_ms: float, queue_size: int, 
                      **({"publish": publish} if publish is not None else {}))
     click.echo(f"serving log {registry.log.origin} ({registry.log.size} entries) on http://{host}:{port}",
                err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+    finally:
+        # what this process verified and derived saves the next start its work (both are caches: never required)
+        from redline.cli.logdir import save_verification
+        from redline.statecache import save_if_worth
+
+        with registry.lock():
+            try:
+                save_verification(logdir, registry.log)
+                save_if_worth(registry.log, logdir, registry.state)
+            except RedlineError as exc:
+                click.echo(f"note: the caches of {logdir} were not saved: {exc}", err=True)

@@ -6,8 +6,9 @@ Everything shown comes from :mod:`redline.engine.view` (pure), so the tables and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from redline.engine.state import State
-from redline.engine.view import deadlines, iso, pause_view, release_status
+from redline.engine.view import deadlines, pause_view, release_status
+from redline.times import iso
 
 _STATUS = {"normal": "[green]normal[/]", "paused": "[bold red]PAUSED[/]", "resumed": "[yellow]resumed[/]"}
 
@@ -61,22 +63,40 @@ def status_line(st: State, where: str | Path | None = None) -> str:
            f"({pv['ended_at']}))"
 
 
-def render_state(st: State, console: Console, *, where: str | Path | None = None) -> None:
-    """Print the state as Rich tables (``where``: the log directory, named when the log is empty)."""
+#: Rows a long table shows by default (the latest ones); ``redline state --all`` shows every row.
+DEFAULT_ROWS = 50
+
+
+def render_state(st: State, console: Console, *, where: str | Path | None = None,
+                 limit: int | None = DEFAULT_ROWS) -> None:
+    """Print the state as Rich tables (``where``: the log directory, named when the log is empty). Tables that
+    grow with the log (deadlines, crossings, violations, findings, reviews, releases, base models, rejected
+    entries) show their latest ``limit`` rows and say how many there are (``None``: every row)."""
     console.print(status_line(st, where))
     if st.coordinator is None:
         return
     _policies(st, console)
     _commitments(st, console)
     _pause(st, console)
-    _deadlines(st, console)
-    _crossings(st, console)
-    _violations(st, console)
-    _findings(st, console)
-    _reviews(st, console)
-    _releases(st, console)
-    _bases(st, console)
-    _rejected(st, console)
+    _deadlines(st, console, limit)
+    _crossings(st, console, limit)
+    _violations(st, console, limit)
+    _findings(st, console, limit)
+    _reviews(st, console, limit)
+    _releases(st, console, limit)
+    _bases(st, console, limit)
+    _rejected(st, console, limit)
+
+
+_T = TypeVar("_T")
+
+
+def _latest(t: Table, items: Sequence[_T], limit: int | None, what: str) -> Sequence[_T]:
+    """The last ``limit`` of ``items`` (all when None), with a caption on ``t`` saying how many are left out."""
+    if limit is None or len(items) <= limit:
+        return items
+    t.caption = f"the latest {limit:,} of {len(items):,} {what}; --all shows every row, --json everything"
+    return items[len(items) - limit:]
 
 
 def _policies(st: State, console: Console) -> None:
@@ -126,44 +146,44 @@ def _pause(st: State, console: Console) -> None:
         console.print(t)
 
 
-def _deadlines(st: State, console: Console) -> None:
+def _deadlines(st: State, console: Console, limit: int | None = None) -> None:
     t = _table("deadlines (open obligations)", "kind", "party", "for", "due", "set at")
-    for d in deadlines(st, open_only=True):
+    for d in _latest(t, deadlines(st, open_only=True), limit, "open obligations"):
         _row(t, d["kind"], d["party"], d["ref"], d["due_at"], _entry(d["origin_index"]))
     console.print(t)
 
 
-def _crossings(st: State, console: Console) -> None:
+def _crossings(st: State, console: Console, limit: int | None = None) -> None:
     t = _table("danger lines crossed", "line", "policy", "subject", "party", "value", "line at", "evidence",
                "consequence", "entry", "time")
-    for c in st.crossings:
+    for c in _latest(t, st.crossings, limit, "crossings"):
         _row(t, c.line, _policy_name(st, c.policy) if c.policy else "", c.subject, c.party, f"{c.value:.3g}",
              f"{c.threshold:.3g}", c.evidence, c.consequence + (f" ({c.note})" if c.note else ""), c.index,
              iso(c.time_ms))
     console.print(t)
 
 
-def _violations(st: State, console: Console) -> None:
+def _violations(st: State, console: Console, limit: int | None = None) -> None:
     t = _table("violations", "party", "kind", "detail", "evidence (entries)", "time")
-    for v in st.violations:
+    for v in _latest(t, st.violations, limit, "violations"):
         _row(t, v.party, v.kind, v.detail, ", ".join(map(str, v.evidence)), iso(v.time_ms))
     console.print(t)
 
 
-def _findings(st: State, console: Console) -> None:
+def _findings(st: State, console: Console, limit: int | None = None) -> None:
     """Compute that providers (or the labs themselves) attested and no declared run explains, with the arithmetic."""
     if not st.findings:
         return
     t = _table("unexplained compute (findings)", "customer", "period", "arithmetic", "evidence (entries)")
-    for f in st.findings.values():
+    for f in _latest(t, list(st.findings.values()), limit, "findings"):
         _row(t, f["customer"], f"{iso(f['period_start_ms'])}..{iso(f['period_end_ms'])}", f["arithmetic"],
              ", ".join(map(str, f["evidence"])))
     console.print(t)
 
 
-def _reviews(st: State, console: Console) -> None:
+def _reviews(st: State, console: Console, limit: int | None = None) -> None:
     t = _table("reviews", "review", "model", "weights", "window ends", "findings", "decision", "may release now")
-    for r in release_status(st):
+    for r in _latest(t, release_status(st), limit, "reviews"):
         may = Text("yes", style="green") if r["may_release"] else Text(
             "no: " + "; ".join(f"{o['kind']} ({o['reason']})" for o in r["obstacles"]), style="red")
         decision = r["decision"] or "pending"
@@ -173,29 +193,29 @@ def _reviews(st: State, console: Console) -> None:
     console.print(t)
 
 
-def _releases(st: State, console: Console) -> None:
+def _releases(st: State, console: Console, limit: int | None = None) -> None:
     if not st.releases:
         return
     t = _table("releases", "entry", "party", "model", "weights", "run")
-    for r in st.releases:
+    for r in _latest(t, st.releases, limit, "releases"):
         _row(t, r["index"], r["party"], r["model"], (r.get("digest") or "")[:12], r.get("run") or "")
     console.print(t)
 
 
-def _bases(st: State, console: Console) -> None:
+def _bases(st: State, console: Console, limit: int | None = None) -> None:
     if not st.bases:
         return
     t = _table("registered base models", "model", "weights", "training FLOP", "source", "by", "entry")
-    for digest, b in st.bases.items():
+    for digest, b in _latest(t, list(st.bases.items()), limit, "base models"):
         _row(t, b["model_name"], digest[:12], f"{b['training_flop']:.3g}", b["source"], b["party"], b["index"])
     console.print(t)
 
 
-def _rejected(st: State, console: Console) -> None:
+def _rejected(st: State, console: Console, limit: int | None = None) -> None:
     if not st.rejected:
         return
     t = _table("rejected entries", "entry", "error", "message")
-    for r in st.rejected:
+    for r in _latest(t, st.rejected, limit, "rejected entries"):
         _row(t, r.index, r.error, r.message)
     console.print(t)
 

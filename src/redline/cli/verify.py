@@ -92,9 +92,12 @@ def verify_run(run_id: str, transcript_dir: Path, key_path: Path, logdir: Path |
 
         if log_key is None:
             err.print("note: trusting the log key stored in the log itself; pass --log-key to pin it")
+        from redline.statecache import load_state
+
         log = open_log(logdir, verify=True, trusted=load_verifier_key(log_key) if log_key else None)
         try:
-            logged = logged_run(log, run_id, run_party)
+            logged = logged_run(log, run_id, run_party,
+                                load_state(log, logdir, note=lambda text: err.print(f"note: {text}")).state)
         finally:
             log.store.close()
         start, decl, index, seed, checks, earlier = (logged.start, logged.declaration, logged.index, logged.ranges,

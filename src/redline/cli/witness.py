@@ -9,7 +9,6 @@ checkpoint it cosigned. It cosigns a checkpoint only if it is consistent with th
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -19,6 +18,7 @@ from redline.crypto.encoding import b64encode
 from redline.crypto.keys import load_verifier_key
 from redline.errors import MalformedInput
 from redline.log.witness import new_witness_key, witness_verifier
+from redline.times import iso_seconds
 
 
 @click.group()
@@ -102,9 +102,10 @@ def witness_show(state_dir: Path, key_path: Path | None, as_json: bool) -> None:
         state.close()
     vkey = witness_verifier(signing_key(key_path)).to_string() if key_path else None
     if as_json:
-        doc = {"logs": [{"origin": r.origin, "size": r.size, "root": b64encode(r.root), "cosigned_at": _iso(r.cosigned_s)}
-                        for r in recs],
-               "evidence": [{"origin": o, "received_at": _iso(t), "status": s, "reason": why} for o, t, s, why, _ in evidence]}
+        doc = {"logs": [{"origin": r.origin, "size": r.size, "root": b64encode(r.root),
+                         "cosigned_at": iso_seconds(r.cosigned_s)} for r in recs],
+               "evidence": [{"origin": o, "received_at": iso_seconds(t), "status": s, "reason": why}
+                            for o, t, s, why, _ in evidence]}
         if vkey:
             doc["witness"] = vkey
         click.echo(json.dumps(doc, indent=2))
@@ -114,12 +115,8 @@ def witness_show(state_dir: Path, key_path: Path | None, as_json: bool) -> None:
     if not recs:
         click.echo("no checkpoint cosigned yet")
     for r in recs:
-        click.echo(f"{r.origin}  size {r.size}  root {b64encode(r.root)}  cosigned {_iso(r.cosigned_s)}")
+        click.echo(f"{r.origin}  size {r.size}  root {b64encode(r.root)}  cosigned {iso_seconds(r.cosigned_s)}")
     if evidence:
         click.echo(f"{len(evidence)} refused signed checkpoint(s) kept as evidence:")
         for o, t, s, why, _ in evidence:
-            click.echo(f"  {_iso(t)}  {o}  {s}  {why}")
-
-
-def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            click.echo(f"  {iso_seconds(t)}  {o}  {s}  {why}")

@@ -193,10 +193,11 @@ def read_epoch_csv(path: str | Path) -> EpochData:
     """Read and parse an Epoch notable-models CSV file."""
     p = Path(path)
     if p.is_dir():
-        raise MalformedInput(f"{p}: is a directory, expected a CSV file")
+        raise MalformedInput(f"{p}: is a directory, expected a CSV file", path=str(p))
     size = p.stat().st_size
     if size > MAX_CSV_BYTES:
-        raise InputTooLarge(f"{p}: {size} bytes, over the limit of {MAX_CSV_BYTES}")
+        raise InputTooLarge(f"{p}: {size} bytes, over the limit of {MAX_CSV_BYTES}", size=size, limit=MAX_CSV_BYTES,
+                            path=str(p))
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8")

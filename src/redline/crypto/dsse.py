@@ -75,7 +75,8 @@ class Envelope:
     def from_json(cls, data: bytes) -> Envelope:
         """Parse envelope JSON strictly (exact fields, canonical base64, bounded size)."""
         if len(data) > MAX_ENVELOPE_BYTES:
-            raise InputTooLarge(f"envelope is {len(data)} bytes, over the limit of {MAX_ENVELOPE_BYTES}")
+            raise InputTooLarge(f"envelope is {len(data)} bytes, over the limit of {MAX_ENVELOPE_BYTES}",
+                                size=len(data), limit=MAX_ENVELOPE_BYTES)
         env = _from_canonical_json(data)
         if env is not None:
             return env
@@ -92,7 +93,8 @@ class Envelope:
         those encoded; only their encoding changes when the envelope is written again.
         """
         if len(data) > MAX_ENVELOPE_BYTES:
-            raise InputTooLarge(f"envelope is {len(data)} bytes, over the limit of {MAX_ENVELOPE_BYTES}")
+            raise InputTooLarge(f"envelope is {len(data)} bytes, over the limit of {MAX_ENVELOPE_BYTES}",
+                                size=len(data), limit=MAX_ENVELOPE_BYTES)
         env = _from_canonical_json(data)
         if env is not None:
             return env
@@ -115,7 +117,8 @@ class Envelope:
         if not sigs_in:
             raise MalformedInput("DSSE envelope has no signatures")
         if len(sigs_in) > MAX_SIGNATURES:
-            raise InputTooLarge(f"DSSE envelope has {len(sigs_in)} signatures, over {MAX_SIGNATURES}")
+            raise InputTooLarge(f"DSSE envelope has {len(sigs_in)} signatures, over {MAX_SIGNATURES}",
+                                size=len(sigs_in), limit=MAX_SIGNATURES)
         sigs = []
         for i, s in enumerate(sigs_in):
             if lenient:
@@ -142,7 +145,8 @@ class Envelope:
             try:
                 key.verify(message, s.sig)
             except BadSignature as exc:
-                raise BadSignature(f"DSSE signature {i} by key {key.name!r} does not verify") from exc
+                raise BadSignature(f"DSSE signature {i} by key {key.name!r} does not verify", key_name=key.name,
+                                   key_id=key.fingerprint) from exc
             return key
         raise UnknownKey("DSSE envelope has no signature from a known key "
                          f"(key IDs: {', '.join(s.keyid[:16] for s in self.signatures)})")
@@ -169,12 +173,22 @@ def _b64decode_lenient(text: str, *, what: str) -> bytes:
 
 
 def _b64(raw: bytes) -> bytes | None:
-    """``b64decode`` of canonical base64 bytes (what every accepted text is), else None."""
+    """``b64decode`` of canonical base64 bytes (what every accepted text is), else None.
+
+    The strict decoder takes only the alphabet, with padding only at the end; what is left to check
+    is the length (no padding beyond the last quantum) and that the unused bits of the last quantum
+    are zero, i.e. that the last quantum is what the last bytes encode to.
+    """
     try:
         data = binascii.a2b_base64(raw, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
-    return data if binascii.b2a_base64(data, newline=False) == raw else None
+    if len(raw) != (len(data) + 2) // 3 * 4:
+        return None
+    tail = len(data) % 3
+    if tail and binascii.b2a_base64(data[-tail:], newline=False) != raw[-4:]:
+        return None
+    return data
 
 
 def _text(raw: bytes) -> str | None:
@@ -302,3 +316,43 @@ def open_statement(envelope: Envelope, keys: Iterable[VerifierKey]) -> tuple[dic
     if canonical_json(statement) != envelope.payload:
         raise MalformedInput("in-toto statement payload is not in RFC 8785 canonical form")
     return statement, signer
+
+
+# --- verification ahead of time (the helper processes of ``redline.engine.parallel``) --------
+
+
+def verified_keyids(env: Envelope, keys: Mapping[str, VerifierKey]) -> list[str]:
+    """The key IDs, in order, whose first signature in ``env`` verifies with the key of that ID in ``keys``.
+
+    The first signature with a key ID is the one ``Envelope.verify`` decides on for that key;
+    IDs that ``keys`` lacks are passed over (and their signatures not checked).
+    """
+    sigs = env.signatures
+    if len(sigs) == 1:  # the usual case
+        key = keys.get(sigs[0].keyid)
+        if key is None:
+            return []
+        try:
+            key.verify(pae(env.payload_type, env.payload), sigs[0].sig)
+        except BadSignature:
+            return []
+        return [sigs[0].keyid]
+    verified: list[str] = []
+    seen: set[str] = set()
+    message = None
+    for s in sigs:
+        if s.keyid in seen:
+            continue
+        seen.add(s.keyid)
+        key = keys.get(s.keyid)
+        if key is None:
+            continue
+        if message is None:
+            message = pae(env.payload_type, env.payload)
+        try:
+            key.verify(message, s.sig)
+        except BadSignature:
+            continue
+        verified.append(s.keyid)
+    return verified
+

@@ -20,34 +20,24 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from redline.compute.chips import get_chip
-from redline.engine.state import Crossing, Event, Obligation, Pause, Run, State, Violation
-from redline.policy.model import EVIDENCE_STRENGTH, Line, Parameters, Policy
+from redline.engine.state import (
+    ComputeFinding,
+    Crossing,
+    Event,
+    Obligation,
+    Pause,
+    ReviewRequirement,
+    Run,
+    State,
+    Violation,
+)
+from redline.policy.model import EVIDENCE_STRENGTH, AttestationParameters, Line, Parameters, Policy
+from redline.times import DAY_MS, HOUR_MS, iso
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 _DEFAULTS = Parameters()
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def iso(ms: int) -> str:
-    """A logged time (ms since the epoch) as ISO 8601 UTC: ``2027-01-15T08:00:00Z``, with ``.mmm`` when ms ≠ 0."""
-    try:
-        t = _EPOCH + timedelta(milliseconds=ms)
-    except OverflowError:
-        return "after 9999-12-31T23:59:59Z" if ms > 0 else "before 0001-01-01T00:00:00Z"
-    text = t.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
-
-
-def ms_of(dt: datetime) -> int:
-    """A statement's time in milliseconds since the epoch."""
-    return int(dt.timestamp() * 1000)
 
 
 def run_key(party: str, run_id: str) -> str:
@@ -241,7 +231,9 @@ def _consequence(state: State, line: Line, crossing: Crossing, model: str | None
                 crossing.note = "no pause: the commitments' quorum is not met"
     elif kind == "review":
         target = model or crossing.subject
-        state.review_required.setdefault(target, {"line": line.id, "window_days": line.consequence.window_days,
+        # a review consequence always has window_days (Consequence's validator)
+        state.review_required.setdefault(target, {"line": line.id,
+                                                  "window_days": cast(float, line.consequence.window_days),
                                                   "index": crossing.index})
     elif kind == "notify":
         ob = Obligation("notification", crossing.party,
@@ -276,7 +268,8 @@ def h100e(state: State, party: str) -> float:
 def bound_parties(state: State, policy_digest: str, now: int) -> list[str]:
     """Parties whose live commitment to the policy ``policy_digest`` has its quorum met (none for a policy that
     is not in force: commitments to a superseded or scheduled policy bind nobody)."""
-    if state.policies.get(policy_digest, {}).get("status") != "in-force":
+    published = state.policies.get(policy_digest)
+    if published is None or published["status"] != "in-force":
         return []
     live = [cs[policy_digest] for p, cs in state.commitments.items()
             if policy_digest in cs and cs[policy_digest].expires_ms > now and not state.parties[p].revoked]
@@ -382,7 +375,7 @@ def resume_met(state: State, pause: Pause, approvals: dict[str, int]) -> bool:
 # --- releases -------------------------------------------------------------------------------
 
 
-def review_requirement(state: State, model_name: str, run: Run | None) -> dict[str, Any] | None:
+def review_requirement(state: State, model_name: str, run: Run | None) -> ReviewRequirement | None:
     """The review requirement on a model, by its name or by the name of the run that produced its weights
     (so that renaming the weights does not escape it)."""
     req = state.review_required.get(model_name)
@@ -477,7 +470,7 @@ def release_obstacles(state: State, party: str, model_name: str, weights: str | 
 # --- compute attestations: the runs nobody declared ------------------------------------------------
 
 
-def attestation_parameters(state: State) -> Any:
+def attestation_parameters(state: State) -> AttestationParameters:
     """The attestation parameters of the first policy in force (the defaults when none is)."""
     policies = policies_in_force(state)
     return (policies[0].parameters if policies else _DEFAULTS).compute_attestation
@@ -499,7 +492,7 @@ def declared_between(run: Run, start_ms: int, end_ms: int) -> float:
     return max(0.0, reached(end_ms) - reached(start_ms))
 
 
-def _monitoring_flop(state: State, params: Any) -> float:
+def _monitoring_flop(state: State, params: AttestationParameters) -> float:
     """The smallest unexplained compute worth a finding: the policy's figure, else its lowest run-scope
     training-compute line, else 10^25 FLOP."""
     if params.unexplained_min_flop is not None:
@@ -536,13 +529,15 @@ def cross_check(state: State, key: str, index: int, now: int) -> None:
     declarations = sorted({int(p[2]) for r in runs for p in _points_for(r, start, end)})
     evidence = sorted({*rec["entries"], *declarations})
     if low > declared * (1 + params.unexplained_margin) and unexplained >= minimum:
-        finding = {"customer": customer, "period_start_ms": start, "period_end_ms": end, "chip_hours": chip_hours,
-                   "capacity_low_flop": low, "capacity_high_flop": high, "declared_flop": declared,
-                   "unexplained_flop": unexplained, "margin": params.unexplained_margin, "minimum_flop": minimum,
-                   "evidence": evidence, "arithmetic": arithmetic + f": at least {unexplained:.3g} FLOP unexplained "
-                                                                    f"(finding from {minimum:.3g} FLOP)",
-                   "index": index}
-        if state.findings.get(key, {}).get("arithmetic") != finding["arithmetic"]:
+        finding: ComputeFinding = {
+            "customer": customer, "period_start_ms": start, "period_end_ms": end, "chip_hours": chip_hours,
+            "capacity_low_flop": low, "capacity_high_flop": high, "declared_flop": declared,
+            "unexplained_flop": unexplained, "margin": params.unexplained_margin, "minimum_flop": minimum,
+            "evidence": evidence, "arithmetic": arithmetic + f": at least {unexplained:.3g} FLOP unexplained "
+                                                             f"(finding from {minimum:.3g} FLOP)",
+            "index": index}
+        known = state.findings.get(key)
+        if known is None or known["arithmetic"] != finding["arithmetic"]:
             event(state, index, now, "finding", f"unexplained compute at {customer}: {finding['arithmetic']}")
         state.findings[key] = finding
     elif key in state.findings:

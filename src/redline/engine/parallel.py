@@ -1,83 +1,100 @@
-"""Parallel replay: the stateless work on every entry in worker processes, the state in one sequential pass.
+"""Parallel replay: the stateless work on every entry in helper processes, the state in one sequential pass.
 
 ``replay_parallel(entries)`` gives exactly the state ``replay(entries)`` gives, for every
 input, valid or garbage; it only moves work that depends on nothing but an entry's bytes
-to a process pool:
+to helper processes:
 
 1. A cheap sequential pre-scan collects *candidate* keys (fingerprint → key) from the
    payloads of genesis, admission and key-rotation statements, chunk by chunk ahead of
-   the chunks sent to the workers (a key can only be current for an entry if the
+   the chunks sent to the helpers (a key can only be current for an entry if the
    statement naming it came earlier). Nothing is trusted here: a candidate only says
    which signatures are worth verifying ahead of time, and a key the pre-scan misses
    only costs speed (``admit`` then verifies the signature itself).
-2. The pool runs :func:`prepare` on chunks of entries: parse the envelope, verify the
-   first signature of each candidate key ID with that key (Ed25519 over the DSSE PAE),
-   and, when one verifies, parse and validate the in-toto statement and its predicate.
-   Signature validity is a pure function of the envelope bytes and the key, and the
-   statement checks are pure functions of the payload, so the results (a
-   :class:`~redline.engine.replay.Prepared`) are the same wherever they are computed.
+2. The helpers run :func:`_prepare_chunk` on chunks of entries: parse the envelope, verify the
+   first signature of each candidate key ID with that key (Ed25519 over the DSSE PAE,
+   :func:`~redline.crypto.dsse.verified_keyids`), and, when one verifies, parse and validate the
+   in-toto statement and its predicate. Signature validity is a pure function of the envelope
+   bytes and the key, and the statement checks are pure functions of the payload, so the results
+   are the same wherever they are computed.
 3. The sequential pass calls :func:`~redline.engine.replay.apply` with each entry's
-   ``Prepared``; ``admit`` decides which key is current for which party, roles,
-   sequence numbers and semantics exactly as without it, and skips only the Ed25519
-   verification of a key whose signature is already known to verify and the parsing
-   that is already done. An entry the workers could not prepare is admitted from scratch,
-   and so are the first ``HEAD_ENTRIES`` entries, by this process while the workers start up.
+   :class:`~redline.engine.replay.Prepared`; ``admit`` decides which key is current for which
+   party, roles, sequence numbers and semantics exactly as without it, and skips only the
+   Ed25519 verification of a key whose signature is already known to verify and the parsing
+   that is already done. An entry the helpers could not prepare is admitted from scratch, and
+   so are the first ``HEAD_ENTRIES`` entries, by this process while the helpers start up.
 
-The workers send back compact results (key IDs, the key IDs whose signature verified, the
-predicate's type and canonical bytes), and this process validates the predicate again from
-those bytes: cheaper than pickling models across, and nothing but plain data travels.
+The helpers send back plain data only (key IDs, the key IDs whose signature verified, the
+predicate's type and canonical bytes, or the payload where the statement did not parse), and this
+process validates the predicate again from those bytes: as cheap as rebuilding a model from any
+other plain form, and nothing but plain data travels. Requests and replies are length-prefixed
+pickles read back without looking up any class.
+
+The helpers are fresh interpreters (``sys.executable -c``, importing ``redline.engine.parallel``):
+no ``fork`` of a possibly multi-threaded caller and no re-import of the caller's main module (as
+``multiprocessing``'s ``spawn`` does). They live for one call; one that cannot start, dies or
+answers out of form only costs speed (``admit`` does the work).
 
 Recursion: how deeply nested a document Python can parse depends on the stack depth it is
-parsed at, so the workers parse under a fixed recursion budget and their results are used
+parsed at, so the helpers parse under a fixed recursion budget and their results are used
 only when the sequential pass has more headroom than that; otherwise it replays
-sequentially, exactly as ``replay`` would at that depth.
-
-Workers are started with the ``spawn`` method (no ``fork`` of a possibly multi-threaded
-caller) and live for one call.
+sequentially, exactly as ``replay`` would at that depth. A statement a helper could not parse
+is parsed by ``admit`` where ``open_predicate`` would parse it (the same depth as under ``replay``).
 """
 
 from __future__ import annotations
 
 import binascii
 import gc
+import io
 import json
-import multiprocessing
+import pickle
+import queue
+import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from itertools import islice
 from types import FrameType
-from typing import Any, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar
 
-from redline.crypto.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, pae
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
+
+from redline.crypto.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, verified_keyids
 from redline.crypto.keys import VerifierKey
 from redline.engine.replay import MAX_ENTRY_BYTES, Entry, Prepared, apply
 from redline.engine.state import State
-from redline.errors import BadSignature
 from redline.statements import PREDICATE_TYPES, Predicate, parse_payload_canonical
 
 __all__ = ["candidate_keys", "prepare", "replay_parallel"]
 
-#: Entries per task sent to a worker: large enough to amortise the IPC, small enough to balance.
+#: Entries per request sent to a helper: large enough to amortise the IPC, small enough to balance.
 DEFAULT_CHUNK = 256
-#: Entries the calling process admits itself, from scratch, while the workers start up.
+#: Entries the calling process admits itself, from scratch, while the helpers start up.
 HEAD_ENTRIES = 1024
-#: Chunks in flight per worker (bounds the memory held by results not yet applied).
+#: Chunks in flight per helper (bounds the memory held by results not yet applied).
 IN_FLIGHT_PER_WORKER = 4
-#: Below this many entries the pool is not worth starting.
+#: Below this many entries the helpers are not worth starting.
 MIN_PARALLEL_ENTRIES = 2_000
-#: Stack frames the workers may use below ``prepare`` when parsing (ordinary statements need a few dozen).
+#: Stack frames the helpers may use below ``_prepare_chunk`` when parsing (ordinary statements need a few dozen).
 RECURSION_BUDGET = 200
-#: Extra headroom the sequential pass must have beyond the workers' budget to use their results.
+#: Extra headroom the sequential pass must have beyond the helpers' budget to use their results.
 RECURSION_MARGIN = 50
-#: Most candidate keys sent to the workers (a log naming more is pathological; the rest are verified inline).
+#: Most candidate keys sent to the helpers (a log naming more is pathological; the rest are verified inline).
 MAX_CANDIDATES = 4096
 #: Allocations between young-generation garbage collections in the sequential pass (Python's default is 700):
 #: the replay allocates many short-lived objects while holding a large live heap (the log, the state).
 GC_THRESHOLD0 = 100_000
+#: Seconds a helper may take to exit once its input is closed, before it is killed.
+EXIT_TIMEOUT_S = 10
+#: Bytes each pipe to and from a helper holds, where the system lets it be set (Linux; the default is 64 KiB).
+PIPE_BYTES = 1 << 20
+#: How often a helper's computing thread lets its reading and writing threads run (seconds; Python's is 0.005).
+HELPER_SWITCH_INTERVAL = 0.001
 
 _KEY_FIELDS = {
     b"urn:redline:genesis:v1": "coordinator_key",
@@ -105,24 +122,33 @@ def _b64_forms(marker: bytes) -> tuple[bytes, ...]:
 #: Every predicate naming a key has a field ending in ``_key`` (``coordinator_key``, ``verifier_key``,
 #: ``new_verifier_key``); in canonical JSON a quote inside a string is escaped, so this is a field name.
 _KEY_FIELD_FORMS = _b64_forms(b'_key":"')
+_FORM_0, _FORM_1, _FORM_2 = _KEY_FIELD_FORMS
 
 
 def _payload_bytes(data: bytes) -> bytes | None:
-    """The envelope's payload, decoded leniently, when it may name a key (a hint only: the engine parses it strictly)."""
-    start = data.find(b'"payload":"')
-    if start >= 0:
-        start += 11
-        end = data.find(b'"', start)
-        b64 = data[start:end] if end >= 0 else b""
+    """The envelope's payload, decoded leniently, when it may name a key (a hint: the engine parses it strictly)."""
+    if data.startswith(b'{"payload":"'):  # the canonical form: the payload's base64 runs to the next quote
+        end = data.find(b'"', 12)
+        if end < 0:
+            end = len(data)
         # Most statements name no key: look for the field in the base64 text before decoding it all.
-        if not any(form in b64 for form in _KEY_FIELD_FORMS):
+        if data.find(_FORM_0, 12, end) < 0 and data.find(_FORM_1, 12, end) < 0 and data.find(_FORM_2, 12, end) < 0:
             return None
-    else:  # not written the canonical way: parse it properly
-        try:
-            obj = json.loads(data)
-            b64 = obj["payload"].encode("ascii")
-        except Exception:
-            return None
+        b64 = data[12:end]
+    else:
+        start = data.find(b'"payload":"')
+        if start >= 0:
+            start += 11
+            end = data.find(b'"', start)
+            b64 = data[start:end] if end >= 0 else b""
+            if not any(form in b64 for form in _KEY_FIELD_FORMS):
+                return None
+        else:  # not written the canonical way: parse it properly
+            try:
+                obj = json.loads(data)
+                b64 = obj["payload"].encode("ascii")
+            except Exception:
+                return None
     try:
         return binascii.a2b_base64(b64)
     except (binascii.Error, ValueError):
@@ -160,17 +186,22 @@ def candidate_keys(datas: Iterable[bytes]) -> dict[str, VerifierKey]:
 def prepare(data: bytes, candidates: Mapping[str, VerifierKey]) -> Prepared | None:
     """Everything about ``data`` that depends on nothing else, or None where ``admit`` must start from scratch.
 
-    The signature verified for a candidate key ID is the envelope's first with that key ID:
-    the one ``Envelope.verify`` checks for that key. The statement is parsed only when a
-    signature verifies (otherwise ``admit`` fails at the signature, or has to verify itself).
+    The signature verified for a candidate key ID is the envelope's first with that key ID: the one
+    ``Envelope.verify`` checks for that key. The statement is parsed only when a signature verifies
+    (otherwise ``admit`` fails at the signature, or has to verify itself); where it does not parse,
+    the payload is kept for ``admit`` to parse again and say why.
     """
     env = _open(data)
     if env is None:
         return None
-    verified, signer = _check_signatures(env, candidates)
-    parsed = _parse(env, signer) if signer is not None else None
-    return Prepared(tuple(s.keyid for s in env.signatures), frozenset(verified),
-                    parsed[0] if parsed is not None else None, env)
+    verified = verified_keyids(env, candidates)
+    keyids = tuple(s.keyid for s in env.signatures)
+    if not verified:
+        return Prepared(keyids, frozenset(), None, env)
+    parsed = _parse(env)
+    if parsed is None:
+        return Prepared(keyids, frozenset(verified), None, env, env.payload_type, env.payload)
+    return Prepared(keyids, frozenset(verified), parsed[0], env)
 
 
 def _open(data: bytes) -> Envelope | None:
@@ -182,32 +213,8 @@ def _open(data: bytes) -> Envelope | None:
         return None
 
 
-def _check_signatures(env: Envelope, candidates: Mapping[str, VerifierKey]) -> tuple[list[str], VerifierKey | None]:
-    """Key IDs whose (first) signature verifies with the candidate key, and the first such key."""
-    verified: list[str] = []
-    seen: set[str] = set()
-    message = None
-    signer: VerifierKey | None = None
-    for s in env.signatures:
-        if s.keyid in seen:
-            continue
-        seen.add(s.keyid)
-        key = candidates.get(s.keyid)
-        if key is None:
-            continue
-        if message is None:
-            message = pae(env.payload_type, env.payload)
-        try:
-            key.verify(message, s.sig)
-        except BadSignature:
-            continue
-        verified.append(s.keyid)
-        signer = signer or key
-    return verified, signer
-
-
-def _parse(env: Envelope, signer: VerifierKey) -> tuple[Predicate, bytes] | None:
-    """``open_predicate`` after the signature by ``signer`` verified, with the predicate's canonical bytes."""
+def _parse(env: Envelope) -> tuple[Predicate, bytes] | None:
+    """``open_predicate`` after the signature verified, with the predicate's canonical bytes (None: it fails)."""
     try:
         if env.payload_type != IN_TOTO_PAYLOAD_TYPE:
             return None
@@ -216,82 +223,37 @@ def _parse(env: Envelope, signer: VerifierKey) -> tuple[Predicate, bytes] | None
         return None  # admit repeats the checks and raises exactly what replay would
 
 
-#: What a worker sends back for one entry: None (admit starts from scratch) or the signatures' key IDs,
-#: those verified, and the predicate's type and canonical bytes (None, None where it was not parsed).
-_Packed = tuple[tuple[str, ...], tuple[str, ...], str | None, bytes | None]
+#: What a helper sends back for one entry: None (``admit`` starts from scratch), or the signatures' key IDs and
+#: those whose signature verified, then, when one did, either the predicate's type and canonical bytes (``True``)
+#: or the payload type and payload for ``admit`` to parse (``False``: the statement did not parse here).
+_Item = tuple[tuple[str, ...], tuple[str, ...], str | None, bytes | None, bool] | None
 
 
-def _unpack(item: _Packed | None) -> Prepared | None:
-    """The ``Prepared`` a worker's compact result stands for: the predicate validated again from its canonical bytes."""
-    if item is None:
-        return None
-    keyids, verified, ptype, raw = item
-    predicate = None
-    if ptype is not None and raw is not None:
-        try:
-            predicate = PREDICATE_TYPES[ptype].model_validate_json(raw)
-        except Exception:
-            predicate = None  # cannot happen (the worker validated these bytes); admit would do the work
-    return Prepared(keyids, frozenset(verified), predicate)
+def _prepare_chunk(datas: Sequence[bytes], keys: Mapping[str, VerifierKey]) -> list[_Item]:
+    """A helper's work on one request: what ``prepare`` finds for each entry, under the recursion budget.
 
-
-def _depth() -> int:
-    frame: FrameType | None = sys._getframe(1)
-    n = 0
-    while frame is not None:
-        frame, n = frame.f_back, n + 1
-    return n
-
-
-_KEY_CACHE: dict[str, VerifierKey] = {}
-_CANDIDATES: tuple[bytes, dict[str, VerifierKey]] = (b"", {})
-
-
-def _encode_keys(strings: Sequence[str]) -> bytes:
-    """Candidate verifier-key strings for the workers, one per line (they hold no whitespace)."""
-    return "\n".join(strings).encode("utf-8")
-
-
-def _decode_keys(blob: bytes) -> list[str]:
-    return blob.decode("utf-8").split("\n") if blob else []
-
-
-def _candidates_from(blob: bytes) -> dict[str, VerifierKey]:
-    global _CANDIDATES
-    if blob != _CANDIDATES[0]:
-        out = {}
-        for text in _decode_keys(blob):
-            key = _KEY_CACHE.get(text)
-            if key is None:
-                key = _KEY_CACHE[text] = VerifierKey.from_string(text)
-            out[key.fingerprint] = key
-        _CANDIDATES = (blob, out)
-    return _CANDIDATES[1]
-
-
-def _prepare_chunk(datas: Sequence[bytes], blob: bytes) -> list[_Packed | None]:
-    """Worker task: what ``prepare`` finds for each entry, under the recursion budget, sent back compactly.
-
-    The work goes in passes over the chunk (envelopes, then signatures, then statements): the
-    same results as ``prepare`` entry by entry, with each pass's code and data staying warm in
-    the caches (interleaving Ed25519 with the parsing costs a fifth more time).
+    The work goes in passes over the chunk (envelopes, then signatures, then statements): the same
+    results as entry by entry, with each pass's code and data staying warm in the caches.
     """
-    candidates = _candidates_from(blob)
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(_depth() + RECURSION_BUDGET)
     try:
         envs = [_guarded(_open, d) for d in datas]
-        checks = [_guarded(_check_signatures, env, candidates) if env is not None else None for env in envs]
-        out: list[_Packed | None] = []
-        for env, check in zip(envs, checks):
-            if env is None or check is None:
+        checks = [_guarded(verified_keyids, env, keys) if env is not None else None for env in envs]
+        out: list[_Item] = []
+        for env, verified in zip(envs, checks):
+            if env is None or verified is None:
                 out.append(None)
                 continue
-            verified, signer = check
-            parsed = _guarded(_parse, env, signer) if signer is not None else None
-            out.append((tuple(s.keyid for s in env.signatures), tuple(verified),
-                        parsed[0].PREDICATE_TYPE if parsed is not None else None,
-                        parsed[1] if parsed is not None else None))
+            keyids = tuple(s.keyid for s in env.signatures)
+            if not verified:
+                out.append((keyids, (), None, None, False))
+                continue
+            parsed = _guarded(_parse, env)
+            if parsed is None:
+                out.append((keyids, tuple(verified), env.payload_type, env.payload, False))
+            else:
+                out.append((keyids, tuple(verified), parsed[0].PREDICATE_TYPE, parsed[1], True))
         return out
     finally:
         sys.setrecursionlimit(old)
@@ -307,8 +269,192 @@ def _guarded(fn: Callable[..., _R], *args: Any) -> _R | None:
         return None
 
 
-def _init_worker() -> None:
+def _prepared(item: _Item) -> Prepared | None:
+    """The ``Prepared`` a helper's result stands for: a parsed predicate validated again from its canonical bytes."""
+    if item is None:
+        return None
+    keyids, verified, ptype, raw, parsed = item
+    if not parsed or ptype is None or raw is None:
+        return Prepared(keyids, frozenset(verified), None, None, ptype, raw)
+    try:
+        predicate = PREDICATE_TYPES[ptype].__pydantic_validator__.validate_json(raw)
+    except Exception:  # cannot happen (the helper validated these bytes): admit does the work
+        return Prepared(keyids, frozenset(verified))
+    return Prepared(keyids, frozenset(verified), predicate)
+
+
+def _depth() -> int:
+    frame: FrameType | None = sys._getframe(1)
+    n = 0
+    while frame is not None:
+        frame, n = frame.f_back, n + 1
+    return n
+
+
+# --- the helper processes -------------------------------------------------------------
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads plain data only (None, bool, int, float, str, bytes, tuple, list, dict): no class is looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"only plain data crosses between the processes, not {module}.{name}")
+
+
+def _write_frame(out: BinaryIO, value: Any) -> None:
+    """Plain data as one frame: its length (8 bytes, little-endian), then its pickle."""
+    body = pickle.dumps(value, protocol=5)
+    out.write(len(body).to_bytes(8, "little") + body)
+    out.flush()
+
+
+def _read_frame(inp: BinaryIO) -> Any:
+    """The plain data of the next frame; EOFError at the end of the stream."""
+    head = inp.read(8)
+    if len(head) < 8:
+        raise EOFError("stream ended")
+    size = int.from_bytes(head, "little")
+    body = inp.read(size)
+    if len(body) < size:
+        raise EOFError("stream ended inside a frame")
+    return _PlainUnpickler(io.BytesIO(body)).load()
+
+
+def _serve(inp: BinaryIO | None = None, out: BinaryIO | None = None) -> None:
+    """A helper process: requests ``(new candidate key strings, entry bytes)`` in, :func:`_prepare_chunk` out.
+
+    Requests are read, and replies written, by threads of their own, so that neither process waits on
+    a full pipe while the other works; the end of the input ends it once the replies are written (or
+    the reading end has gone).
+    """
+    inp = sys.stdin.buffer if inp is None else inp
+    out = sys.stdout.buffer if out is None else out
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(HELPER_SWITCH_INTERVAL)
+    try:
+        _serve_requests(inp, out)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _serve_requests(inp: BinaryIO, out: BinaryIO) -> None:
     gc.freeze()  # the imported modules are permanent: collections need not scan them again and again
+    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            while True:
+                requests.put(_read_frame(inp))
+        except Exception:  # the end of the input, or a request that is not plain data
+            requests.put(None)
+
+    def write() -> None:
+        try:
+            while (reply := replies.get()) is not None:
+                _write_frame(out, reply)
+        except OSError:  # the other end has gone
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    keys: dict[str, VerifierKey] = {}
+    while (request := requests.get()) is not None:
+        new_keys, datas = request
+        for text in new_keys:
+            try:
+                key = VerifierKey.from_string(text)
+            except Exception:
+                continue
+            keys[key.fingerprint] = key
+        replies.put(_prepare_chunk(datas, keys))
+    replies.put(None)
+    writer.join()
+
+
+class _Helpers:
+    """The helper processes: requests sent round-robin, replies read back in the order sent.
+
+    A helper that cannot be started, dies, or answers out of form makes every reply from then on None
+    (``admit`` then does the work): no outcome depends on the helpers.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.keys_sent: list[int] = []
+        self.turn = 0
+        self.broken = False
+        boot = f"import sys; sys.path[:] = {sys.path!r}; from redline.engine.parallel import _serve; _serve()"
+        try:
+            for _ in range(n):
+                proc = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                self.procs.append(proc)
+                self.keys_sent.append(0)
+                for stream in (proc.stdin, proc.stdout):
+                    _widen(stream)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            self.broken = True
+
+    def submit(self, datas: list[bytes], keys: Sequence[str]) -> int | None:
+        """Send a request; the helper's number, to read the reply with (None once broken)."""
+        if self.broken:
+            return None
+        i = self.turn
+        self.turn = (i + 1) % len(self.procs)
+        try:
+            _write_frame(_pipe(self.procs[i].stdin), (list(keys[self.keys_sent[i]:]), datas))
+        except Exception:
+            self.broken = True
+            return None
+        self.keys_sent[i] = len(keys)
+        return i
+
+    def result(self, i: int | None, count: int) -> list[_Item] | None:
+        """The reply to helper ``i``'s oldest request not yet answered (None: broken, or out of form)."""
+        if i is None or self.broken:
+            return None
+        try:
+            items = _read_frame(_pipe(self.procs[i].stdout))
+        except Exception:
+            items = None
+        if not isinstance(items, list) or len(items) != count:
+            self.broken = True
+            return None
+        return items
+
+    def close(self) -> None:
+        for p in self.procs:
+            for stream in (p.stdin, p.stdout):  # the end of its input ends a helper (its replies go nowhere)
+                try:
+                    if stream is not None:
+                        stream.close()
+                except OSError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _widen(stream: IO[bytes] | None) -> None:
+    """Let a pipe hold a whole request or reply (Linux): each side then writes it in one go, without waiting for
+    the other side's reading thread to get its turn between pieces (only speed depends on it)."""
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if stream is None or setsize is None:
+        return
+    try:
+        fcntl.fcntl(stream.fileno(), setsize, PIPE_BYTES)
+    except OSError:
+        pass  # over the system's limit (/proc/sys/fs/pipe-max-size): the default size works, more slowly
+
+
+def _pipe(stream: IO[bytes] | None) -> Any:
+    if stream is None:
+        raise OSError("no pipe")
+    return stream
 
 
 class _Reader:
@@ -337,48 +483,34 @@ class _Reader:
 
 def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
                      chunk: int) -> Generator[tuple[list[Entry], list[Prepared | None]], None, None]:
-    """Chunks of entries with their ``Prepared`` (None where a worker could not prepare one), in order.
+    """Chunks of entries with their ``Prepared`` (None where a helper could not prepare one), in order.
 
     Candidate keys are collected chunk by chunk before the chunk is sent: a key can only be
     current for an entry if the statement that named it came earlier.
     """
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
+    helpers = _Helpers(workers)
     try:
         strings: list[str] = []
         fingerprints: set[str] = set()
-        blob = _encode_keys(strings)
-        pending: deque[tuple[list[Entry], Future[list[_Packed | None]] | None]] = deque()
-        # The first entries are admitted here, from scratch, while the workers start up (spawning
-        # and importing take a good fraction of a second); the workers begin after them.
+        pending: deque[tuple[list[Entry], int | None]] = deque()
+        # The first entries are admitted here, from scratch, while the helpers start up; they begin after them.
         lead = first[:HEAD_ENTRIES]
-        backlog = [first[i:i + chunk] for i in range(len(lead), len(first), chunk)]
-        broken = False
+        backlog = deque(first[i:i + chunk] for i in range(len(lead), len(first), chunk))
 
         def learn(batch: list[Entry]) -> None:
-            nonlocal blob
-            grew = False
             for fp, key in candidate_keys(e.data for e in batch).items():
                 if fp not in fingerprints and len(fingerprints) < MAX_CANDIDATES:
                     fingerprints.add(fp)
                     strings.append(key.to_string())
-                    grew = True
-            if grew:
-                blob = _encode_keys(strings)
 
         def submit() -> None:
-            nonlocal broken
-            batch = backlog.pop(0) if backlog else reader.take(chunk)
+            batch = backlog.popleft() if backlog else reader.take(chunk)
             if not batch:
                 return
             learn(batch)
-            future = None
-            if not broken:
-                try:
-                    future = pool.submit(_prepare_chunk, [e.data for e in batch], blob)
-                except BrokenProcessPool:
-                    broken = True
-            pending.append((batch, future))
+            # an entry over the size limit is refused by its size alone: it need not travel
+            datas = [e.data if len(e.data) <= MAX_ENTRY_BYTES else b"" for e in batch]
+            pending.append((batch, helpers.submit(datas, strings)))
 
         learn(lead)
         for _ in range(max(2, workers * IN_FLIGHT_PER_WORKER)):
@@ -386,17 +518,12 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
         if lead:
             yield lead, [None] * len(lead)
         while pending:
-            batch, future = pending.popleft()
-            results: list[Prepared | None] = [None] * len(batch)
-            if future is not None:
-                try:
-                    results = [_unpack(item) for item in future.result()]
-                except Exception:  # a lost worker or a result that would not travel: admit does the work
-                    pass
+            batch, ticket = pending.popleft()
+            items = helpers.result(ticket, len(batch))
             submit()
-            yield batch, results
+            yield batch, [None] * len(batch) if items is None else [_prepared(item) for item in items]
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        helpers.close()
 
 
 # --- 3. the sequential pass ----------------------------------------------------------
@@ -404,17 +531,17 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
 
 def replay_parallel(entries: Iterable[Entry], state: State | None = None, *, workers: int = 2,
                     chunk: int = DEFAULT_CHUNK) -> State:
-    """``replay(entries, state)`` with the stateless work on ``workers`` processes: the same state, faster.
+    """``replay(entries, state)`` with the stateless work on ``workers`` helper processes: the same state, faster.
 
     ``entries`` may be any iterable; it is read a few chunks ahead. A short log, one worker,
-    or a call with little stack left replays sequentially. Like any code that starts
-    processes, call it from under ``if __name__ == "__main__":`` in a script.
+    or a call with little stack left replays sequentially. The helpers do not import the
+    caller's main module, so no ``if __name__ == "__main__":`` guard is needed.
     """
     state = State() if state is None else state
     reader = _Reader(entries)
     first = reader.take(MIN_PARALLEL_ENTRIES)
-    # Workers' results stand only where this pass has more stack headroom than they had. apply
-    # runs one frame below this one, as under replay, so the sequential fallback is replay itself.
+    # The helpers' results stand only where this pass has more stack headroom than they had. apply runs
+    # one frame below this one, as under replay, so the sequential fallback is replay itself.
     headroom = sys.getrecursionlimit() - _depth()
     if workers < 2 or len(first) < MIN_PARALLEL_ENTRIES or headroom < RECURSION_BUDGET + RECURSION_MARGIN:
         for e in first:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from redline.crypto.dsse import Envelope
+from redline.crypto.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope
 from redline.crypto.keys import VerifierKey
-from redline.engine.effects import DAY_MS, advance_time, iso, ms_of, parameters
+from redline.engine.effects import advance_time, parameters
 from redline.engine.rules import EMPTY_ROOT, ROLES_ALLOWED, ROOT_FIELDS, RULES
 from redline.engine.state import Party, Rejection, State
 from redline.errors import (
@@ -33,7 +33,8 @@ from redline.errors import (
     SequenceError,
     UnknownParty,
 )
-from redline.statements import Genesis, Predicate, open_predicate
+from redline.statements import Genesis, Predicate, open_predicate, parse_payload
+from redline.times import DAY_MS, MINUTE_MS, format_utc, iso, ms_of
 
 #: Largest log entry the engine looks at (the log itself refuses larger ones).
 MAX_ENTRY_BYTES = 65_527
@@ -56,16 +57,19 @@ class Prepared:
     ``verified`` holds the fingerprints of keys whose signature (the envelope's first with that keyid)
     verifies over the envelope's PAE; ``predicate``, when set, is what ``open_predicate`` yields once a
     signature verifies; ``envelope``, when set, is ``Envelope.from_json(data)`` (else ``admit`` parses the
-    bytes again in the rare case it needs the envelope itself). All are pure functions of the bytes (and
-    the key), so ``admit`` may take them as given: everything that depends on the state (which key is
-    current for whom, roles, sequence numbers, semantics) is still decided by ``admit`` exactly as
-    without them.
+    bytes again in the rare case it needs the envelope itself); ``payload_type`` and ``payload``, when set,
+    are the envelope's (``admit`` then parses the statement itself, as ``open_predicate`` would, once the
+    signature it decides on is known to verify). All are pure functions of the bytes (and the key), so
+    ``admit`` may take them as given: everything that depends on the state (which key is current for whom,
+    roles, sequence numbers, semantics) is still decided by ``admit`` exactly as without them.
     """
 
     keyids: tuple[str, ...]
     verified: frozenset[str] = frozenset()
     predicate: Predicate | None = None
     envelope: Envelope | None = None
+    payload_type: str | None = None
+    payload: bytes | None = None
 
 
 class _Verified:
@@ -98,7 +102,8 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
     of these same bytes: it saves the stateless work and changes no outcome.
     """
     if len(data) > MAX_ENTRY_BYTES:
-        raise EntryTooLarge(f"entry is {len(data)} bytes, over the limit of {MAX_ENTRY_BYTES}")
+        raise EntryTooLarge(f"entry is {len(data)} bytes, over the limit of {MAX_ENTRY_BYTES}", size=len(data),
+                            limit=MAX_ENTRY_BYTES)
     if pre is None:
         parsed = Envelope.from_json(data)
         env: Envelope | None = parsed
@@ -111,7 +116,8 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
     if not signer_keys:
         for k in keyids:
             if k in state.retired_keys:
-                raise RevokedKey(f"statement is signed by a retired key of party {state.retired_keys[k]!r}")
+                raise RevokedKey(f"statement is signed by a retired key of party {state.retired_keys[k]!r}",
+                                 party=state.retired_keys[k])
         raise UnknownParty("statement is not signed by the key of any admitted party")
     if pre is None:
         assert env is not None
@@ -120,8 +126,16 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
         by_id = {k.fingerprint: k for k in signer_keys}
         # Envelope.verify decides on the first signature by a known key: known to verify, it is the signer.
         first = next(k for k in keyids if k in by_id)
-        if pre.predicate is not None and first in pre.verified:
+        if first in pre.verified and pre.predicate is not None:
             pred, key = pre.predicate, by_id[first]  # every check open_predicate makes after the signature passed
+        elif first in pre.verified and (pre.payload is not None or env is not None):
+            # the signature open_predicate decides on verifies: the checks it makes after it, at the same depth
+            key = by_id[first]
+            if pre.payload is not None:
+                pred = _open_verified(pre.payload_type, pre.payload)
+            else:
+                assert env is not None
+                pred = _open_verified(env.payload_type, env.payload)
         else:
             keys: list[Any] = [_Verified(k) if k.fingerprint in pre.verified else k for k in signer_keys]
             env = env if env is not None else Envelope.from_json(data)
@@ -133,12 +147,13 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
             key = signer.key if isinstance(signer, _Verified) else signer
     party = state.parties[state.keys[key.fingerprint]]
     if party.revoked:
-        raise RevokedKey(f"party {party.name!r} has no valid key")
+        raise RevokedKey(f"party {party.name!r} has no valid key", party=party.name, role=party.role)
     if pred.party != party.name:
         raise NotAuthorized(f"{pred.PREDICATE_TYPE}: signed by {party.name!r} but speaks for {pred.party!r}; "
-                            "a party speaks only for itself")
+                            "a party speaks only for itself", party=party.name, role=party.role)
     if isinstance(pred, Genesis):
-        raise NotAuthorized("a genesis statement may only be the log's first entry")
+        raise NotAuthorized("a genesis statement may only be the log's first entry", party=party.name,
+                            role=party.role)
     if pred.log != state.origin:
         raise InvalidStatement(f"field 'log': the statement is for log {pred.log!r}, this log is {state.origin!r}"
                                + ("" if pred.log is not None else " (sign it for this log: its origin goes in 'log')"))
@@ -146,16 +161,29 @@ def admit(state: State, data: bytes, pre: Prepared | None = None, *,
     allowed = rule.roles
     if party.role not in allowed:
         raise NotAuthorized(f"{pred.PREDICATE_TYPE}: party {party.name!r} has role {party.role!r}; "
-                            f"only {', '.join(sorted(allowed))} may make this statement")
+                            f"only {', '.join(sorted(allowed))} may make this statement", party=party.name,
+                            role=party.role)
     if pred.seq != party.last_seq + 1:
         what = "replays" if pred.seq <= party.last_seq else "skips"
         raise SequenceError(f"{pred.PREDICATE_TYPE}: sequence number {pred.seq} from {party.name!r} {what} "
-                            f"(expected {party.last_seq + 1})")
+                            f"(expected {party.last_seq + 1})", party=party.name, expected=party.last_seq + 1,
+                            got=pred.seq)
     state.judged_at_ms = state.last_time_ms if at_ms is None else at_ms
-    state.judged_margin_ms = 0 if at_ms is None else 60_000
+    state.judged_margin_ms = 0 if at_ms is None else MINUTE_MS
     rule.check(state, pred, party)
     _check_times(state, pred, state.judged_at_ms, behind_margin_ms=state.judged_margin_ms)
     return pred, party, key
+
+
+def _open_verified(payload_type: str | None, payload: bytes) -> Predicate:
+    """What ``open_predicate`` does once the signature it decides on is known to verify (the same errors).
+
+    Called from ``admit`` where ``open_predicate`` would be, so the statement is parsed at the same
+    stack depth (how deeply nested a document parses depends on it).
+    """
+    if payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise MalformedInput(f"DSSE payloadType is {payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}")
+    return parse_payload(payload)
 
 
 def _admit_genesis(env: Envelope, origin: str | None) -> tuple[Predicate, None, VerifierKey]:
@@ -173,9 +201,10 @@ def _admit_genesis(env: Envelope, origin: str | None) -> tuple[Predicate, None, 
     if not isinstance(pred, Genesis):
         raise InvalidStatement(f"the log's first entry must be a genesis statement, not {pred.PREDICATE_TYPE}")
     if pred.party != pred.coordinator or key.name != pred.coordinator:
-        raise NotAuthorized("the genesis statement must be made by the coordinator it names")
+        raise NotAuthorized("the genesis statement must be made by the coordinator it names", party=pred.party)
     if pred.seq != 1:
-        raise SequenceError(f"genesis sequence number must be 1, got {pred.seq}")
+        raise SequenceError(f"genesis sequence number must be 1, got {pred.seq}", party=pred.party, expected=1,
+                            got=pred.seq)
     if pred.log != pred.origin:
         raise InvalidStatement(f"field 'log': the genesis of log {pred.origin!r} names log {pred.log!r}")
     if origin is not None and pred.origin != origin:
@@ -192,31 +221,35 @@ _EVENT_TIMES = frozenset({"started_at", "as_of", "finished_at", "released_at", "
 def _check_times(state: State, pred: Predicate, now: int, *, behind_margin_ms: int = 0) -> None:
     """Every time a statement gives is bounded by the log's integration time ``now`` (the policy's skew and
     backdating limits; an expiry must lie ahead)."""
+    names = _JUDGED_TIME_FIELDS.get(type(pred))
+    if names is None:
+        names = _JUDGED_TIME_FIELDS[type(pred)] = tuple(
+            n for n in _time_fields(type(pred)) if n == "expires_at" or n in _EVENT_TIMES)
+    if not names:  # the statement's times (if any) are spans the rules judge
+        return
     params = parameters(state)
-    ahead = int(params.max_clock_skew_minutes * 60_000)
+    ahead = int(params.max_clock_skew_minutes * MINUTE_MS)
     behind = int(params.max_backdating_days * DAY_MS)
-    for name in _time_fields(type(pred)):
+    for name in names:
         value = getattr(pred, name)
         if not isinstance(value, datetime):
             continue
         ms = ms_of(value)
         if name == "expires_at":
             if ms <= now:
-                raise InvalidStatement(f"field 'expires_at': {_stamp(value)} is not after the log's time {iso(now)}: "
-                                       "the commitment would have expired already")
+                raise InvalidStatement(f"field 'expires_at': {format_utc(value)} is not after the log's time "
+                                       f"{iso(now)}: the commitment would have expired already")
         elif name in _EVENT_TIMES and ms > now + ahead:
-            raise InvalidStatement(f"field '{name}': {_stamp(value)} is ahead of the log's time {iso(now)} by more "
+            raise InvalidStatement(f"field '{name}': {format_utc(value)} is ahead of the log's time {iso(now)} by more "
                                    f"than {params.max_clock_skew_minutes:g} minutes")
         if name in _EVENT_TIMES and ms < now + behind_margin_ms - behind:
-            raise InvalidStatement(f"field '{name}': {_stamp(value)} is more than {params.max_backdating_days:g} days "
-                                   f"before the log's time {iso(now)}")
-
-
-def _stamp(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+            raise InvalidStatement(f"field '{name}': {format_utc(value)} is more than "
+                                   f"{params.max_backdating_days:g} days before the log's time {iso(now)}")
 
 
 _TIME_FIELDS: dict[type, tuple[str, ...]] = {}
+#: The time fields ``_check_times`` judges (an expiry, the times of events), by class.
+_JUDGED_TIME_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _time_fields(cls: type[Predicate]) -> tuple[str, ...]:

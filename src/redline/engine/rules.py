@@ -18,13 +18,10 @@ from redline.compute.chips import h100e
 from redline.compute.eu import LineageModel, cumulative_compute, modification_fraction
 from redline.crypto.keys import VerifierKey
 from redline.engine.effects import (
-    DAY_MS,
     attestation_parameters,
     cross_check,
     evaluate,
     event,
-    iso,
-    ms_of,
     oblige,
     parameters,
     pause_parameters,
@@ -41,7 +38,7 @@ from redline.engine.effects import (
     short,
     violate,
 )
-from redline.engine.state import Commitment, Obligation, Party, Review, Run, State
+from redline.engine.state import Commitment, HeldKey, Obligation, Party, Pause, Review, Run, State
 from redline.errors import InvalidStatement, NotAuthorized
 from redline.policy.metrics import INDICATOR_METRICS
 from redline.policy.model import policy_from_document
@@ -73,6 +70,7 @@ from redline.statements import (
 from redline.statements import (
     Commitment as CommitmentStatement,
 )
+from redline.times import DAY_MS, HOUR_MS, iso, ms_of
 
 #: The root of an empty transcript tree (SHA-256 of nothing): every run declares it at step 0, so it binds nothing.
 EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
@@ -145,7 +143,7 @@ class AdmissionRule:
     @staticmethod
     def effect(state: State, pred: Admission, party: Party, key: VerifierKey, index: int, now: int) -> None:
         k = VerifierKey.from_string(pred.verifier_key)
-        held = {"key": k.to_string(), "from_index": index + 1, "to_index": None}
+        held: HeldKey = {"key": k.to_string(), "from_index": index + 1, "to_index": None}
         known = state.parties.get(pred.admitted)
         if known is not None:  # a revoked party readmitted with a new key: its sequence goes on, so no replay
             known.key, known.revoked = k, False
@@ -291,7 +289,7 @@ class CommitmentRule:
         quorum_changed(state, index, now)
 
 
-def _pause_policies(state: State, pause: Any) -> set[str]:
+def _pause_policies(state: State, pause: Pause) -> set[str]:
     """The policies whose lines the pause's crossings are on."""
     return {state.crossings[i].policy for i in pause.trigger_positions}
 
@@ -759,7 +757,7 @@ class ComputeAttestationRule:
         if rec is not None and party.name in rec["by"]:
             raise InvalidStatement(f"{party.name} already attested {pred.customer}'s compute for {iso(start)}.."
                                    f"{iso(end)} (entry {rec['by'][party.name]})")
-        hours = period / 3_600_000
+        hours = period / HOUR_MS
         for u in pred.usage:
             if u.chip_hours > u.chip_count * hours + 1e-9:
                 raise InvalidStatement(f"field 'usage': {u.chip_hours:g} chip-hours from {u.chip_count} chips "
@@ -805,10 +803,12 @@ class ComputeAttestationRule:
         # holdings: attested chips are third-party evidence for the chip lines (the customer's own is declared)
         evidence = "declared" if party.name == pred.customer else "attested"
         clusters: dict[str, float] = {}
-        for u in rec["usage"].values():
-            clusters[u["cluster_id"]] = clusters.get(u["cluster_id"], 0.0) + h100e(u["chip_model"], u["chip_count"])
+        for used in rec["usage"].values():
+            clusters[used["cluster_id"]] = (clusters.get(used["cluster_id"], 0.0)
+                                            + h100e(used["chip_model"], used["chip_count"]))
         for cid, h in sorted(clusters.items()):
-            evaluate(state, "cluster_h100e", "cluster", f"{pred.customer}/{cid}", pred.customer, h, evidence, index, now)
+            evaluate(state, "cluster_h100e", "cluster", f"{pred.customer}/{cid}", pred.customer, h, evidence, index,
+                     now)
         evaluate(state, "party_h100e", "party", pred.customer, pred.customer, sum(clusters.values()), evidence, index,
                  now)
         if party.name != pred.customer:

@@ -3,15 +3,148 @@
 Every field is derived from log entries; nothing here is ever the truth on its
 own. ``State.to_dict`` is the canonical, JSON-able view whose RFC 8785 digest
 two replays of the same log must agree on byte for byte.
+
+The record-shaped values the state keeps in mappings and lists (a policy's status, an attested period, a
+finding, ...) are ``TypedDict``s: at run time they are plain dicts, exactly what ``to_dict`` puts in the
+canonical view, and the type checker knows every key.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from redline.crypto.canonical import canonical_digest
 from redline.crypto.keys import VerifierKey
+from redline.times import DAY_MS
+
+if TYPE_CHECKING:
+    from redline.policy.model import Line, Policy
+
+
+class HeldKey(TypedDict):
+    """One key a party held (``Party.key_history``): from the entry after the one that gave it, to the entry
+    after the one that rotated or revoked it (None: still its key)."""
+
+    key: str  # the verifier-key string
+    from_index: int
+    to_index: int | None
+
+
+#: Where a published policy stands: its ``effective_from`` still ahead, in force, or replaced.
+PolicyStatus = Literal["scheduled", "in-force", "superseded"]
+
+
+class PolicyRecord(TypedDict):
+    """A published policy (``State.policies``, by full digest)."""
+
+    policy_id: str
+    version: int
+    index: int  # the publication's entry
+    effective_from_ms: int  # when it takes effect: its effective_from, or the publication's time if later
+    supersedes: list[str]  # the digests of the policies it replaces once it takes effect
+    status: PolicyStatus
+    in_force_index: int | None
+    superseded_index: int | None
+
+
+class IndicatorRecord(TypedDict):
+    """The latest value of one indicator on one subject (``State.indicators``, by ``name:subject``)."""
+
+    value: float
+    by: str  # the party that stated it
+    index: int
+
+
+class AttestedUsage(TypedDict):
+    """One cluster and chip model of an attested period (``AttestedPeriod.usage``, by ``cluster/chip``): the
+    largest chip-hours any party attested for it."""
+
+    cluster_id: str
+    chip_model: str
+    chip_count: int
+    chip_hours: float
+    by: str
+    index: int
+
+
+class AttestedPeriod(TypedDict):
+    """The compute attested for one customer and period (``State.attested``, by ``customer@period start ms``)."""
+
+    customer: str
+    period_start_ms: int
+    period_end_ms: int
+    usage: dict[str, AttestedUsage]
+    entries: list[int]  # every attestation of the period
+    by: dict[str, int]  # attesting party -> its entry
+    #: The entry that found unexplained compute in it during a pause (set once, when it is found).
+    paused_violation: NotRequired[int]
+
+
+class ComputeFinding(TypedDict):
+    """An ``unexplained-compute`` finding (``State.findings``, by the attested period's key): the chip-hours
+    attested could have delivered more than the customer's declared runs explain."""
+
+    customer: str
+    period_start_ms: int
+    period_end_ms: int
+    chip_hours: float
+    capacity_low_flop: float
+    capacity_high_flop: float
+    declared_flop: float
+    unexplained_flop: float
+    margin: float
+    minimum_flop: float
+    evidence: list[int]
+    arithmetic: str
+    index: int
+
+
+class ReviewRequirement(TypedDict):
+    """A model that needs a pre-release review (``State.review_required``, by model name): the line that set it
+    off, its review window and the crossing's entry."""
+
+    line: str
+    window_days: float
+    index: int
+
+
+class ReleaseRecord(TypedDict):
+    """A release (``State.releases``): ``digest`` the sha256 of its weights (None for another algorithm), ``run``
+    the run that finished with them (None: none did)."""
+
+    party: str
+    model: str
+    index: int
+    digest: str | None
+    run: str | None
+
+
+class BaseModelRecord(TypedDict):
+    """A registered base model (``State.bases``, by weights digest)."""
+
+    model_name: str
+    training_flop: float
+    source: str
+    party: str  # who registered it
+    index: int
+
+
+class ResumeProposalRecord(TypedDict):
+    """A proposal to resume a pause (``Pause.proposals``, by proposal id) and its approvals (party -> entry)."""
+
+    by: str
+    index: int
+    approvals: dict[str, int]
+
+
+class ReviewFindingRecord(TypedDict):
+    """A finding on a review submission (``Review.findings``)."""
+
+    by: str
+    severity: str
+    finding: str
+    index: int
 
 
 @dataclass
@@ -26,20 +159,20 @@ class Party:
     admitted_index: int
     last_seq: int = 0
     revoked: bool = False
-    #: Every key the party has held, oldest first: ``{"key", "from_index", "to_index"}`` (``to_index`` the entry
-    #: that rotated or revoked it, None for the current key). ``key_at`` answers which key signed for it when.
-    key_history: list[dict[str, Any]] = field(default_factory=list)
+    #: Every key the party has held, oldest first (``to_index`` the entry that rotated or revoked it, None for the
+    #: current key). ``key_at`` answers which key signed for it when.
+    key_history: list[HeldKey] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role, "key": self.key.to_string(), "display_name": self.display_name,
                 "jurisdiction": self.jurisdiction, "admitted_index": self.admitted_index, "last_seq": self.last_seq,
-                "revoked": self.revoked, "key_history": [dict(k) for k in self.key_history]}
+                "revoked": self.revoked, "key_history": [k.copy() for k in self.key_history]}
 
     def key_at(self, index: int) -> str | None:
         """The key (as its string) that was this party's valid key at log entry ``index``, if any."""
         for k in self.key_history:
             if k["from_index"] <= index and (k["to_index"] is None or index < k["to_index"]):
-                return str(k["key"])
+                return k["key"]
         return None
 
 
@@ -155,7 +288,7 @@ class Pause:
     ended_ms: int | None = None
     ended_index: int | None = None
     acknowledged: dict[str, int] = field(default_factory=dict)
-    proposals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    proposals: dict[str, ResumeProposalRecord] = field(default_factory=dict)
     policy: str = ""
     started_index: int = 0
     scopes: dict[str, list[str]] = field(default_factory=dict)
@@ -178,13 +311,13 @@ class Review:
     submitted_ms: int
     window_days: float
     model_digest: str | None = None  # the sha256 digest of the weights submitted (None: not a sha256 digest)
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[ReviewFindingRecord] = field(default_factory=list)
     decision: str | None = None
     decision_index: int | None = None
 
     @property
     def window_end_ms(self) -> int:
-        return self.submitted_ms + int(self.window_days * 86_400_000)
+        return self.submitted_ms + int(self.window_days * DAY_MS)
 
 
 @dataclass
@@ -230,20 +363,19 @@ class State:
     parties: dict[str, Party] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # key fingerprint -> party (current keys)
     retired_keys: dict[str, str] = field(default_factory=dict)  # rotated or revoked fingerprints -> party
-    #: Every published policy by full digest: ``{policy_id, version, index, effective_from_ms, supersedes,
-    #: status, in_force_index, superseded_index}``; status is ``scheduled`` (its effective_from is ahead),
+    #: Every published policy by full digest; status is ``scheduled`` (its effective_from is ahead),
     #: ``in-force`` or ``superseded``.
-    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policies: dict[str, PolicyRecord] = field(default_factory=dict)
     #: The parsed policies by digest: derived from ``policies``' statements, kept for speed, not in ``to_dict``.
-    policy_objects: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    policy_objects: dict[str, Policy] = field(default_factory=dict, repr=False, compare=False)
     #: The digests of the policies in force, in publication order (derived from ``policies``; in ``to_dict``).
     in_force: list[str] = field(default_factory=list)
     #: Each policy's lines by (metric, scope): derived, kept for speed, not in ``to_dict``.
-    line_index: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    line_index: dict[str, dict[tuple[str, str], list[Line]]] = field(default_factory=dict, repr=False, compare=False)
     runs: dict[str, Run] = field(default_factory=dict)  # "party/run_id" -> run
     models: dict[str, str] = field(default_factory=dict)  # model name -> "party/run_id" that trained it
     clusters: dict[str, dict[str, float]] = field(default_factory=dict)  # party -> cluster -> H100e
-    indicators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    indicators: dict[str, IndicatorRecord] = field(default_factory=dict)  # "name:subject" -> latest value
     #: party -> policy digest -> the party's latest commitment to that policy.
     commitments: dict[str, dict[str, Commitment]] = field(default_factory=dict)
     crossings: list[Crossing] = field(default_factory=list)
@@ -260,20 +392,19 @@ class State:
     run_finish_due: dict[str, Obligation] = field(default_factory=dict, repr=False, compare=False)
     violations: list[Violation] = field(default_factory=list)
     reviews: dict[str, Review] = field(default_factory=dict)  # "party/submission_id" -> review
-    #: Attested compute by "customer@period start ms": ``{customer, period_start_ms, period_end_ms, usage: {"cluster/
-    #: chip": {cluster_id, chip_model, chip_count, chip_hours, by, index}}, entries, by}`` (the same cluster and chip
-    #: attested by two parties counts once, at the larger chip-hours).
-    attested: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Attested compute by "customer@period start ms" (the same cluster and chip attested by two parties counts
+    #: once, at the larger chip-hours).
+    attested: dict[str, AttestedPeriod] = field(default_factory=dict)
     #: Derived, kept for speed, not in ``to_dict``: each customer's keys in ``attested``.
     attested_by_customer: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
     #: ``unexplained-compute`` findings by the same key (a finding disappears once declarations explain it).
-    findings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    findings: dict[str, ComputeFinding] = field(default_factory=dict)
     #: (customer, cluster) pairs already found unregistered: derived, kept to say it once, not in ``to_dict``.
     unregistered: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
-    review_required: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {line, window_days, index}
-    releases: list[dict[str, Any]] = field(default_factory=list)
-    #: Registered base models by weights digest: {model_name, training_flop, source, party, index}.
-    bases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    review_required: dict[str, ReviewRequirement] = field(default_factory=dict)  # model name -> requirement
+    releases: list[ReleaseRecord] = field(default_factory=list)
+    #: Registered base models by weights digest.
+    bases: dict[str, BaseModelRecord] = field(default_factory=dict)
     #: Indexes derived from ``runs`` (kept for speed, not in ``to_dict``): spec digest -> run, final weights
     #: digest -> run, and each transcript root -> (the run that first declared it, that entry).
     spec_runs: dict[str, str] = field(default_factory=dict, repr=False, compare=False)

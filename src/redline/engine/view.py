@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from redline.engine.effects import iso, release_obstacles
-from redline.engine.state import Pause, State
+from redline.engine.effects import release_obstacles
+from redline.engine.state import Obligation, Pause, State
+from redline.times import iso
 
 #: Obligations a pause puts on the parties it binds (their ``ref`` ends with ``pause <id>``).
 PAUSE_OBLIGATIONS = ("acknowledgement", "usage-report")
@@ -63,7 +64,7 @@ def current_pause(state: State) -> Pause | None:
     return state.active_pause or (state.pauses[-1] if state.pauses else None)
 
 
-def _deadline(ob: Any) -> dict[str, Any]:
+def _deadline(ob: Obligation) -> dict[str, Any]:
     status = "violated" if ob.violated else "met" if ob.met_index is not None else "open"
     return {"kind": ob.kind, "party": ob.party, "ref": ob.ref, "due_ms": ob.due_ms, "origin_index": ob.origin_index,
             "met_index": ob.met_index, "violated": ob.violated, "status": status}
@@ -76,7 +77,7 @@ def deadlines(state: State, *, open_only: bool = False) -> list[dict[str, Any]]:
     return with_times(sorted(obs, key=lambda d: (d["due_ms"], d["party"], d["ref"])))
 
 
-def _pause_obligation(ob: Any, pause: Pause) -> bool:
+def _pause_obligation(ob: Obligation, pause: Pause) -> bool:
     return ob.kind in PAUSE_OBLIGATIONS and ob.ref.endswith(f"pause {pause.pause_id}")
 
 
@@ -88,7 +89,7 @@ def pause_view(state: State) -> dict[str, Any] | None:
         return None
     trigger = next((c for c in state.crossings if c.index == pause.trigger_index and c.line == pause.trigger_line),
                    None)
-    pol = state.policies.get(pause.policy, {}) if pause.policy else {}
+    pol = state.policies.get(pause.policy) if pause.policy else None
     parties = [{"party": p, "joined_index": pause.joined.get(p, pause.started_index),
                 "scopes": list(pause.scopes.get(p, [])), "acknowledged_index": pause.acknowledged.get(p)}
                for p in pause.bound]
@@ -105,8 +106,8 @@ def pause_view(state: State) -> dict[str, Any] | None:
         "started_index": pause.started_index,
         "started_ms": pause.started_ms,
         "policy": pause.policy or None,
-        "policy_id": pol.get("policy_id"),
-        "policy_version": pol.get("version"),
+        "policy_id": pol["policy_id"] if pol is not None else None,
+        "policy_version": pol["version"] if pol is not None else None,
         "parties": parties,
         "acknowledgements": dict(pause.acknowledged),
         "deadlines": [_deadline(o) for o in state.obligations if _pause_obligation(o, pause)],
@@ -138,5 +139,5 @@ def state_json(state: State) -> dict[str, Any]:
     return with_times({**state.to_dict(), "pause_view": pause_view(state), "release_status": release_status(state)})
 
 
-__all__ = ["KEYED_MAPS", "PAUSE_OBLIGATIONS", "current_pause", "deadlines", "iso", "pause_view", "release_status", "state_json",
-           "with_times"]
+__all__ = ["KEYED_MAPS", "PAUSE_OBLIGATIONS", "current_pause", "deadlines", "iso", "pause_view", "release_status",
+           "state_json", "with_times"]

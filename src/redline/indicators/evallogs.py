@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from redline.errors import MalformedInput
 from redline.indicators.files import read_regular, regular_size
+from redline.times import SECOND_MS, from_seconds, parse_iso_lenient
 
 #: File-name suffixes read as logs when a directory is given.
 LOG_SUFFIXES = (".eval", ".json", ".jsonl")
@@ -183,15 +184,15 @@ def _time(value: Any, where: str) -> datetime | None:
     elif isinstance(value, int | float):
         if not math.isfinite(value):
             raise MalformedInput(f"{where}: not a time: {value!r}")
-        seconds = value / 1000 if abs(value) > 1e11 else value  # milliseconds after 1973 are > 1e11
+        seconds = value / SECOND_MS if abs(value) > 1e11 else value  # milliseconds after 1973 are > 1e11
         try:
-            out = datetime.fromtimestamp(seconds, tz=UTC)
+            out = from_seconds(seconds)
         except (OverflowError, OSError, ValueError):
             raise MalformedInput(f"{where}: time out of range: {value!r}") from None
     elif isinstance(value, str):
         try:
-            out = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-        except ValueError:
+            return parse_iso_lenient(value)
+        except MalformedInput:
             raise MalformedInput(f"{where}: not an RFC 3339 time: {value!r}") from None
     else:
         raise MalformedInput(f"{where}: not a time: {value!r}")
@@ -427,7 +428,8 @@ def read_run_table(
 ) -> list[Run]:
     """The runs of a METR-style JSONL run table."""
     try:
-        text = read_regular(path, MAX_RUN_TABLE, str(path)).decode("utf-8-sig")  # a byte-order mark is accepted, as in the CSV files
+        # a byte-order mark is accepted, as in the CSV files
+        text = read_regular(path, MAX_RUN_TABLE, str(path)).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise MalformedInput(f"{path}: not a UTF-8 JSONL run table") from None
     runs: list[Run] = []
@@ -464,7 +466,8 @@ def read_run_table(
         else:
             name = score_field
         if name not in row:
-            raise MalformedInput(f"{where}: missing {'score_binarized or score_cont' if score_field == 'auto' else name!r}")
+            wanted = "score_binarized or score_cont" if score_field == "auto" else repr(name)
+            raise MalformedInput(f"{where}: missing {wanted}")
         raw = row[name]
         null_score = raw is None
         score = None if null_score else score_to_float(raw, f"{where}: {name}")

@@ -12,15 +12,15 @@ from redline.errors import MalformedInput
 _T = TypeVar("_T")
 
 
-def _guarded(fn: Callable[[], _T], what: str, error: type[MalformedInput]) -> _T:
+def _guarded(fn: Callable[[], _T], what: str, error: type[MalformedInput], path: str | os.PathLike[str]) -> _T:
     try:
         return fn()
     except OSError as exc:
-        raise error(f"cannot read {what}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {what}: {exc.strerror or exc}", path=str(path)) from None
     except MalformedInput as exc:
         if isinstance(exc, error):
             raise
-        raise error(str(exc)) from None
+        raise error(str(exc), path=str(path)) from None
 
 
 def regular_size(path: str | os.PathLike[str], limit: int, what: str,
@@ -29,7 +29,7 @@ def regular_size(path: str | os.PathLike[str], limit: int, what: str,
     for a missing or unreadable file, and for one over ``limit`` bytes (``InputTooLarge`` by default)."""
     from redline.cli.inputs import check_regular
 
-    return _guarded(lambda: check_regular(path, limit, what), what, error)
+    return _guarded(lambda: check_regular(path, limit, what), what, error, path)
 
 
 def read_regular(path: str | os.PathLike[str], limit: int, what: str,
@@ -37,7 +37,7 @@ def read_regular(path: str | os.PathLike[str], limit: int, what: str,
     """The bytes of the regular file at ``path``, at most ``limit`` of them (errors as :func:`regular_size`)."""
     from redline.cli.inputs import read_bounded
 
-    return _guarded(lambda: read_bounded(Path(path), limit, what), what, error)
+    return _guarded(lambda: read_bounded(Path(path), limit, what), what, error, path)
 
 
 __all__ = ["read_regular", "regular_size"]

@@ -63,7 +63,8 @@ class Checkpoint:
         return cls(origin, size, root, tuple(ext))
 
 
-def open_checkpoint(data: bytes, log_key: VerifierKey, *, others: Iterable[VerifierKey] = ()) -> tuple[Checkpoint, Note]:
+def open_checkpoint(data: bytes, log_key: VerifierKey, *,
+                    others: Iterable[VerifierKey] = ()) -> tuple[Checkpoint, Note]:
     """Verify a signed checkpoint against the log's key and parse it.
 
     ``others`` (e.g. witness keys) are accepted as known keys, but the log's own

@@ -58,6 +58,18 @@ def cache_key_path() -> Path:
     return Path(base) / "redline" / "cache.key"
 
 
+CACHE_DIR_ENV = "REDLINE_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """This user's directory for caches of logs that have no directory here (logs read over HTTP):
+    ``$REDLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/redline``, else ``~/.cache/redline``."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "redline"
+
+
 def cache_key(path: Path | None = None) -> bytes:
     """This user's cache key, made (mode 0600, exclusively) when there is none yet."""
     path = cache_key_path() if path is None else path
@@ -200,4 +212,4 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-__all__ = ["cache_key", "cache_key_path", "code_digest", "read_regular", "seal", "unseal", "write_atomic"]
+__all__ = ["cache_dir", "cache_key", "cache_key_path", "code_digest", "read_regular", "seal", "unseal", "write_atomic"]

@@ -9,7 +9,7 @@ bundles, a row never crossing a multiple of ``CHUNK_LEAVES``), ``hash_tiles``
 One integrator at a time: every append runs in one transaction that first takes
 a transaction-scoped advisory lock (``pg_advisory_xact_lock``, keyed by the
 schema) and then checks the log's size, so two writers can never fork the log;
-a writer whose size is behind gets :class:`~redline.log.service.StaleLog` and
+a writer whose size is behind gets :class:`~redline.errors.StaleLog` and
 nothing is written. :meth:`PostgresStore.exclusive` takes that lock early, so a
 writer can catch up and prepare its batch with nobody appending in between (the
 append inside it commits and releases the lock). A commit is acknowledged only
@@ -25,8 +25,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
-from redline.errors import InconsistentLog, IndexOutOfRange, LogError, LogExists, LogNotFound
+from redline.errors import InconsistentLog, IndexOutOfRange, LogError, LogExists, LogNotFound, StoreUnavailable
 from redline.log.sqlite import (
     _HASH,
     _TILE_BYTES,
@@ -54,10 +55,6 @@ _TABLES = ("meta", "leaf_chunks", "hash_tiles", "checkpoints")
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('redline-log:' || current_schema()))"
 
 
-class StoreUnavailable(LogError):
-    """The database cannot be reached (or the connection broke); nothing in flight was acknowledged."""
-
-
 def is_postgres_url(text: str) -> bool:
     """Whether ``text`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
     return text.startswith(("postgresql://", "postgres://"))
@@ -70,6 +67,19 @@ def redact(url: str) -> str:
         cred, host = rest.rsplit("@", 1)
         return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else url
     return url
+
+
+def without_password(url: str) -> str:
+    """``url`` without any password (in its user part, or a parameter such as ``password`` or ``sslpassword``),
+    and nothing else changed."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = "&".join(p for p in parts.query.split("&") if p and "password" not in p.split("=", 1)[0].lower())
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + \
+        (f"#{parts.fragment}" if parts.fragment else "")
 
 
 class PostgresStore:
@@ -98,6 +108,11 @@ class PostgresStore:
             elif len(present) != len(_TABLES):
                 missing = ", ".join(t for t in _TABLES if t not in present)
                 raise InconsistentLog(f"{self.name} is not a redline log (missing tables: {missing})")
+
+    def describe(self) -> str:
+        """Which store this is, for a verification record (``redline.log.verified``): the URL without its
+        password (database, user, host and schema stay)."""
+        return without_password(self.url)
 
     # --- connection -----------------------------------------------------------
 
@@ -269,7 +284,7 @@ class PostgresStore:
 
     def append(self, expected_size: int, leaves: Sequence[bytes], hashes: Sequence[bytes], checkpoint: bytes,
                new_size: int) -> None:
-        from redline.log.service import StaleLog
+        from redline.errors import StaleLog
 
         with self._guard():
             c = self._connection()
@@ -335,4 +350,4 @@ class PostgresStore:
             self._drop()
 
 
-__all__ = ["PostgresStore", "StoreUnavailable", "is_postgres_url", "redact"]
+__all__ = ["PostgresStore", "StoreUnavailable", "is_postgres_url", "redact", "without_password"]

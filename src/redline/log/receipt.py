@@ -46,7 +46,8 @@ class Receipt:
     def parse(cls, data: bytes) -> Receipt:
         """Parse receipt bytes strictly."""
         if len(data) > MAX_RECEIPT_BYTES:
-            raise InputTooLarge(f"receipt is {len(data)} bytes, over the limit of {MAX_RECEIPT_BYTES}")
+            raise InputTooLarge(f"receipt is {len(data)} bytes, over the limit of {MAX_RECEIPT_BYTES}",
+                                size=len(data), limit=MAX_RECEIPT_BYTES)
         head, sep, checkpoint = data.partition(b"\n\n")
         if not sep or not checkpoint:
             raise MalformedInput("receipt has no blank line before its checkpoint")
@@ -70,7 +71,8 @@ class Receipt:
             raise MalformedInput(f"receipt index {idx_s[:40]}{'…' if len(idx_s) > 40 else ''} is beyond any log's size")
         proof_lines = lines[pos + 1 :]
         if len(proof_lines) > MAX_PROOF_HASHES:
-            raise InputTooLarge(f"receipt has {len(proof_lines)} proof hashes, over {MAX_PROOF_HASHES}")
+            raise InputTooLarge(f"receipt has {len(proof_lines)} proof hashes, over {MAX_PROOF_HASHES}",
+                                size=len(proof_lines), limit=MAX_PROOF_HASHES)
         proof = []
         for i, line in enumerate(proof_lines):
             h = b64decode(line, what=f"receipt proof line {i + 1}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from redline.crypto.keys import VerifierKey
-from redline.errors import InconsistentLog, InvalidProof, LogError, MalformedInput, RedlineError
+from redline.errors import FetchError, InconsistentLog, InvalidProof, MalformedInput, RedlineError
 from redline.log.checkpoint import Checkpoint, open_checkpoint
 from redline.log.leaf import decode_leaf
 from redline.log.merkle import HASH_SIZE, leaf_hash, prove_consistency, stored_hash_index, verify_consistency
@@ -34,18 +34,6 @@ MAX_BUNDLE_BYTES = TILE_WIDTH * (2 + MAX_ENTRY_SIZE)
 DEFAULT_TIMEOUT_S = 30.0
 #: Full hash tiles kept between trees (8 KiB each); they never change, and are re-authenticated on every use.
 TILE_CACHE_SIZE = 4096
-
-
-class FetchError(LogError):
-    """A request to a remote log that failed: unreachable, timed out, an HTTP error or a response over its bound.
-
-    ``url`` is the address asked for and ``status`` the HTTP status (None where no answer came).
-    """
-
-    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
 
 
 def is_url(target: str) -> bool:

@@ -3,19 +3,37 @@
 ``Log`` ties the pure pieces together over a ``LogStore``: each batch of entries
 gets one integration time per entry (the log's clock, never going backwards),
 its leaves and stored hashes are computed here, one checkpoint is signed for the
-whole batch, and the store commits all of it at once. Opening a log re-derives
-every stored hash from the stored leaves and checks the result against the
-signed checkpoints, so a store altered on disk is refused, naming the first bad
-entry.
+whole batch, and the store commits all of it at once.
+
+Opening a log checks it, in one of two ways. A *full* verification
+(:func:`verify_store`, ``redline log verify``) re-derives every stored hash from
+the stored leaves and checks every signed checkpoint against the result, so a
+store altered on disk is refused, naming the first bad entry. It costs time in
+proportion to the log, so it returns what it established (:class:`Verified`: the
+size, the stored frontier and so the root, the checkpoints counted) for the
+caller to keep — sealed, as a verification record (``redline.log.verified``) —
+and a later open *since* it (:func:`verify_since`) checks only what changed: the
+latest signed checkpoint, that the stored hashes at the recorded size still give
+the recorded tree (O(log n) reads), every stored hash of the entries appended
+since and every checkpoint signed since. A store holding fewer entries than
+recorded was rolled back and is refused (:class:`RolledBack`).
+
+Entries below a recorded size were checked when the record was made, not at this
+open: the store could have been edited since. Appends stay safe (they extend the
+checked frontier, and a signed root never covers such an edit), and reads are
+checked as they happen: :meth:`Log.entries` and :meth:`Log.leaf` check whatever
+this ``Log`` did not re-derive itself against the verified root
+(:meth:`Log.verified_entries`, :meth:`Log.verified_leaf`).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +43,11 @@ from redline.errors import (
     EntryTooLarge,
     InconsistentLog,
     IndexOutOfRange,
+    InvalidProof,
     MalformedInput,
+    RedlineError,
+    RolledBack,
+    StaleLog,
 )
 from redline.log import merkle
 from redline.log.checkpoint import Checkpoint, open_checkpoint
@@ -41,17 +63,37 @@ MAX_BATCH = 100_000
 HASH_CACHE_SIZE = 1 << 18
 
 
-class StaleLog(InconsistentLog):
-    """Another writer appended to the store since this ``Log`` last read it: nothing was written. The log is
-    fine; call ``Log.refresh()`` (or append inside ``Log.writing()``) and try again."""
+@dataclass(frozen=True)
+class Verified:
+    """What a verification of a log's store established, for a later open to continue from (``verify_since``).
+
+    Every stored hash of the first ``size`` entries was re-derived from the stored leaves (by this verification
+    or the ones it continued), giving the tree whose complete subtrees have the stored hashes ``frontier``
+    (largest first; their fold is ``root``); the store's ``checkpoints`` checkpoints at sizes up to ``size``
+    all verified under the log's key and match that tree, numbered from some point on when ``numbered`` (a
+    later one must then carry the next number); entry ``size - 1`` was integrated at ``last_time_ms`` (0 when
+    the log is empty). Kept sealed between runs by ``redline.log.verified``.
+    """
+
+    size: int
+    frontier: tuple[bytes, ...]
+    checkpoints: int
+    numbered: bool
+    last_time_ms: int
+
+    @property
+    def root(self) -> bytes:
+        """The root hash of the tree of ``size`` entries."""
+        return merkle.root_from_frontier(self.frontier)
 
 
 class _CachingReader:
     """A ``HashReader`` that remembers the stored hashes it has read (oldest out first when full).
 
-    Stored hashes are immutable once committed (and checked when the log was
-    opened), so a cache is always correct; proofs of one log share their upper
-    levels, which therefore are mostly read from memory.
+    Stored hashes are immutable once committed, so a cache holds what the store
+    held when read (what was checked, a read checks; what was not, a read does not
+    make trusted); proofs of one log share their upper levels, which therefore are
+    mostly read from memory.
     """
 
     def __init__(self, store: LogStore, capacity: int = HASH_CACHE_SIZE) -> None:
@@ -96,17 +138,28 @@ class Appended:
 class Log:
     """One transparency log over a store; appends need the log's signing key."""
 
-    def __init__(self, store: LogStore, verifier: VerifierKey, signer: SigningKey | None, clock: Clock) -> None:
+    def __init__(self, store: LogStore, verifier: VerifierKey, signer: SigningKey | None, clock: Clock, *,
+                 verified: Verified | None = None, checked_from: int = 0) -> None:
+        """A log over ``store`` as it stands (``verified`` None: nothing checked), or as a verification left it:
+        ``verified`` is what it established, whose entries from ``checked_from`` on it re-derived itself."""
         self.store = store
         self.verifier = verifier
         self.signer = signer
         self.clock = clock
         self._reader = _CachingReader(store)
-        self._size = store.size()
-        self._frontier = store.read_hashes(merkle.frontier_indexes(self._size))
-        last = store.read_leaves(self._size - 1, 1)[0] if self._size else None
-        self._last_time = decode_leaf(last)[0] if last is not None else 0
-        self._checkpoints = len(store.checkpoint_sizes())
+        self._verified = verified
+        if verified is None:
+            self._size = store.size()
+            self._frontier = store.read_hashes(merkle.frontier_indexes(self._size))
+            last = store.read_leaves(self._size - 1, 1)[0] if self._size else None
+            self._last_time = decode_leaf(last)[0] if last is not None else 0
+            self._checkpoints = len(store.checkpoint_sizes())
+            self._checked: range | None = None
+        else:
+            self._size, self._frontier = verified.size, list(verified.frontier)
+            self._last_time, self._checkpoints = verified.last_time_ms, verified.checkpoints
+            self._checked = range(checked_from, verified.size)
+        self._root_trusted = verified is not None  # the root of self._frontier is a verified checkpoint's
 
     # --- creation and opening -------------------------------------------
 
@@ -115,16 +168,21 @@ class Log:
         """Start an empty log signed by ``key``, whose name is the log's origin."""
         empty = Checkpoint(key.name, 0, merkle.EMPTY_ROOT, (counter_line(0),)).sign(key)
         store.init({"origin": key.name.encode(), "public_key": key.public, "format": b"redline-log/v1"}, empty)
-        return cls(store, key.verifier(), key, clock)
+        return cls(store, key.verifier(), key, clock, verified=Verified(0, (), 1, True, 0))
 
     @classmethod
     def open(cls, store: LogStore, *, key: SigningKey | None = None, trusted: VerifierKey | None = None,
-             verify: bool = True, clock: Clock = system_clock_ms, progress: Callable[[int, int], None] | None = None
-             ) -> Log:
+             verify: bool = True, since: Verified | None = None, clock: Clock = system_clock_ms,
+             progress: Callable[[int, int], None] | None = None) -> Log:
         """Open an existing log, checking the stored tree against its checkpoints unless ``verify`` is False.
 
-        ``trusted`` is the log key the caller expects (defaults to the key the store
-        names); a signing ``key`` must match it.
+        With ``verify`` the check is full (``verify_store``: every stored hash re-derived, every checkpoint
+        verified), or, given ``since`` — what an earlier verification of *this same store* established, kept
+        where whoever edits the store cannot forge it (a sealed verification record, ``redline.log.verified``)
+        — only what changed since (``verify_since``; ``RolledBack`` when the store shrank below it). Either way
+        ``Log.verified`` then says what is now established, to be kept for the next open. ``progress`` is told
+        how many entries were re-derived, out of how many. ``trusted`` is the log key the caller expects
+        (defaults to the key the store names); a signing ``key`` must match it.
         """
         origin = store.get_meta("origin")
         public = store.get_meta("public_key")
@@ -135,9 +193,12 @@ class Log:
             raise BadSignature(f"log is signed by {stored_key.to_string()}, not the trusted key {trusted.to_string()}")
         if key is not None and key.verifier() != stored_key:
             raise BadSignature(f"signing key {key.name!r} is not this log's key")
-        if verify:
-            verify_store(store, stored_key, progress)
-        return cls(store, stored_key, key, clock)
+        if not verify:
+            return cls(store, stored_key, key, clock)
+        if since is None:
+            return cls(store, stored_key, key, clock, verified=verify_store(store, stored_key, progress))
+        return cls(store, stored_key, key, clock, verified=verify_since(store, stored_key, since, progress),
+                   checked_from=since.size)
 
     # --- reading ----------------------------------------------------------
 
@@ -151,12 +212,38 @@ class Log:
         """Number of entries."""
         return self._size
 
+    @property
+    def verified(self) -> Verified | None:
+        """What this log's verification established (None when it was opened without one), moved on by this
+        log's own appends: keep it (``redline.log.verified``) and pass it as ``since`` to open cheaply next time."""
+        return self._verified
+
+    @property
+    def checked(self) -> range | None:
+        """The entries whose stored hashes this ``Log`` re-derived or wrote itself (all of them after a full
+        verification, those since the record after a cheap one); None when it was opened without verification.
+        Reads of other entries are checked against the verified root as they happen."""
+        return self._checked
+
     def root(self, size: int | None = None) -> bytes:
-        """Root hash of the tree of ``size`` entries (the whole log when None)."""
+        """Root hash of the tree of ``size`` entries (the whole log when None).
+
+        After a cheap open, the root of a size below the entries this log re-derived is checked with a
+        consistency proof (from stored hashes) against the verified root; ``InconsistentLog`` when it fails.
+        """
         size = self._size if size is None else self._check_size(size)
         if size == self._size:
             return merkle.root_from_frontier(self._frontier)
-        return merkle.tree_hash(size, self._reader)
+        got = merkle.tree_hash(size, self._reader)
+        checked = self._checked
+        if checked is not None and size and not checked.start <= size <= checked.stop:
+            try:
+                merkle.verify_consistency(size, self._size, got, self._trusted_root(),
+                                          merkle.prove_consistency(size, self._size, self._reader))
+            except InvalidProof as exc:
+                raise InconsistentLog(f"the stored tree of the first {size} entries is not part of the log's "
+                                      f"verified tree (the store was altered): {exc}", index=size - 1) from None
+        return got
 
     def checkpoint(self, size: int | None = None) -> bytes:
         """The signed checkpoint for ``size`` (the latest when None)."""
@@ -170,21 +257,130 @@ class Log:
         return self.store.checkpoint_sizes()
 
     def leaf(self, index: int) -> bytes:
-        """Leaf bytes (time and entry) at ``index``."""
+        """Leaf bytes (time and entry) at ``index``; when the log was opened with verification and did not
+        re-derive this entry itself, checked as ``verified_leaf`` does."""
         self._check_index(index)
-        return self.store.read_leaves(index, 1)[0]
+        leaf = self.store.read_leaves(index, 1)[0]
+        if self._checked is not None and index not in self._checked:
+            self._check_leaf(index, leaf)
+        return leaf
+
+    def verified_leaf(self, index: int) -> bytes:
+        """Leaf bytes at ``index``, shown to be in the tree of the log's signed root: its leaf hash and an
+        inclusion proof from the stored hashes must reach the root that the log's checkpoint at its size signs
+        (checked once, when the log was opened without verification). ``InconsistentLog`` naming the entry
+        otherwise. O(log n) stored hashes read."""
+        self._check_index(index)
+        leaf = self.store.read_leaves(index, 1)[0]
+        self._check_leaf(index, leaf)
+        return leaf
 
     def entry(self, index: int) -> tuple[int, bytes]:
-        """(integration time in ms, entry bytes) at ``index``."""
+        """(integration time in ms, entry bytes) at ``index`` (checked as ``leaf`` is)."""
         return decode_leaf(self.leaf(index))
 
     def entries(self, start: int = 0) -> Iterator[tuple[int, int, bytes]]:
-        """Every (index, time in ms, entry) from ``start``."""
+        """Every (index, time in ms, entry) from ``start`` to the log's size.
+
+        Read as stored when this ``Log`` re-derived all of them itself (after a full verification it did) or
+        was opened without verification (then nothing is checked); otherwise this is ``verified_entries(start)``,
+        with its rule: exhaust the iterator before trusting what was built from it.
+        """
+        checked = self._checked
+        if checked is None or (checked.start <= start and self._size <= checked.stop):
+            return self._stored_entries(start, self._size)
+        return self.verified_entries(start)
+
+    def _stored_entries(self, start: int, size: int) -> Iterator[tuple[int, int, bytes]]:
         for idx, leaf in self.store.iter_leaves(start):
-            if idx >= self._size:
+            if idx >= size:
                 return
             t, e = decode_leaf(leaf)
             yield idx, t, e
+
+    def verified_entries(self, start: int = 0) -> Iterator[tuple[int, int, bytes]]:
+        """Every (index, time in ms, entry) from ``start`` to the log's size, checked against its verified root.
+
+        The stored frontier at ``start`` is first shown to be part of the verified tree (a consistency proof
+        from stored hashes, checked before anything is yielded); from it every stored hash of the entries from
+        ``start`` on is re-derived from the stored leaves and compared, and integration times must not go
+        backwards: the first entry that disagrees raises ``InconsistentLog`` naming it. An entry edited
+        together with every stored hash above it agrees with itself and is caught only at the end, when the
+        derived root is compared with the verified root (the error then names the entry ``log verify`` would).
+        So **exhaust the iterator before trusting anything built from what it yielded**: an entry is known good
+        only once the iteration ended without an error. Costs what re-deriving ``size - start`` entries costs.
+        """
+        size = self._size
+        if not 0 <= start <= size:
+            raise IndexOutOfRange(f"entry index {start} is not in a log of size {size}")
+        root = self._trusted_root()
+        if start == size:
+            return iter(())
+        try:
+            frontier = self.store.read_hashes(merkle.frontier_indexes(start))
+            if start:
+                merkle.verify_consistency(start, size, merkle.root_from_frontier(frontier), root,
+                                          merkle.prove_consistency(start, size, self.store))
+        except (InvalidProof, IndexOutOfRange) as exc:
+            raise self._locate(InconsistentLog(f"the stored tree of the first {start} entries is not part of the "
+                                               f"log's verified tree (the store was altered): {exc}",
+                                               index=start - 1)) from None
+        last_time = decode_leaf(self.leaf(start - 1))[0] if start else 0
+        return self._verified_entries(start, size, root, frontier, last_time)
+
+    def _verified_entries(self, start: int, size: int, root: bytes, frontier: list[bytes], last_time: int
+                          ) -> Iterator[tuple[int, int, bytes]]:
+        hashes = self.store.iter_hashes(merkle.stored_hash_count(start))
+        yield from _rederive(self.store.iter_leaves(start), hashes, start, size, frontier, last_time)
+        if merkle.root_from_frontier(frontier) != root:
+            raise self._locate(InconsistentLog(f"entries {start}..{size - 1} do not give the log's verified root "
+                                               "(the store was altered)", index=size - 1))
+        checked = self._checked
+        if checked is not None and start <= checked.stop and checked.start <= size:
+            self._checked = range(min(start, checked.start), max(size, checked.stop))
+
+    def _trusted_root(self) -> bytes:
+        """The root of the log's size, checked once against the log's signed checkpoint at that size."""
+        root = merkle.root_from_frontier(self._frontier)
+        if not self._root_trusted:
+            note = self.store.checkpoint(self._size)
+            if note is None:
+                raise InconsistentLog(f"the log signed no checkpoint at its size {self._size}", index=self._size)
+            try:
+                cp, _ = open_checkpoint(note, self.verifier)
+            except (BadSignature, MalformedInput) as exc:
+                raise _bad_checkpoint(self._size, f"does not verify: {exc}") from exc
+            if cp.size != self._size or cp.root != root:
+                raise _bad_checkpoint(self._size, "does not match the stored entries")
+            self._root_trusted = True
+        return root
+
+    def _check_leaf(self, index: int, leaf: bytes) -> None:
+        """``InconsistentLog`` unless ``leaf`` is at ``index`` under the log's trusted root."""
+        root = self._trusted_root()
+        h = merkle.leaf_hash(leaf)
+        try:
+            merkle.verify_inclusion(index, self._size, h, merkle.prove_inclusion(index, self._size, self._reader),
+                                    root)
+        except (InvalidProof, IndexOutOfRange):
+            try:
+                stored = self.store.read_hashes([merkle.stored_hash_index(0, index)])[0]
+            except IndexOutOfRange:
+                stored = b""
+            why = "its stored leaf hash does not match its bytes" if stored != h else \
+                "it is not in the tree the log's signed checkpoint covers"
+            raise InconsistentLog(f"entry {index}: {why} (the store was altered)", index=index) from None
+
+    def _locate(self, error: InconsistentLog) -> InconsistentLog:
+        """The error a full verification gives (naming the first bad entry as ``log verify`` would), else
+        ``error``: only for a check that already failed, as it re-derives the whole store."""
+        try:
+            verify_store(self.store, self.verifier)
+        except InconsistentLog as exc:
+            return exc
+        except RedlineError:
+            pass
+        return error
 
     def prove_inclusion(self, index: int, size: int | None = None) -> list[bytes]:
         """Audit path for entry ``index`` in the tree of ``size`` entries."""
@@ -257,6 +453,10 @@ class Log:
         first = self._size
         self._size, self._frontier, self._last_time = size, frontier, now
         self._checkpoints += 1
+        if self._checked is not None and self._checked.stop == first:
+            self._checked = range(self._checked.start, size)  # computed here, from the checked frontier
+        if self._verified is not None and self._verified.size == first:
+            self._verified = Verified(size, tuple(frontier), self._checkpoints, True, now)
         return Appended(first, (now,) * len(entries), cp)
 
     # --- several writers -----------------------------------------------------
@@ -265,7 +465,8 @@ class Log:
         """Catch up with entries other writers appended to the store since this ``Log`` read it; the new size.
 
         The store's latest checkpoint must verify and match the frontier read back; a store that shrank is
-        refused (``InconsistentLog``). Cheap when nothing changed (one size query).
+        refused (``InconsistentLog``). Cheap when nothing changed (one size query). The new entries are not
+        re-derived here: ``entries`` and ``leaf`` check them against the new root when they are read.
         """
         size = self.store.size()
         if size == self._size:
@@ -284,8 +485,9 @@ class Log:
         if cp.size != size or cp.root != merkle.root_from_frontier(frontier):
             raise InconsistentLog(f"the store holds {size} entries but its latest checkpoint (size {cp.size}) "
                                   "does not match them", index=min(size, cp.size))
-        self._last_time = max(self._last_time, decode_leaf(self.store.read_leaves(size - 1, 1)[0])[0])
-        self._size, self._frontier = size, frontier
+        self._size, self._frontier, self._root_trusted = size, frontier, True
+        last = self.leaf(size - 1)  # checked against the root just verified, unless opened without verification
+        self._last_time = max(self._last_time, decode_leaf(last)[0])
         self._checkpoints = len(self.store.checkpoint_sizes())
         return size
 
@@ -320,8 +522,9 @@ def _store_size(store: LogStore) -> int:
         return -1
 
 
-def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int, int], None] | None = None) -> None:
-    """Re-derive every stored hash from the stored leaves and check every signed checkpoint.
+def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int, int], None] | None = None
+                 ) -> Verified:
+    """Re-derive every stored hash from the stored leaves and check every signed checkpoint: what it established.
 
     Raises ``InconsistentLog`` naming the first entry that disagrees.
     """
@@ -341,71 +544,203 @@ def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int
         short = InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {cp.size}",
                                 index=min(size, cp.size))
     try:
-        roots = _check_entries(store, set(sizes), size, progress)
+        roots, (frontier, last_time) = _check_entries(store, set(sizes), size, progress)
     except InconsistentLog as exc:
-        if short is not None and (exc.index is None or exc.index > short.index):
+        if short is not None and (exc.index is None or exc.index > min(size, cp.size)):
             raise short from None
         raise
     if short is not None:
         raise short
-    counted = False
-    for position, s in enumerate(sizes):
+    numbered = _check_checkpoints(store, verifier, sizes, 0, False, roots)
+    if progress is not None:
+        progress(size, size)
+    return Verified(size, frontier, len(sizes), numbered, last_time)
+
+
+def verify_since(store: LogStore, verifier: VerifierKey, since: Verified,
+                 progress: Callable[[int, int], None] | None = None) -> Verified:
+    """Check what changed in ``store`` since the verification that established ``since``; what is now established.
+
+    ``since`` must come from a verification of this same store under this key, kept where whoever edits the
+    store cannot forge it. Checked: the store holds at least ``since.size`` entries (else ``RolledBack``); the
+    latest checkpoint verifies and is at the store's size; the stored hashes at the frontier of ``since.size``
+    are the recorded ones (O(log n) reads; else the store was altered below that size); as many checkpoints
+    are stored up to that size as were verified; every stored hash of the entries after it is re-derived from
+    the leaves, their integration times never go backwards, and every checkpoint signed after it verifies,
+    matches the tree at its size and carries the next number. ``InconsistentLog`` names the first bad entry, as
+    ``verify_store`` does. Entries below ``since.size`` are not read: readers check them as they read
+    (``Log.verified_entries``, ``Log.verified_leaf``).
+    """
+    sizes, size = _sizes_and_size(store)
+    n = since.size
+    if size < n:
+        raise RolledBack(f"the store holds {size} entries, fewer than the {n} an earlier verification of it saw: "
+                         "it was rolled back, or restored from an older copy (refused; a full verification accepts "
+                         "it again)", index=size)
+    latest = store.checkpoint(sizes[-1])
+    if latest is None:
+        raise _bad_checkpoint(sizes[-1], "is missing from the store")
+    try:
+        cp, _ = open_checkpoint(latest, verifier)
+    except (BadSignature, MalformedInput) as exc:
+        raise _bad_checkpoint(sizes[-1], f"is the latest and does not verify: {exc}") from exc
+    wanted = merkle.frontier_indexes(n)
+    try:
+        frontier = store.read_hashes(wanted)
+    except IndexOutOfRange:
+        frontier = []
+    for k, (stored, recorded) in enumerate(itertools.zip_longest(frontier, since.frontier)):
+        if stored != recorded:
+            level, index = merkle.level_and_index(wanted[k])
+            first, last = index << level, ((index + 1) << level) - 1
+            raise InconsistentLog(f"the stored hash over entries {first}..{last} is not the one verified at size {n}: "
+                                  "the store was altered below its verified size", index=last)
+    below = bisect.bisect_right(sizes, n)
+    if below != since.checkpoints:
+        what = "deleted from" if below < since.checkpoints else "added to"
+        error = InconsistentLog(f"the store holds {below} checkpoints at sizes up to {n}, not the {since.checkpoints} "
+                                f"verified: a signed checkpoint was {what} the store", index=n - 1 if n else 0)
+        try:  # name the checkpoint, as a full verification would
+            _check_checkpoints(store, verifier, sizes[:below], 0, False, None)
+        except InconsistentLog as exc:
+            raise exc from None
+        raise error
+    tail = sizes[below:]
+    short = None
+    if cp.size != size:
+        short = InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {cp.size}",
+                                index=min(size, cp.size))
+    try:
+        roots, (end_frontier, last_time) = _check_entries(store, set(tail), size, progress, start=n,
+                                                          frontier=since.frontier, last_time=since.last_time_ms)
+    except InconsistentLog as exc:
+        if short is not None and (exc.index is None or exc.index > min(size, cp.size)):
+            raise short from None
+        raise
+    if short is not None:
+        raise short
+    if tail:
+        numbered = _check_checkpoints(store, verifier, tail, below, since.numbered, roots)
+    else:  # the latest checkpoint is the one at the verified size
+        number = checkpoint_number(cp)
+        if cp.root != since.root:
+            raise _bad_checkpoint(n, "does not match the stored entries")
+        if (number is not None) != since.numbered or (number is not None and number != below - 1):
+            raise _bad_checkpoint(n, f"carries the number {number}, not the {below - 1} verified")
+        numbered = since.numbered
+    if progress is not None:
+        progress(size, size)
+    return Verified(size, end_frontier, len(sizes), numbered, last_time)
+
+
+def _sizes_and_size(store: LogStore) -> tuple[list[int], int]:
+    """The store's checkpoint sizes and size, read again while a writer appending between the two reads shows
+    a size beyond the latest checkpoint (an append commits its leaves and checkpoint together)."""
+    for _ in range(3):
+        sizes = store.checkpoint_sizes()
+        if not sizes:
+            raise InconsistentLog("the log has no checkpoint")
+        size = store.size()
+        if size <= sizes[-1]:
+            break
+    return sizes, size
+
+
+def _check_checkpoints(store: LogStore, verifier: VerifierKey, sizes: Sequence[int], first: int, numbered: bool,
+                       roots: Mapping[int, bytes] | None) -> bool:
+    """Verify the stored checkpoints at ``sizes``, the first at ``position`` in the store: signed by the log key,
+    matching ``roots`` (unless None) and numbered in order from ``first``, their position in the store
+    (``numbered``: the checkpoints before were). Whether the last of them is numbered."""
+    for position, s in enumerate(sizes, first):
         note = store.checkpoint(s)
-        assert note is not None
+        if note is None:
+            raise _bad_checkpoint(s, "is missing from the store")
         try:
             c, _ = open_checkpoint(note, verifier)
         except (BadSignature, MalformedInput) as exc:
             raise _bad_checkpoint(s, f"does not verify: {exc}") from exc
-        if c.size != s or roots.get(s) != c.root:
+        if c.size != s or (roots is not None and roots.get(s) != c.root):
             raise _bad_checkpoint(s, "does not match the stored entries")
         number = checkpoint_number(c)
         if number is None:
-            if counted:
+            if numbered:
                 raise _bad_checkpoint(s, "carries no checkpoint number although earlier ones do")
             continue  # a log written before checkpoints were numbered
-        counted = True
+        numbered = True
         if number != position:
             what = "an earlier signed checkpoint is missing from the store" if number > position else \
                 "its number repeats or goes back"
             raise _bad_checkpoint(s, f"is the log's checkpoint number {number} but the store holds it as number "
                                      f"{position}: {what}")
-    if progress is not None:
-        progress(size, size)
+    return numbered
 
 
-def _check_entries(store: LogStore, wanted: set[int], size: int, progress: Callable[[int, int], None] | None
-                   ) -> dict[int, bytes]:
-    """Re-derive every stored hash from the stored leaves; the roots at the ``wanted`` sizes."""
-    roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
-    frontier: list[bytes] = []
-    hashes = store.iter_hashes()
-    last_time = 0
-    n = 0
-    for idx, leaf in store.iter_leaves():
-        if idx != n:
-            raise InconsistentLog(f"entry {n} is missing from the store", index=n)
-        try:
-            t, _ = decode_leaf(leaf)
-        except (MalformedInput, EntryTooLarge) as exc:
-            raise InconsistentLog(f"entry {n} is malformed: {exc}", index=n) from exc
-        if t < last_time:
-            raise InconsistentLog(f"entry {n} has an integration time earlier than entry {n - 1}", index=n)
-        last_time = t
-        for expected in merkle.hashes_for_append(merkle.leaf_hash(leaf), n, frontier):
-            got = next(hashes, None)
-            if got is None or got[1] != expected:
-                raise InconsistentLog(f"entry {n}: stored hash {got[0] if got else '(missing)'} does not match "
-                                      "the entry bytes (the store was altered)", index=n)
-        n += 1
+def _check_entries(store: LogStore, wanted: set[int], size: int, progress: Callable[[int, int], None] | None, *,
+                   start: int = 0, frontier: Sequence[bytes] = (), last_time: int = 0
+                   ) -> tuple[dict[int, bytes], tuple[tuple[bytes, ...], int]]:
+    """Re-derive every stored hash from the stored leaves from ``start`` on (``frontier`` and ``last_time``: the
+    stored frontier at ``start`` and the time of entry ``start - 1``, both already verified): the roots at the
+    ``wanted`` sizes, and the frontier and last integration time at ``size``."""
+    front = list(frontier)
+    roots: dict[int, bytes] = {start: merkle.root_from_frontier(front)}
+    at_size = (tuple(front), last_time) if size == start else None
+    hashes = store.iter_hashes(merkle.stored_hash_count(start))
+    n = start
+    for idx, t, _ in _rederive(store.iter_leaves(start), hashes, start, None, front, last_time):
+        n = idx + 1
         if n in wanted:
-            roots[n] = merkle.root_from_frontier(frontier)
+            roots[n] = merkle.root_from_frontier(front)
+        if n == size:
+            at_size = (tuple(front), t)
         if progress is not None and n % 65536 == 0:
             progress(n, size)
     extra = next(hashes, None)
     if extra is not None:
         raise InconsistentLog(f"stored hash {extra[0]} is beyond the last entry: it would belong to entry {n} "
                               "or later", index=n)
-    return roots
+    if at_size is None:
+        raise InconsistentLog(f"entry {n} is missing from the store", index=n)
+    return roots, at_size
+
+
+def _rederive(leaves: Iterator[tuple[int, bytes]], hashes: Iterator[tuple[int, bytes]], start: int,
+              stop: int | None, frontier: list[bytes], last_time: int) -> Iterator[tuple[int, int, bytes]]:
+    """Each (index, time, entry) of ``leaves`` from ``start`` (to ``stop``, or to the end), once the stored hashes
+    its append wrote (from ``hashes``) are re-derived from it and ``frontier`` (the tree before it, updated in
+    place) and match, and its integration time is not before the one before it (``last_time`` at first).
+    ``InconsistentLog`` naming the first entry that is missing, malformed or does not match."""
+    n = start
+    if n == stop:
+        return
+    sha256, leaf_hash, node = hashlib.sha256, merkle.leaf_hash, b"\x01"
+    for idx, leaf in leaves:
+        if idx != n:
+            raise InconsistentLog(f"entry {n} is missing from the store", index=n)
+        try:
+            t, e = decode_leaf(leaf)
+        except (MalformedInput, EntryTooLarge) as exc:
+            raise InconsistentLog(f"entry {n} is malformed: {exc}", index=n) from exc
+        if t < last_time:
+            raise InconsistentLog(f"entry {n} has an integration time earlier than entry {n - 1}", index=n)
+        last_time = t
+        h = leaf_hash(leaf)
+        k = n
+        while True:  # merkle.hashes_for_append, inlined on this hot path
+            got = next(hashes, None)
+            if got is None or got[1] != h:
+                raise InconsistentLog(f"entry {n}: stored hash {got[0] if got else '(missing)'} does not match "
+                                      "the entry bytes (the store was altered)", index=n)
+            if not k & 1:
+                break
+            h = sha256(node + frontier.pop() + h).digest()
+            k >>= 1
+        frontier.append(h)
+        yield n, t, e
+        n += 1
+        if n == stop:
+            return
+    if stop is not None and n < stop:
+        raise InconsistentLog(f"entry {n} is missing from the store", index=n)
 
 
 def _bad_checkpoint(size: int, problem: str) -> InconsistentLog:

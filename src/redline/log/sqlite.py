@@ -28,6 +28,7 @@ few rows per batch and lets a proof read the few hashes it needs with one query.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -119,6 +120,11 @@ class SqliteStore:
                 self._db.close()
                 raise InconsistentLog(f"{self.path} is not a redline log "
                                       f"(missing tables: {', '.join(sorted(missing))})")
+
+    def describe(self) -> str:
+        """Which store this is, for a verification record (``redline.log.verified``): the database file's real
+        path."""
+        return f"sqlite:{os.path.realpath(self.path)}"
 
     @_corrupt_is_inconsistent
     def get_meta(self, key: str) -> bytes | None:

@@ -4,6 +4,12 @@ A store keeps three append-only sequences — leaves, stored hashes (in the orde
 ``redline.log.merkle`` defines), and signed checkpoints — plus a little metadata,
 and appends to all three in one atomic, durable batch. It decides nothing: the
 ``Log`` service computes hashes and signs checkpoints; the store only keeps them.
+
+A store may also offer ``describe() -> str``, naming which store it is (the SQLite
+file's real path, the PostgreSQL URL without its password), which binds a log's
+verification record to it (``redline.log.verified``); the log of a store without
+one gets no record, and is verified in full whenever it is opened with
+verification.
 """
 
 from __future__ import annotations

@@ -228,7 +228,8 @@ def encode_entry_bundle(entries: Sequence[bytes]) -> bytes:
     for position, entry in enumerate(entries):
         if len(entry) > MAX_ENTRY_SIZE:
             raise EntryTooLarge(
-                f"entry {position} of the bundle is {len(entry)} bytes, over the {MAX_ENTRY_SIZE}-byte bound"
+                f"entry {position} of the bundle is {len(entry)} bytes, over the {MAX_ENTRY_SIZE}-byte bound",
+                size=len(entry), limit=MAX_ENTRY_SIZE,
             )
         out += len(entry).to_bytes(2, "big")
         out += entry

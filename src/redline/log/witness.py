@@ -49,6 +49,7 @@ from redline.errors import (
     WitnessRefused,
 )
 from redline.log.checkpoint import Checkpoint, open_checkpoint
+from redline.times import SECOND_MS
 
 #: First line of every cosigned message (domain separation).
 COSIGNATURE_HEADER = "cosignature/v1\n"
@@ -188,7 +189,8 @@ class WitnessPolicy:
         if not self.witnesses:
             raise MalformedInput("a witness policy needs at least one witness")
         if len(self.witnesses) > MAX_WITNESSES:
-            raise InputTooLarge(f"witness policy has {len(self.witnesses)} witnesses, over {MAX_WITNESSES}")
+            raise InputTooLarge(f"witness policy has {len(self.witnesses)} witnesses, over {MAX_WITNESSES}",
+                                size=len(self.witnesses), limit=MAX_WITNESSES)
         names: set[str] = set()
         for k in self.witnesses:
             if k.alg != ALG_COSIGNATURE_V1:
@@ -221,7 +223,7 @@ class WitnessPolicy:
     def from_text(cls, text: str) -> WitnessPolicy:
         """Parse a trust file (text or JSON form)."""
         if len(text) > MAX_POLICY_BYTES:
-            raise InputTooLarge(f"witness policy is over {MAX_POLICY_BYTES} bytes")
+            raise InputTooLarge(f"witness policy is over {MAX_POLICY_BYTES} bytes", limit=MAX_POLICY_BYTES)
         if text.lstrip().startswith("{"):
             return cls._from_json(text)
         keys: list[VerifierKey] = []
@@ -253,7 +255,8 @@ class WitnessPolicy:
             raise MalformedInput(f"witness policy is not valid JSON: {exc}") from exc
         except RecursionError:
             raise MalformedInput("witness policy JSON is nested too deeply") from None
-        if not isinstance(doc, dict) or set(doc) - {"witnesses", "quorum"} or not isinstance(doc.get("witnesses"), list):
+        if (not isinstance(doc, dict) or set(doc) - {"witnesses", "quorum"}
+                or not isinstance(doc.get("witnesses"), list)):
             raise MalformedInput('witness policy JSON must be {"witnesses": [...], "quorum": k}')
         keys: list[VerifierKey] = []
         urls: dict[str, str] = {}
@@ -278,8 +281,10 @@ class WitnessPolicy:
     def load(cls, path: str | Path) -> WitnessPolicy:
         """Read a trust file."""
         path = Path(path)
-        if path.stat().st_size > MAX_POLICY_BYTES:
-            raise InputTooLarge(f"{path} is over {MAX_POLICY_BYTES} bytes")
+        size = path.stat().st_size
+        if size > MAX_POLICY_BYTES:
+            raise InputTooLarge(f"{path} is over {MAX_POLICY_BYTES} bytes", size=size, limit=MAX_POLICY_BYTES,
+                                path=str(path))
         try:
             return cls.from_text(path.read_text("utf-8"))
         except UnicodeDecodeError as exc:
@@ -317,19 +322,25 @@ def check_cosigned(note_bytes: bytes, log_key: VerifierKey, policy: WitnessPolic
 
     Returns the checkpoint and ``{witness name: cosignature time}`` for every valid
     policy cosignature. Signatures from keys outside the policy are ignored; a bad
-    signature from a policy witness raises ``BadSignature``; cosignatures timed more
-    than ``max_ahead_s`` after ``now_s`` (the system clock by default) are not
-    counted. Too few cosignatures raise ``PolicyNotMet``.
+    signature from a policy witness raises ``BadSignature``, two from one witness
+    ``MalformedInput`` (stricter than the note layer, which like Go's ``note.Open``
+    skips a known key's repeats); cosignatures timed more than ``max_ahead_s`` after
+    ``now_s`` (the system clock by default) are not counted. Too few cosignatures
+    raise ``PolicyNotMet``.
     """
     cp, note = open_checkpoint(note_bytes, log_key, others=policy.witnesses)
     now = int(time.time()) if now_s is None else now_s
     by_id = {(k.name, k.key_id): k for k in policy.witnesses}
     times: dict[str, int] = {}
     future: list[str] = []
+    seen: set[tuple[str, bytes]] = set()
     for sig in note.signatures:
         k = by_id.get((sig.name, sig.key_id))
         if k is None:
             continue
+        if (sig.name, sig.key_id) in seen:
+            raise MalformedInput(f"note carries two cosignatures from witness {sig.name!r}")
+        seen.add((sig.name, sig.key_id))
         t = verify_cosignature(note.text, sig, k)
         if t > now + max_ahead_s:
             future.append(f"{k.name} (time {t}, {t - now}s ahead)")
@@ -362,7 +373,7 @@ def check_times(checkpoint: Checkpoint, cosignature_times: dict[str, int] | Iter
     if not times or need < 1:
         raise PolicyNotMet(f"checkpoint of {checkpoint.origin} at size {checkpoint.size}: no cosignature time "
                            f"bounds the log's clock")
-    bounding = [t for t in times if latest_integration_ms < (t + 1) * 1000 + skew_ms]
+    bounding = [t for t in times if latest_integration_ms < (t + 1) * SECOND_MS + skew_ms]
     if len(bounding) < need:
         raise LogClockAhead(f"checkpoint of {checkpoint.origin} at size {checkpoint.size}: entries integrated at "
                             f"{latest_integration_ms} ms run ahead of the witnesses' cosignature times "
@@ -392,7 +403,8 @@ def add_checkpoint_request(old_size: int, proof: Sequence[bytes], signed_checkpo
 def parse_add_checkpoint_request(body: bytes) -> tuple[int, list[bytes], bytes]:
     """Split an add-checkpoint body into (old size, proof hashes, signed checkpoint bytes), strictly."""
     if len(body) > MAX_REQUEST_BYTES:
-        raise InputTooLarge(f"add-checkpoint body is {len(body)} bytes, over {MAX_REQUEST_BYTES}")
+        raise InputTooLarge(f"add-checkpoint body is {len(body)} bytes, over {MAX_REQUEST_BYTES}", size=len(body),
+                            limit=MAX_REQUEST_BYTES)
     pos = 0
     proof: list[bytes] = []
     old: int | None = None

@@ -34,5 +34,5 @@ def resolve_policy(name_or_path: str) -> Policy:
     return load_pack(name_or_path) if name_or_path in PACKS else load_policy(name_or_path)
 
 
-__all__ = ["METRICS", "PACKS", "Consequence", "Line", "Metric", "Parameters", "Policy", "ResumeQuorum", "load_pack", "load_policy",
-           "policy_from_document", "resolve_policy"]
+__all__ = ["METRICS", "PACKS", "Consequence", "Line", "Metric", "Parameters", "Policy", "ResumeQuorum", "load_pack",
+           "load_policy", "policy_from_document", "resolve_policy"]

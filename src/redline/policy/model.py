@@ -230,7 +230,8 @@ def load_policy(path: str | Path) -> Policy:
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_POLICY_BYTES:
-        raise InputTooLarge(f"{path} is {size} bytes, over the policy limit of {MAX_POLICY_BYTES}")
+        raise InputTooLarge(f"{path} is {size} bytes, over the policy limit of {MAX_POLICY_BYTES}", size=size,
+                            limit=MAX_POLICY_BYTES, path=str(path))
     try:
         doc = yaml.safe_load(path.read_text("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -73,13 +73,15 @@ from redline.errors import (
     LogError,
     MalformedInput,
     NotAuthorized,
+    QueueFull,
     RedlineError,
     SequenceError,
     UntrustedCode,
 )
 from redline.log.checkpoint import open_checkpoint
 from redline.log.tiles import parse_tile_path, tile_bytes, tile_implied
-from redline.registry import Registry, Submitted, utc_from_ms
+from redline.registry import Registry, Submitted
+from redline.times import iso_millis
 
 log = logging.getLogger("redline.server")
 
@@ -128,15 +130,21 @@ _TITLES = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflic
            422: "Unprocessable Content", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 
-def problem(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """An RFC 9457 problem document naming the error class and why."""
-    body = {"type": "about:blank", "title": _TITLES.get(status, "Error"), "status": status, "error": error,
-            "detail": detail}
+def problem(status: int, error: str, detail: str, headers: dict[str, str] | None = None, *,
+            fields: dict[str, Any] | None = None) -> JSONResponse:
+    """An RFC 9457 problem document naming the error class and why; ``fields`` (the error's structured fields,
+    ``RedlineError.fields()``) become extension members, except any that a standard member already names."""
+    body: dict[str, Any] = {"type": "about:blank", "title": _TITLES.get(status, "Error"), "status": status,
+                            "error": error, "detail": detail}
+    for name, value in (fields or {}).items():
+        body.setdefault(name, value)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE, headers=headers)
 
 
 class Problem(BaseModel):
-    """A refusal (RFC 9457 problem details): ``error`` is the redline error class, ``detail`` the reason."""
+    """A refusal (RFC 9457 problem details): ``error`` is the redline error class, ``detail`` the reason; the
+    error's structured fields, where it has any (``field``, ``key_name``, ``expected``, ...), are extension
+    members beside them."""
 
     type: str = "about:blank"
     title: str
@@ -173,10 +181,6 @@ def _problem_response(description: str) -> dict[str, Any]:
 
 
 _TOO_LARGE = {413: _problem_response(f"Request body over {MAX_BODY_BYTES} bytes.")}
-
-
-class QueueFull(Exception):
-    """The submission queue is full."""
 
 
 class _BodyTooLarge(Exception):
@@ -386,7 +390,7 @@ class LogService:
                 statement = parse_json(base64.b64decode(envelope["payload"], validate=True), what="payload")
         except (RedlineError, ValueError):
             pass
-        return {"index": index, "time_ms": time_ms, "time": _rfc3339(time_ms), "leaf": b64encode(leaf),
+        return {"index": index, "time_ms": time_ms, "time": iso_millis(time_ms), "leaf": b64encode(leaf),
                 "envelope": envelope if isinstance(envelope, dict) else None,
                 "statement": statement if isinstance(statement, dict) else None, "tree_size": size,
                 "inclusion_proof": [b64encode(h) for h in receipt.proof], "receipt": receipt.encode().decode()}
@@ -398,10 +402,6 @@ def _resolve(fut: concurrent.futures.Future[Any], result: Any) -> None:
             fut.set_result(result)
         except concurrent.futures.InvalidStateError:
             pass
-
-
-def _rfc3339(ms: int) -> str:
-    return utc_from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _page(items: list[dict[str, Any]], offset: int, limit: int) -> dict[str, Any]:
@@ -575,7 +575,7 @@ def create_app(registry: Registry, *, publish: Publish = identity_publish, batch
                             headers={"Redline-Index": str(result.index), "Redline-Time-Ms": str(result.time_ms),
                                      "Location": f"/api/entries/{result.index}"})
         if isinstance(result, RedlineError):
-            return problem(status_for(result), type(result).__name__, str(result))
+            return problem(status_for(result), type(result).__name__, str(result), fields=result.fields())
         return problem(503, type(result).__name__, "the log could not integrate the batch; nothing was written")
 
     page_args = {"offset": Query(0, ge=0, le=1 << 31, description="First item."),

@@ -32,10 +32,11 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from redline.engine.effects import bound_parties, h100e, iso
+from redline.engine.effects import bound_parties, h100e
 from redline.engine.state import State
 from redline.engine.view import deadlines, pause_view, release_status
 from redline.policy.metrics import INDICATOR_METRICS
+from redline.times import HOUR_MS, MINUTE_MS, SECOND_MS, iso
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -67,9 +68,9 @@ def fmt(value: float | None) -> str:
 
 def duration(ms: int) -> str:
     """A span of logged time in days and hours."""
-    hours = ms // 3_600_000
+    hours = ms // HOUR_MS
     days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if days else f"{hours} h {(ms // 60_000) % 60} min"
+    return f"{days} d {hours} h" if days else f"{hours} h {(ms // MINUTE_MS) % 60} min"
 
 
 def parse_note(text: str) -> dict[str, Any]:
@@ -184,7 +185,7 @@ def _chart(st: State, times: dict[int, int]) -> dict[str, Any]:
             _, p, c = events[k]
             running[p if p in running else "others"] += c
             k += 1
-        x.append(bucket // 1000)
+        x.append(bucket // SECOND_MS)
         for s, name in zip(y, names):
             s.append(running[name])
     table = [{"party": n, "total": running[n]} for n in names]

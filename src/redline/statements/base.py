@@ -31,7 +31,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from redline.crypto.canonical import canonical_digest, canonical_json, parse_json
+from redline.crypto.canonical import canonical_digest, canonical_json, canonical_json_owned, parse_json
 from redline.crypto.dsse import (
     IN_TOTO_PAYLOAD_TYPE,
     STATEMENT_TYPE,
@@ -546,8 +546,13 @@ def _subjects_json(subjects: list[dict[str, Any]]) -> bytes | None:
 _string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
+#: ``canonical_json(cls.PREDICATE_TYPE)`` by predicate class, worked out once.
+_TYPE_JSON: dict[type[Predicate], bytes] = {}
+
+
 def _parse_payload_fast(payload: bytes) -> tuple[Predicate, bytes] | None:
-    """The predicate and its canonical bytes, if ``payload`` is byte for byte the canonical statement it implies; else None.
+    """The predicate and its canonical bytes, if ``payload`` is byte for byte the canonical statement it implies;
+    else None.
 
     One serialisation replaces the four separate checks of ``open_statement`` and
     :func:`parse_statement` (canonical payload, canonical predicate, normal form,
@@ -577,8 +582,9 @@ def _parse_payload_fast(payload: bytes) -> tuple[Predicate, bytes] | None:
         cls = PREDICATE_TYPES.get(payload[type_start:type_end].decode("ascii"))
         if cls is None:
             return None
-        pred = cls.model_validate_json(raw)
-        if canonical_json(pred.model_dump(mode="json")) != raw:
+        pred = cls.__pydantic_validator__.validate_json(raw)  # cls.model_validate_json(raw)
+        # canonical_json(pred.model_dump(mode="json")), on the dump made for it
+        if canonical_json_owned(cls.__pydantic_serializer__.to_python(pred, mode="json")) != raw:
             return None
         token = _KNOWN_DIGEST.set((id(pred), hashlib.sha256(raw).hexdigest()))
         try:
@@ -587,7 +593,10 @@ def _parse_payload_fast(payload: bytes) -> tuple[Predicate, bytes] | None:
             _KNOWN_DIGEST.reset(token)
         if subjects is None or payload[type_end + len(_SUBJECT_MARK):-1] != subjects:
             return None
-        if payload[type_start - 1:type_end + 1] != canonical_json(cls.PREDICATE_TYPE):
+        type_json = _TYPE_JSON.get(cls)
+        if type_json is None:
+            type_json = _TYPE_JSON[cls] = canonical_json(cls.PREDICATE_TYPE)
+        if payload[type_start - 1:type_end + 1] != type_json:
             return None
         return pred, raw
     except Exception:  # any doubt: the slow path decides and explains
@@ -618,7 +627,8 @@ def parse_payload_canonical(payload: bytes) -> tuple[Predicate, bytes]:
 
 
 def open_predicate(env: Envelope, keys: Iterable[VerifierKey]) -> tuple[Predicate, VerifierKey]:
-    """Verify ``env`` against ``keys`` and parse its statement: ``open_statement`` then ``parse_statement``, in one pass."""
+    """Verify ``env`` against ``keys`` and parse its statement: ``open_statement`` then ``parse_statement``, in one
+    pass."""
     signer = env.verify(keys)
     if env.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise MalformedInput(f"DSSE payloadType is {env.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}")
@@ -660,7 +670,8 @@ __all__ = [
     "BoundedList", "Count", "Digest", "FiniteFloat", "Flop", "HexBytes", "Hours", "Label", "MAX_FLOP", "MAX_LABEL",
     "MAX_LIST", "MAX_NAME", "MAX_PREDICATE_BYTES", "MAX_SAFE_INT", "MAX_TEXT", "Model", "Name", "NonEmptyText",
     "PREDICATE_KINDS", "PREDICATE_TYPES", "PartyName", "Predicate", "Probability", "Seq", "Sha256Hex", "Text",
-    "Timestamp", "VerifierKeyString", "format_time", "json_doubles", "open_envelope", "open_predicate", "parse_payload", "parse_payload_canonical", "parse_predicate",
+    "Timestamp", "VerifierKeyString", "format_time", "json_doubles", "open_envelope", "open_predicate", "parse_payload",
+    "parse_payload_canonical", "parse_predicate",
     "parse_statement", "predicate_digest", "register", "sign_predicate", "to_statement", "unique",
     "verifier_key_string",
 ]

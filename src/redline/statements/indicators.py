@@ -40,7 +40,8 @@ class Indicator(Predicate):
         return self
 
     def subjects(self) -> list[dict[str, Any]]:
-        return [*super().subjects(), {"name": f"{self.statement_name()}/evidence", "digest": dict(self.evidence_digest)}]
+        return [*super().subjects(),
+                {"name": f"{self.statement_name()}/evidence", "digest": dict(self.evidence_digest)}]
 
 
 __all__ = ["Indicator"]

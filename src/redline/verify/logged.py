@@ -20,6 +20,7 @@ from redline.statements.verification import Check
 from redline.verify.sampling import SeedRange, checkpoint_after, seed_from_checkpoint
 
 if TYPE_CHECKING:
+    from redline.engine.state import State
     from redline.log.service import Log
 
 
@@ -67,19 +68,24 @@ def seed_ranges(log: Log, declarations: list[tuple[int, RunProgress | RunFinish]
     return ranges
 
 
-def logged_run(log: Log, run_id: str, run_party: str | None = None) -> LoggedRun:
-    """The run ``run_party/run_id`` as ``log`` holds it (``run_party`` may be omitted when one party has it).
+def logged_run(log: Log, run_id: str, run_party: str | None = None, state: State | None = None) -> LoggedRun:
+    """The run ``run_party/run_id`` as ``log`` holds it (``run_party`` may be omitted when one party has it);
+    ``state``, when given, is the log's state (``redline.statecache.load_state``), else it is replayed here.
 
     Raises ``InvalidStatement`` when no such run, or no declaration to verify against, is on the log;
     ``MalformedInput`` when several parties declared ``run_id`` and none was named.
     """
     from redline.crypto.dsse import Envelope
     from redline.crypto.keys import VerifierKey
-    from redline.engine import Entry, State, replay
+    from redline.engine import Entry, replay
+    from redline.engine.state import State as _State
     from redline.log.receipt import verify_receipt
     from redline.statements import open_envelope
 
-    state = replay((Entry(i, t, e) for i, t, e in log.entries()), State(origin=log.origin))
+    if state is None:
+        state = replay((Entry(i, t, e) for i, t, e in log.entries()), _State(origin=log.origin))
+    elif state.next_index != log.size or state.origin != log.origin:
+        raise InvalidStatement(f"the state given is of {state.next_index} entries of {state.origin!r}, not of the log")
     runs = [r for r in state.runs.values() if r.run_id == run_id and (run_party is None or r.party == run_party)]
     if not runs:
         raise InvalidStatement(f"field 'run_id': no run {run_id!r}" + (f" declared by {run_party!r}" if run_party

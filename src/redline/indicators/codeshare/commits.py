@@ -96,8 +96,10 @@ def commit_markers(rules: Rules, *, author: str, author_email: str, committer: s
     return tuple(dict.fromkeys(hits))
 
 
-def involvement_markers(rules: Rules, *, committer: str, committer_email: str) -> tuple[str, ...]:
-    """Markers that a tool took part in making the commit, not that it wrote the code: recorded, never counted."""
+def involvement_markers(rules: Rules, *, committer: str, committer_email: str,
+                        trailers: Iterable[tuple[str, str]] = ()) -> tuple[str, ...]:
+    """Markers that a tool took part in making the commit, not that it wrote the code: recorded, never counted
+    (``committer-bot:<login>``, ``committer:<email>``, ``committer-name:<suffix>``, ``trailer:<key>``)."""
     hits: list[str] = []
     ce = committer_email.lower()
     login = _bot(rules, ce)
@@ -109,7 +111,10 @@ def involvement_markers(rules: Rules, *, committer: str, committer_email: str) -
     for suffix in rules.committer_name_suffixes:
         if fold(committer.rstrip()).endswith(fold(suffix)):
             hits.append(f"committer-name:{suffix}")
-    return tuple(hits)
+    for key, _value in trailers:
+        if key.lower() in rules.involvement_trailer_keys:
+            hits.append(f"trailer:{key.lower()}")
+    return tuple(dict.fromkeys(hits))
 
 
 def _parse_trailers(block: str) -> tuple[tuple[str, str], ...]:
@@ -129,7 +134,7 @@ def _commit_from_fields(fields: list[bytes], rules: Rules) -> CommitInfo:
     return CommitInfo(sha, tuple(parents.split()), int(ct), an, ae, cn, ce, subject, tr,
                       commit_markers(rules, author=an, author_email=ae, committer=cn, committer_email=ce,
                                      subject=subject, trailers=tr),
-                      involvement_markers(rules, committer=cn, committer_email=ce))
+                      involvement_markers(rules, committer=cn, committer_email=ce, trailers=tr))
 
 
 def _read_header(first: bytes, lines: Iterator[bytes]) -> list[bytes]:

@@ -11,7 +11,7 @@ EVIDENCE_FORMAT = "redline.codeshare.evidence/v1"
 NOTES_REF = "refs/notes/ai"
 AGENT_TRACE_PATH = ".agent-trace/traces.jsonl"
 CONFIG_PATH = ".redline/code-share.yaml"
-DEFAULT_RULES = "ai-authorship-v2.yaml"
+DEFAULT_RULES = "ai-authorship-v3.yaml"
 GIT_AI_SCHEMA = "authorship/3.0.0"
 CLASSES = ("source", "tests", "config", "docs")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import tempfile
@@ -114,6 +115,17 @@ class Git:
                 err.seek(0)
                 text = err.read().decode("utf-8", "replace").strip()
                 raise GitFailed(f"git {args[0]} failed in {self.path}: {text or f'exit {code}'}")
+
+    def with_env(self, **extra: str) -> Git:
+        """This repository, driven with more environment variables (the same configuration isolation)."""
+        other = copy.copy(self)
+        other.env = {**self.env, **extra}
+        return other
+
+    def objects_dir(self) -> Path:
+        """The repository's object store (``git rev-parse --git-path objects``), as an absolute path."""
+        p = Path(os.fsdecode(self.out("rev-parse", "--git-path", "objects").rstrip(b"\n")))
+        return p if p.is_absolute() else (self.path / p)
 
     def resolve(self, rev: str, what: str = "revision") -> str:
         proc = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"], check=False)

@@ -7,7 +7,8 @@ from pathlib import Path
 from redline.errors import (
     CodeShareError,
 )
-from redline.indicators.codeshare.results import CodeShareResult, Shares, _utc
+from redline.indicators.codeshare.results import CodeShareResult, Shares
+from redline.times import from_seconds
 
 
 def plot(result: CodeShareResult, path: str | Path) -> Path:
@@ -31,7 +32,7 @@ def plot(result: CodeShareResult, path: str | Path) -> Path:
     keys = sorted(buckets)
     import matplotlib.dates as mdates
 
-    edges = [mdates.date2num(_utc(k)) for k in keys] + [mdates.date2num(_utc(keys[-1] + width))]
+    edges = [mdates.date2num(from_seconds(k)) for k in keys] + [mdates.date2num(from_seconds(keys[-1] + width))]
     sh = [Shares.of(buckets[k]) for k in keys]
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     ax.stairs([s.upper_bound for s in sh], edges, baseline=[s.lower_bound for s in sh], fill=True, alpha=0.2,

@@ -1,7 +1,7 @@
 """Counting profiles: which rules, which files, which lines and which ``git blame`` flags a measurement uses.
 
 ``default``
-    redline's own method: the ``ai-authorship-v2`` rules with line-level evidence (git-ai notes,
+    redline's own method: the ``ai-authorship-v3`` rules with line-level evidence (git-ai notes,
     Agent Trace), the rule file's ignore list, blank lines not counted, ``git blame -M -C -C``
     at git's default thresholds.
 
@@ -24,7 +24,8 @@
     * figure: aider's lines / all counted lines.
 
     redline blames only the files some commit in the range touched (the others are all
-    boundary lines, so they add nothing), in parallel, and reads every header in one process:
+    boundary lines, so they add nothing), in parallel, from an uncompressed copy of the range's
+    objects (:mod:`redline.indicators.codeshare.objcache`), and reads every header in one process:
     the counts are identical (``tests/test_codeshare_aider.py`` checks them line for line
     against an independent per-file loop).
 
@@ -79,7 +80,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "default": Profile("default", "ai-authorship-v2.yaml", count_blank=False, blame_flags=("-M", "-C", "-C")),
+    "default": Profile("default", "ai-authorship-v3.yaml", count_blank=False, blame_flags=("-M", "-C", "-C")),
     "aider": Profile("aider", "aider-blame-v1.yaml", count_blank=True, blame_flags=("-M100", "-C100", "-C", "-C"),
                      include=AIDER_INCLUDE, exclude=AIDER_EXCLUDE, default_ignore=False),
 }

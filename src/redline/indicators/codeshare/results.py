@@ -6,7 +6,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from redline.crypto.canonical import canonical_json
@@ -26,6 +26,7 @@ from redline.indicators.codeshare.constants import (
 from redline.indicators.codeshare.evidence import _EvidenceSource, _FileEvidence
 from redline.indicators.codeshare.profiles import Profile, get_profile
 from redline.indicators.codeshare.rules import Filters, Rules
+from redline.times import format_utc
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,6 @@ class CommitRow:
         return [self.sha, self.time, *self.counts, list(self.evidence)]
 
 
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
-
-
 @dataclass(frozen=True)
 class CodeShareResult:
     """A code-share measurement: the shares, per file class, per commit, and what it was computed from."""
@@ -181,9 +174,9 @@ class CodeShareResult:
             "repository": {"branch": self.branch, "tip": self.tip, "start": self.start,
                            "notes_ref": self.notes_ref, "notes_tip": self.notes_tip,
                            "agent_trace": self.agent_trace, "notes_complete": self.notes_complete},
-            "window": {"start": _iso(self.window_start), "end": _iso(self.window_end),
-                       "since": _iso(self.since) if self.since else None,
-                       "until": _iso(self.until) if self.until else None},
+            "window": {"start": format_utc(self.window_start), "end": format_utc(self.window_end),
+                       "since": format_utc(self.since) if self.since else None,
+                       "until": format_utc(self.until) if self.until else None},
             "population": {"commits": self.population_commits, "merges": self.merges,
                            "commits_with_lines": len(self.commits), **dict(sorted(commit_counts.items()))},
             "totals": self.totals.to_dict(),

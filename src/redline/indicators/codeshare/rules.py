@@ -40,6 +40,7 @@ class _CommitRules(_Strict):
 
 class _InvolvementRules(_Strict):
     committer_name_suffixes: list[str] = Field(alias="committer-name-suffixes", default_factory=list)
+    trailer_keys: list[str] = Field(alias="trailer-keys", default_factory=list)
 
 
 class _AgentTraceRules(_Strict):
@@ -83,6 +84,8 @@ class Rules:
     subject_prefixes: tuple[str, ...]
     match_case: bool
     committer_name_suffixes: tuple[str, ...]
+    #: Trailer keys (lower-cased) whose mere presence marks a tool's involvement (e.g. ``claude-session``).
+    involvement_trailer_keys: frozenset[str]
     #: Whether git-ai notes and Agent Trace records are read at all (a profile reproducing a
     #: commit-level method, such as aider's, turns them off).
     line_evidence: bool
@@ -92,7 +95,7 @@ class Rules:
 
     @property
     def rule_version(self) -> str:
-        """What every result records: ``<id>-v<version>``, e.g. ``ai-authorship-v2``."""
+        """What every result records: ``<id>-v<version>``, e.g. ``ai-authorship-v3``."""
         return f"{self.id}-v{self.version}"
 
     def file_class(self, path: str) -> str:
@@ -139,18 +142,20 @@ def parse_rules(data: bytes, source: str) -> Rules:
         bot_logins=frozenset(b.lower() for b in c.bot_logins),
         author_name_suffixes=tuple(c.author_name_suffixes), author_name_contains=tuple(c.author_name_contains),
         subject_prefixes=tuple(c.subject_prefixes), match_case=c.match_case,
-        committer_name_suffixes=tuple(rf.involvement.committer_name_suffixes), line_evidence=rf.line_evidence,
-        agent_trace=rf.agent_trace.model_dump(), ignore=ignore, classes=classes)
+        committer_name_suffixes=tuple(rf.involvement.committer_name_suffixes),
+        involvement_trailer_keys=frozenset(k.lower() for k in rf.involvement.trailer_keys),
+        line_evidence=rf.line_evidence, agent_trace=rf.agent_trace.model_dump(), ignore=ignore, classes=classes)
 
 
 def builtin_rules(name: str = DEFAULT_RULES) -> Rules:
-    """A rule file shipped in ``redline/indicators/rules/`` (``ai-authorship-v2.yaml``, ``aider-blame-v1.yaml``)."""
+    """A rule file shipped in ``redline/indicators/rules/`` (``ai-authorship-v3.yaml``, the default;
+    ``ai-authorship-v2.yaml``, kept so that earlier results can be recomputed; ``aider-blame-v1.yaml``)."""
     data = resources.files("redline.indicators").joinpath("rules", name).read_bytes()
     return parse_rules(data, f"built-in rules {name}")
 
 
 def load_rules(path: str | Path | None = None) -> Rules:
-    """The rule file at ``path``, or the built-in default (``ai-authorship-v2``)."""
+    """The rule file at ``path``, or the built-in default (``ai-authorship-v3``)."""
     if path is None:
         return builtin_rules()
     p = Path(path)

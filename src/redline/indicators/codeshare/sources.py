@@ -12,9 +12,9 @@ from redline.indicators.codeshare.agenttrace import AgentTraces, parse_agent_tra
 from redline.indicators.codeshare.constants import AGENT_TRACE_PATH, CONFIG_PATH
 from redline.indicators.codeshare.git import Git
 from redline.indicators.codeshare.repoconfig import RepoConfig
-from redline.indicators.codeshare.results import _iso
 from redline.indicators.codeshare.rules import Rules
 from redline.indicators.files import read_regular
+from redline.times import format_utc
 
 #: Largest Agent Trace file read from disk (bytes).
 MAX_AGENT_TRACE_BYTES = 64 * 1024 * 1024
@@ -38,7 +38,7 @@ def _completeness(notes_complete: bool | None, config: RepoConfig) -> str | None
     if notes_complete:
         return "asserted by the caller for every commit"
     if notes_complete is None and config.notes_complete_since is not None:
-        return f"declared in {CONFIG_PATH} for commits from {_iso(config.notes_complete_since)}"
+        return f"declared in {CONFIG_PATH} for commits from {format_utc(config.notes_complete_since)}"
     return None
 
 

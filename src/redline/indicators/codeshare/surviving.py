@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from redline.errors import (
@@ -14,11 +15,13 @@ from redline.indicators.codeshare.blame import _blame, _parallel
 from redline.indicators.codeshare.constants import NOTES_REF
 from redline.indicators.codeshare.evidence import _EvidenceSource
 from redline.indicators.codeshare.git import Git, _path
+from redline.indicators.codeshare.objcache import blame_object_cache
 from redline.indicators.codeshare.profiles import Profile, get_profile
 from redline.indicators.codeshare.repoconfig import RepoConfig
-from redline.indicators.codeshare.results import CodeShareResult, _finish, _Tally, _utc
+from redline.indicators.codeshare.results import CodeShareResult, _finish, _Tally
 from redline.indicators.codeshare.rules import Filters, Rules, builtin_rules, load_rules
 from redline.indicators.codeshare.sources import _completeness, _load_config, _load_traces, _repo_label
+from redline.times import from_seconds
 
 
 def _touched_files(git: Git, start: str, end: str) -> set[str]:
@@ -70,7 +73,8 @@ def survival(repo: str | Path, rev_range: str, *, include: Sequence[str] = (), e
              default_ignore: bool = True, rules: Rules | str | Path | None = None,
              notes_complete: bool | None = None, agent_trace: str | Path | None = None,
              agent_trace_revision: str = "commit", notes_ref: str = NOTES_REF,
-             jobs: int | None = None, profile: str | Profile | None = None) -> CodeShareResult:
+             jobs: int | None = None, profile: str | Profile | None = None,
+             object_cache: bool = True) -> CodeShareResult:
     """Measure the AI share of the lines added after START that still exist at END (``rev_range`` is ``START..END``).
 
     Each line of END's tree that ``git blame START..END`` (the profile's flags: ``-M -C -C`` by default)
@@ -78,6 +82,11 @@ def survival(repo: str | Path, rev_range: str, *, include: Sequence[str] = (), e
     number it had there. ``profile="aider"`` reproduces aider's ``scripts/blame.py`` (see
     :mod:`redline.indicators.codeshare.profiles`): its rules, files, blank lines and blame flags.
     ``include`` replaces the profile's include list; ``exclude`` adds to its exclude list.
+
+    Only the files some commit of the range touched are blamed (the others are all boundary lines), ``jobs``
+    at a time, from an uncompressed, undeltified copy of the range's objects in a temporary directory
+    (:mod:`redline.indicators.codeshare.objcache`; ``object_cache=False`` blames from the repository's own
+    object store): the counts are the same either way.
     """
     prof = get_profile(profile)
     start_rev, sep, end_rev = rev_range.partition("..")
@@ -121,7 +130,8 @@ def survival(repo: str | Path, rev_range: str, *, include: Sequence[str] = (), e
     candidates = {p: oid for p, oid in tree.items() if p in touched and pf.classify(p) is not None}
     skip = _binary(git, start, end, candidates) if not prof.count_blank else set()
     files = [(p, pf.classify(p)) for p in sorted(candidates) if p not in skip]
-    blamed = _parallel(jobs, lambda f: _blame(git, prof.blame_flags, f"{start}..{end}", f[0]), files)
+    with blame_object_cache(git, start, end) if object_cache and files else nullcontext(git) as bgit:
+        blamed = _parallel(jobs, lambda f: _blame(bgit, prof.blame_flags, f"{start}..{end}", f[0]), files)
     src.load({b.commit for bl in blamed for b in bl if not b.boundary})
     tally = _Tally()
     count_blank = prof.count_blank
@@ -142,7 +152,7 @@ def survival(repo: str | Path, rev_range: str, *, include: Sequence[str] = (), e
         f"no countable lines added after {start_rev} survive at {end_rev} (after "
         f"{'' if count_blank else 'blank lines, '}ignored files and include/exclude globs)"),
         mode="survival", repository=_repo_label(git), branch=end_rev, tip=end, start=start,
-        window_start=_utc(st.time), window_end=_utc(et.time), since=None, until=None, filters=filters,
+        window_start=from_seconds(st.time), window_end=from_seconds(et.time), since=None, until=None, filters=filters,
         notes_complete=_completeness(notes_complete, config), population_commits=len(in_range),
         merges=int(git.out("rev-list", "--merges", "--count", f"{start}..{end}").decode().strip() or 0),
         profile=prof)

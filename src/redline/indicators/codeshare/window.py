@@ -21,9 +21,10 @@ from redline.indicators.codeshare.evidence import _EvidenceSource
 from redline.indicators.codeshare.git import Git
 from redline.indicators.codeshare.merges import _attribute_merges, _MergePlan, _prepare_merges
 from redline.indicators.codeshare.repoconfig import parse_time
-from redline.indicators.codeshare.results import CodeShareResult, _finish, _iso, _Tally, _utc
+from redline.indicators.codeshare.results import CodeShareResult, _finish, _Tally
 from redline.indicators.codeshare.rules import Filters, Rules, load_rules
 from redline.indicators.codeshare.sources import _completeness, _load_config, _load_traces, _repo_label
+from redline.times import format_utc, from_seconds
 
 
 def code_share(repo: str | Path, *, branch: str = "HEAD", since: datetime | str | None = None,
@@ -49,7 +50,8 @@ def code_share(repo: str | Path, *, branch: str = "HEAD", since: datetime | str 
     since_dt = parse_time(since, "since") if since is not None else None
     until_dt = parse_time(until, "until") if until is not None else None
     if since_dt and until_dt and not since_dt < until_dt:
-        raise EmptyWindow(f"the window [{_iso(since_dt)}, {_iso(until_dt)}) is empty: 'since' must be before 'until'")
+        raise EmptyWindow(f"the window [{format_utc(since_dt)}, {format_utc(until_dt)}) is empty: 'since' must be "
+                          "before 'until'")
     tip = git.resolve(branch, "branch")
     lo = since_dt.timestamp() if since_dt else None
     hi = until_dt.timestamp() if until_dt else None
@@ -64,12 +66,14 @@ def code_share(repo: str | Path, *, branch: str = "HEAD", since: datetime | str 
             for i, (sha, ct) in enumerate(zip(shas, cts))]
     for sha, ct, _ in walk:
         if sha in shallow and (lo is None or ct >= lo):
-            need = f"the window starts {_iso(since_dt)}" if since_dt else "the window is the whole history"
+            need = f"the window starts {format_utc(since_dt)}" if since_dt else "the window is the whole history"
             raise HistoryMissing(
-                f"{git.path} is a shallow clone and the history before commit {sha[:12]} ({_iso(_utc(ct))}) is "
-                f"missing, but {need}; fetch more (git fetch --shallow-since=DATE, --deepen=N or --unshallow)")
+                f"{git.path} is a shallow clone and the history before commit {sha[:12]} "
+                f"({format_utc(from_seconds(ct))}) is missing, but {need}; fetch more (git fetch "
+                "--shallow-since=DATE, --deepen=N or --unshallow)")
     chosen_idx = [i for i, (_, ct, _) in enumerate(walk) if (lo is None or ct >= lo) and (hi is None or ct < hi)]
-    window_text = f"[{_iso(since_dt) if since_dt else 'beginning'}, {_iso(until_dt) if until_dt else 'now'})"
+    window_text = (f"[{format_utc(since_dt) if since_dt else 'beginning'}, "
+                   f"{format_utc(until_dt) if until_dt else 'now'})")
     if not chosen_idx:
         raise EmptyWindow(f"no commits on the first-parent history of {branch} ({tip[:12]}) were committed in "
                           f"the window {window_text}")
@@ -140,6 +144,6 @@ def code_share(repo: str | Path, *, branch: str = "HEAD", since: datetime | str 
         f"the window {window_text} of {branch} ({tip[:12]}) has {len(selected)} commit(s) but no countable added "
         "lines (after blank lines, ignored files and include/exclude globs)"),
         mode="window", repository=_repo_label(git), branch=branch, tip=tip, start=None,
-        window_start=since_dt or _utc(min(times)), window_end=until_dt or _utc(max(times)),
+        window_start=since_dt or from_seconds(min(times)), window_end=until_dt or from_seconds(max(times)),
         since=since_dt, until=until_dt, filters=filters,
         notes_complete=_completeness(notes_complete, config), population_commits=len(selected), merges=len(merges))

@@ -36,7 +36,7 @@ def _prepare(runs: Sequence[Run], models: list[str]) -> _Data:
         family_of_task[t_index[r.task_id]] = f_index[r.task_family]
     model_idx = np.array([m_index[r.model] for r in scored], dtype=np.int64)
     w = np.zeros(len(scored))
-    for m, name in enumerate(models):
+    for m, _name in enumerate(models):
         rows = np.flatnonzero(model_idx == m)
         if len(rows):
             w[rows] = invsqrt_task_weights([scored[i].task_id for i in rows], [scored[i].task_family for i in rows])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 
 from redline.errors import MalformedInput
 from redline.indicators.horizon.constants import CONFIDENCE, DEFAULT_C, INDICATOR_NAME, METHOD, METHOD_VERSION
+from redline.times import format_utc
 
 
 @dataclass
@@ -161,9 +162,7 @@ def _fmt_minutes(minutes: float | None) -> str:
 
 
 def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+    return None if value is None else format_utc(value)
 
 
 def _json_number(v: Any) -> Any:

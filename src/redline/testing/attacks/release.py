@@ -62,7 +62,7 @@ class ReleaseUnverifiedWeights(BindingAttack):
         answers = [start, declare, *([audit.report] if audit.report else [])]
         stopped: dict[str, bool] = {}
         found: list[Any] = []
-        for label, what, name, weights, kind in (
+        for _label, what, name, weights, kind in (
                 ("a", f"(a) {party}: release {model_name} with weights trained {factor}x longer", model_name,
                  longer, "release-unverified-weights"),
                 ("b", f"(b) {party}: release the verified weights as {model_name}-renamed", f"{model_name}-renamed",

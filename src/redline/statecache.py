@@ -1,0 +1,305 @@
+"""The state of a log at the speed of the log: sealed state snapshots beside it, and replay of what came after.
+
+Replaying a log of a million entries takes minutes; most questions (``redline state``,
+``submit``, ``serve``, ``verify run --log``) come after only a few new entries. So after
+a replay the state is saved as a *snapshot* in ``LOGDIR/snapshots/``, keyed by the
+tree size and root it was computed at, and the next reader loads the latest snapshot
+and replays only the entries after it.
+
+A snapshot is a cache, never the truth. It is used only when all of these hold;
+otherwise the state is replayed from the log (and a note says why):
+
+* its seal verifies under this user's cache key (``redline.log.localcache``): it was
+  written by this user's redline and not edited, cut short or swapped since;
+* it was made for this log (origin and key), by this very code (the package's source
+  digest: other code may derive another state) and this Python (``marshal``);
+* its size is within the log's, and its root is the root of the log's first ``size``
+  entries: a consistency proof from the store between the snapshot's root and the
+  root of the latest signed checkpoint verifies;
+* every entry after it that is replayed is authenticated (``Log.verified_entries``): the
+  stored tree at the snapshot's size is proven part of the signed tree, every stored hash
+  of the entries after it is re-derived from their leaves, and the result must be the
+  signed checkpoint's root. The state is returned only after that check; a store edited
+  under the snapshot is refused (``InconsistentLog``), never replayed into a state.
+
+``--no-cache`` (``use_cache=False``) replays every entry, authenticated the same way
+from the empty tree. Snapshots are written through a temporary file and renamed, so a
+crash leaves the old one or the new one; the two newest are kept.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redline.engine import Entry, State, replay
+from redline.engine import snapshot as codec
+from redline.engine.parallel import MIN_PARALLEL_ENTRIES, replay_parallel
+from redline.errors import BadSignature, InconsistentLog, MalformedInput, StaleCache
+from redline.log import localcache, merkle
+from redline.log.checkpoint import open_checkpoint
+from redline.log.service import Log
+
+KIND = "state-snapshot"
+SNAPSHOT_DIR = "snapshots"
+#: Snapshots kept per log (the newest ones).
+KEEP = 2
+#: Largest snapshot read back (bytes).
+MAX_SNAPSHOT_BYTES = 4 << 30
+#: A new snapshot is written when at least this many entries were replayed past the last one...
+SAVE_MIN_ENTRIES = 10_000
+#: ...or this share of the log, whichever is more (so a snapshot's cost stays small beside the replay it saves).
+SAVE_SHARE = 0.05
+
+Note = Callable[[str], None]
+
+
+@dataclass
+class Loaded:
+    """How a state was obtained: from which snapshot (size, None for none), how many entries were replayed, and
+    why a snapshot was not used (None when one was, or none was looked for)."""
+
+    state: State
+    snapshot_size: int | None
+    replayed: int
+    reason: str | None = None
+    saved: Path | None = None
+
+
+def snapshot_dir(logdir: Path) -> Path:
+    """Where LOGDIR's snapshots live."""
+    return logdir / SNAPSHOT_DIR
+
+
+def _name(size: int) -> str:
+    return f"state-{size:012d}.sealed"
+
+
+def _sizes(directory: Path) -> list[int]:
+    out = []
+    try:
+        names = [p.name for p in directory.iterdir()]
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith("state-") and name.endswith(".sealed") and name[6:-7].isdigit():
+            out.append(int(name[6:-7]))
+    return sorted(out, reverse=True)
+
+
+@dataclass
+class Source:
+    """A log as the cache sees it: who it is, its signed head, how to prove an older root is a prefix of that head,
+    and its entries from an index on, each authenticated against the head."""
+
+    origin: str
+    public_key: str
+    size: int
+    root: bytes
+    #: Raise unless the tree of (size, root) given is a prefix of this head's tree.
+    consistent: Callable[[int, bytes], None]
+    entries: Callable[[int], Iterator[Entry]]
+
+    def expect(self) -> dict[str, object]:
+        """What a snapshot's sealed header must say to be of this log and this code."""
+        return {"origin": self.origin, "public_key": self.public_key, "code": localcache.code_digest(),
+                "python": codec.python_tag(), "format": codec.FORMAT}
+
+
+def log_source(log: Log) -> Source:
+    """A local log, opened with verification, as a ``Source``."""
+    size, root = _signed_head(log)
+
+    def consistent(s: int, r: bytes) -> None:
+        merkle.verify_consistency(s, size, r, root, log.prove_consistency(s, size) if 0 < s < size else [])
+
+    return Source(log.origin, log.verifier.to_string(), size, root, consistent,
+                  lambda start: authenticated_entries(log, start))
+
+
+def load_state(log: Log, logdir: Path | None, *, use_cache: bool = True, save: bool = True,
+               note: Note | None = None, workers: int = 2) -> Loaded:
+    """The state of ``log``: from its latest usable snapshot in ``logdir``/snapshots plus the entries after it,
+    or replayed from the start. Every entry replayed is authenticated against the log's latest signed checkpoint.
+
+    ``note`` hears why a snapshot was not used (none is not worth a note); ``save`` writes a new snapshot when
+    enough entries were replayed past the last one (see ``SAVE_MIN_ENTRIES``).
+    """
+    directory = snapshot_dir(logdir) if logdir is not None else None
+    return load_source(log_source(log), directory, use_cache=use_cache, save=save, note=note, workers=workers)
+
+
+def load_source(source: Source, directory: Path | None, *, use_cache: bool = True, save: bool = True,
+                note: Note | None = None, workers: int = 2, base: State | None = None) -> Loaded:
+    """The state of ``source`` from its latest usable snapshot in ``directory`` plus the entries after it; or, given
+    ``base`` (a state of this log the caller holds, e.g. a monitor's from its last round), from ``base`` on.
+    A new snapshot is saved when enough entries were replayed past the newest one."""
+    size = source.size
+    state, start, reason = None, 0, None
+    if base is not None:
+        if base.next_index > size or base.origin != source.origin:
+            raise InconsistentLog(f"the state held is of {base.next_index} entries of {base.origin!r}, the log "
+                                  f"{size} of {source.origin!r}", index=min(base.next_index, size))
+        state, start = base, base.next_index
+    elif use_cache and directory is not None:
+        state, start, reason = _latest(source, directory)
+        if reason is not None and note is not None:
+            note(f"state snapshot not used ({reason}); replaying the log from the start")
+    from_snapshot = base is None and state is not None and start > 0
+    entries = source.entries(start)
+    initial = state if state is not None else State(origin=source.origin)
+    if size - start >= MIN_PARALLEL_ENTRIES and workers > 1:
+        state = replay_parallel(entries, initial, workers=workers)
+    else:
+        state = replay(entries, initial)
+    loaded = Loaded(state, start if from_snapshot else None, size - start, reason)
+    if save and directory is not None and _worth_saving(directory, start, size):
+        loaded.saved = save_snapshot(source, directory, state)
+    return loaded
+
+
+def save_if_worth(log: Log, logdir: Path, state: State) -> Path | None:
+    """Save ``state`` (the state of all of ``log``, e.g. a long-lived registry's when it stops) as a snapshot when
+    enough entries came after the newest one (see ``SAVE_MIN_ENTRIES``); the path written, or None."""
+    directory = snapshot_dir(logdir)
+    source = log_source(log)
+    if state.next_index != source.size or not _worth_saving(directory, 0, source.size):
+        return None
+    return save_snapshot(source, directory, state)
+
+
+def _worth_saving(directory: Path, start: int, size: int) -> bool:
+    latest = max(_sizes(directory), default=0)
+    return size > latest and size - max(start, latest) >= max(SAVE_MIN_ENTRIES, int(size * SAVE_SHARE))
+
+
+def _signed_head(log: Log) -> tuple[int, bytes]:
+    """The size and root of the log's latest checkpoint, verified with the log's key (and matching the store)."""
+    note = log.checkpoint()
+    try:
+        cp, _ = open_checkpoint(note, log.verifier)
+    except (BadSignature, MalformedInput) as exc:
+        raise InconsistentLog(f"the log's latest checkpoint does not verify: {exc}") from exc
+    if cp.size != log.size:
+        raise InconsistentLog(f"the log holds {log.size} entries but its latest checkpoint says {cp.size}",
+                              index=min(cp.size, log.size))
+    return cp.size, cp.root
+
+
+def _latest(source: Source, directory: Path) -> tuple[State | None, int, str | None]:
+    """The newest usable snapshot's state and size, or (None, 0, why not) — why is None when there is none."""
+    reasons = []
+    for s in _sizes(directory):
+        if s > source.size:
+            reasons.append(f"{_name(s)} is for {s} entries, the log holds {source.size}")
+            continue
+        try:
+            return _open(source, directory / _name(s), s), s, None
+        except (StaleCache, MalformedInput, InconsistentLog) as exc:
+            reasons.append(f"{_name(s)}: {exc}")
+    return None, 0, "; ".join(reasons) or None
+
+
+def _open(source: Source, path: Path, s: int) -> State:
+    data = localcache.read_regular(path, MAX_SNAPSHOT_BYTES)
+    if data is None:
+        raise StaleCache("it disappeared while read")
+    sealed_length = int.from_bytes(data[:8], "big")
+    if len(data) < 8 or not 0 < sealed_length <= len(data) - 8:
+        raise StaleCache("not a sealed state snapshot")
+    header, body = localcache.unseal(KIND, data[8:8 + sealed_length], localcache.cache_key(),
+                                     expect={**source.expect(), "size": s})
+    blobs = _blob_loaders(header, memoryview(data)[8 + sealed_length:])
+    try:
+        snap_root = bytes.fromhex(str(header.get("root")))
+    except ValueError:
+        raise StaleCache("its header has no root") from None
+    try:
+        if s == source.size:
+            if snap_root != source.root:
+                raise InconsistentLog("its root is not the root of the log's latest checkpoint")
+        elif s > 0:
+            source.consistent(s, snap_root)
+    except Exception as exc:  # an InvalidProof or a bad hash: this snapshot is not of this log's history
+        raise StaleCache(f"its root is not consistent with the log's signed checkpoint ({exc})") from None
+    # Decoding makes millions of objects that live as long as the state. Collecting while they are made would
+    # only rescan them, and so would every full collection afterwards (a fifth of a second each at a million
+    # entries, several per thousand entries replayed): collect what is garbage now, decode with the collector
+    # off, then move everything alive to the permanent generation (``gc.freeze``), which collections skip.
+    # The cost: should this state become garbage later, its memory is not reclaimed by the cycle collector.
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        state = codec.decode(body, blobs)
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+    if state.next_index != s or state.origin != source.origin:
+        raise StaleCache(f"it holds the state after {state.next_index} entries of {state.origin!r}")
+    return state
+
+
+def _blob_loaders(header: dict[str, Any], region: memoryview) -> list[Callable[[], bytes]]:
+    """Loaders of the blobs after the sealed part, each checked here against the digest the seal covers (so a
+    snapshot is used only when every byte of it is as sealed); they copy a blob out when the state needs it."""
+    listed = header.get("blobs")
+    if not isinstance(listed, list) or not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int)
+                                               and isinstance(b[1], str) for b in listed):
+        raise StaleCache("its header does not list its blobs")
+    if sum(length for length, _ in listed) != len(region):
+        raise StaleCache("its blobs are not the size its header says (cut short, or added to)")
+    loaders: list[Callable[[], bytes]] = []
+    offset = 0
+    for length, digest in listed:
+        part = region[offset:offset + length]
+        if hashlib.sha256(part).hexdigest() != digest:
+            raise StaleCache(f"its blob at byte {offset} does not match its seal (the file was edited)")
+        loaders.append(part.tobytes)
+        offset += length
+    return loaders
+
+
+def authenticated_entries(log: Log, start: int) -> Iterator[Entry]:
+    """Entries ``start ..`` of ``log`` as the engine takes them, each checked against the log's signed root
+    (``Log.verified_entries``: the stored frontier at ``start`` proven part of the signed tree, every hash
+    re-derived, the root compared at the end). Exhaust it before trusting what was built from it."""
+    for index, time_ms, data in log.verified_entries(start):
+        yield Entry(index, time_ms, data)
+
+
+def save_snapshot(source: Source, directory: Path, state: State) -> Path | None:
+    """Seal and write ``state`` (the state of all of ``source``) as a snapshot in ``directory``; keep the newest
+    ``KEEP``. None when it could not be written (a read-only directory is not an error)."""
+    if state.next_index != source.size:
+        return None
+    try:
+        encoded = codec.encode(state)
+    except MalformedInput:
+        return None
+    header = {**source.expect(), "size": source.size, "root": source.root.hex(),
+              "blobs": [[len(b), hashlib.sha256(b).hexdigest()] for b in encoded.blobs],
+              "made_ms": time.time_ns() // 1_000_000}
+    path = directory / _name(source.size)
+    try:
+        sealed = localcache.seal(KIND, header, encoded.body, localcache.cache_key())
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        localcache.write_atomic(path, b"".join([len(sealed).to_bytes(8, "big"), sealed, *encoded.blobs]))
+    except OSError:
+        return None
+    for old in _sizes(directory)[KEEP:]:
+        try:
+            (directory / _name(old)).unlink()
+        except OSError:
+            pass
+    return path
+
+
+__all__ = ["KIND", "Loaded", "Source", "authenticated_entries", "load_source", "load_state", "log_source",
+           "save_if_worth", "save_snapshot", "snapshot_dir"]
