@@ -13,8 +13,9 @@ Then, each ``redline`` command in a fresh process, timed from start to exit (sta
    entries (median of ``--repeat`` runs);
 4. an open for append, in one process: ``open_log(LOGDIR, signing=True, verify=True)`` (cheap: the latest
    checkpoint and what changed since the verification record) against the full verification, same process;
-5. the memory of the state after ``--n`` entries (the process's peak RSS over its RSS before the state was
-   loaded, and the size of the snapshot).
+5. the memory of the state after ``--n`` entries: the RSS a process gains loading it (from the snapshot: its
+   timeline and transcript roots stay encoded until read), the snapshot's size, and the peak RSS of the full
+   replay's largest process (every part of the state decoded, plus the entries in flight).
 
 Goals (issue #17): state with 1,000 new entries ≤ 1 s; open for append ≤ 100 ms; the ratio (full replay over
 snapshot-based state) is printed last.
@@ -107,11 +108,24 @@ def build(logdir: Path, entries: list[Entry], origin: str) -> None:
     say(f"log written in {time.perf_counter() - t0:.1f} s")
 
 
+#: Runs one command and prints its wall time and the peak RSS of it and its helpers. A small process of its own:
+#: a child forked from this (large) benchmark process would count the benchmark's pages in its peak.
+RUN_PROBE = """
+import resource, subprocess, sys, time
+t0 = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+PEAKS: dict[str, float] = {}  # MiB, by command
+
+
 def timed_cli(*args: str | Path, env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run([str(REDLINE), *map(str, args)], env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    """Wall seconds of ``redline ARGS`` from start to exit; its peak RSS (with its helpers') goes to ``PEAKS``."""
+    out = subprocess.run([sys.executable, "-c", RUN_PROBE, str(REDLINE), *map(str, args)], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    PEAKS[" ".join(map(str, args[:1]))] = max(PEAKS.get(" ".join(map(str, args[:1])), 0.0), int(out[1]) / 1024)
+    return float(out[0])
 
 
 OPEN_PROBE = """
@@ -173,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if size != n:  # an earlier run appended the tail: start again from a copy-free rebuild
         (logdir / "complete").unlink()
         build(logdir, entries[:n], rb.BENCH_ORIGIN)
-    for stale in ("snapshots", "verified.sealed"):
+    for stale in ("snapshots", "verified"):  # the snapshots and the verification records (beside the bench key)
         p = logdir / stale
         if p.is_dir():
             shutil.rmtree(p)
@@ -183,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     t_verify = timed_cli("log", "verify", logdir, env=env)
     say(f"full open   redline log verify                     {t_verify:8.2f} s")
     t_full = timed_cli("state", logdir, "--no-cache", env=env)
+    peak_full = PEAKS.pop("state")  # MiB: the full replay, which also writes the snapshot
     snaps = sorted((logdir / "snapshots").glob("*.sealed")) if (logdir / "snapshots").is_dir() else []
     snap_bytes = snaps[-1].stat().st_size if snaps else 0
     say(f"full replay redline state --no-cache               {t_full:8.2f} s  ({n / t_full:,.0f} entries/s; "
@@ -207,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     mem = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(logdir)], env=env, check=True,
                          capture_output=True, text=True).stdout.split()
     say(f"memory: the state of {n + tail:,} entries takes {int(mem[0]) / 2**20:,.0f} MiB of RSS (loaded from the "
-        f"snapshot at {mem[1]}, {mem[2]} entries replayed); its snapshot file {snap_bytes / 2**20:,.0f} MiB")
+        f"snapshot at {mem[1]}, {mem[2]} entries replayed); its snapshot file {snap_bytes / 2**20:,.0f} MiB; the "
+        f"full replay (writing the snapshot) peaked at {peak_full:,.0f} MiB of RSS, `redline state` from the snapshot "
+        f"at {PEAKS.get('state', 0):,.0f} MiB")
     say(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     say()
     say(f"goal: redline state with {tail:,} new entries <= {STATE_GOAL_S:g} s: "

@@ -9,6 +9,7 @@ entry it replays on. Each attack below is a way to make a reader believe a state
 from __future__ import annotations
 
 import importlib.util
+import json
 import marshal
 import shutil
 import sqlite3
@@ -497,3 +498,56 @@ def test_a_log_read_over_http_is_cached_and_checked_the_same_way(tmp_path: Path,
         assert remote_state(server.url, key, note=notes.append).digest() == world.state.digest()
         assert notes and "seal" in notes[0]
         assert remote_state(server.url, key, use_cache=False).digest() == world.state.digest()
+
+
+def _blob_offsets(path: Path) -> list[tuple[int, int, bool]]:
+    """(offset, length, read late) of each blob after the sealed part of a snapshot file."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "big")
+    header, _ = localcache.unseal(statecache.KIND, data[8:8 + n], localcache.cache_key())
+    out, offset = [], 8 + n
+    for length, _, late in header["blobs"]:
+        out.append((offset, length, late))
+        offset += length
+    return out
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_an_edited_blob_the_state_needs_now_means_the_snapshot_is_not_used(snapped: tuple[Path, Path],
+                                                                         loggable: list[Entry]) -> None:
+    logdir, path = snapped
+    eager = [(o, n) for o, n, late in _blob_offsets(path) if not late]
+    assert eager  # the transcript roots
+    _flip(path, eager[0][0] + eager[0][1] // 2)
+    got = _used(logdir)
+    assert got.snapshot_size is None and "does not match its seal" in (got.reason or ""), got.reason
+    _same(got.state, _reference(loggable, logdir))
+
+
+def test_an_edited_timeline_blob_is_an_error_when_read_never_a_wrong_state(snapped: tuple[Path, Path],
+                                                                           loggable: list[Entry]) -> None:
+    logdir, path = snapped
+    late = [(o, n) for o, n, is_late in _blob_offsets(path) if is_late]
+    assert late  # the timeline
+    _flip(path, late[0][0] + late[0][1] - 1)
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["state", str(logdir)])  # the tables never read the timeline
+    assert shown.exit_code == 0, shown.output
+    as_json = runner.invoke(cli, ["state", str(logdir), "--json"])
+    assert as_json.exit_code == 4 and "does not match its seal" in as_json.stderr and as_json.stdout == ""
+    full = runner.invoke(cli, ["state", str(logdir), "--json", "--no-cache"])
+    assert full.exit_code == 0 and json.loads(full.stdout)["next_index"] == len(loggable)
+
+
+def test_a_loaded_snapshot_stays_readable_after_a_newer_one_pruned_it(snapped: tuple[Path, Path],
+                                                                       loggable: list[Entry]) -> None:
+    logdir, path = snapped
+    got = _used(logdir)
+    assert got.snapshot_size == 40
+    path.unlink()  # what a newer snapshot's pruning (or anyone) does while a server holds this state
+    assert got.state.to_dict() == _reference(loggable, logdir).to_dict()

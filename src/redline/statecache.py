@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from redline.engine import Entry, State, replay
 from redline.engine import snapshot as codec
@@ -206,15 +207,24 @@ def _latest(source: Source, directory: Path) -> tuple[State | None, int, str | N
 
 
 def _open(source: Source, path: Path, s: int) -> State:
-    data = localcache.read_regular(path, MAX_SNAPSHOT_BYTES)
-    if data is None:
+    # Read the sealed part and the blobs the state needs now; the file stays open for those it needs later (the
+    # timeline's), which are checked against the seal when read: an unlinked snapshot (a newer one pruned it)
+    # stays readable through this handle, and an edited one fails its digest (``StaleCache``).
+    f = localcache.open_regular(path, MAX_SNAPSHOT_BYTES)
+    if f is None:
         raise StaleCache("it disappeared while read")
-    sealed_length = int.from_bytes(data[:8], "big")
-    if len(data) < 8 or not 0 < sealed_length <= len(data) - 8:
+    size = os.fstat(f.fileno()).st_size
+    sealed_length = int.from_bytes(os.pread(f.fileno(), 8, 0), "big")
+    if size < 8 or not 0 < sealed_length <= size - 8:
+        f.close()
         raise StaleCache("not a sealed state snapshot")
-    header, body = localcache.unseal(KIND, data[8:8 + sealed_length], localcache.cache_key(),
-                                     expect={**source.expect(), "size": s})
-    blobs = _blob_loaders(header, memoryview(data)[8 + sealed_length:])
+    try:
+        header, body = localcache.unseal(KIND, os.pread(f.fileno(), sealed_length, 8), localcache.cache_key(),
+                                         expect={**source.expect(), "size": s})
+        blobs = _blob_loaders(header, f, 8 + sealed_length, size)
+    except BaseException:
+        f.close()
+        raise
     try:
         snap_root = bytes.fromhex(str(header.get("root")))
     except ValueError:
@@ -246,24 +256,42 @@ def _open(source: Source, path: Path, s: int) -> State:
     return state
 
 
-def _blob_loaders(header: dict[str, Any], region: memoryview) -> list[Callable[[], bytes]]:
-    """Loaders of the blobs after the sealed part, each checked here against the digest the seal covers (so a
-    snapshot is used only when every byte of it is as sealed); they copy a blob out when the state needs it."""
+def _blob_loaders(header: dict[str, Any], f: BinaryIO, start: int, size: int) -> list[Callable[[], bytes]]:
+    """Loaders of the blobs after the sealed part (from byte ``start`` of the open file ``f``), each checked against
+    the digest the seal covers: those the header marks ``late`` when they are loaded, the others here, so that a
+    snapshot whose needed parts were edited is not used at all."""
     listed = header.get("blobs")
-    if not isinstance(listed, list) or not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int)
-                                               and isinstance(b[1], str) for b in listed):
+    if not isinstance(listed, list) or not all(isinstance(b, list) and len(b) == 3 and isinstance(b[0], int)
+                                               and b[0] >= 0 and isinstance(b[1], str) and isinstance(b[2], bool)
+                                               for b in listed):
         raise StaleCache("its header does not list its blobs")
-    if sum(length for length, _ in listed) != len(region):
+    if start + sum(b[0] for b in listed) != size:
         raise StaleCache("its blobs are not the size its header says (cut short, or added to)")
     loaders: list[Callable[[], bytes]] = []
-    offset = 0
-    for length, digest in listed:
-        part = region[offset:offset + length]
-        if hashlib.sha256(part).hexdigest() != digest:
-            raise StaleCache(f"its blob at byte {offset} does not match its seal (the file was edited)")
-        loaders.append(part.tobytes)
+    offset = start
+    for length, digest, late in listed:
+        load = _BlobLoader(f, offset, length, digest)
+        loaders.append(load if late else _loaded(load()))
         offset += length
     return loaders
+
+
+class _BlobLoader:
+    """Reads one blob of an open snapshot file and checks it against its sealed digest."""
+
+    def __init__(self, f: BinaryIO, offset: int, length: int, digest: str) -> None:
+        self.f, self.offset, self.length, self.digest = f, offset, length, digest
+
+    def __call__(self) -> bytes:
+        data = os.pread(self.f.fileno(), self.length, self.offset)
+        if len(data) != self.length or hashlib.sha256(data).hexdigest() != self.digest:
+            raise StaleCache(f"the state snapshot's blob at byte {self.offset} does not match its seal (the file "
+                             "was edited or cut short); run again with --no-cache")
+        return data
+
+
+def _loaded(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
 
 
 def authenticated_entries(log: Log, start: int) -> Iterator[Entry]:
@@ -281,16 +309,17 @@ def save_snapshot(source: Source, directory: Path, state: State) -> Path | None:
         return None
     try:
         encoded = codec.encode(state)
-    except MalformedInput:
+    except (MalformedInput, StaleCache):  # a state holding what a snapshot cannot keep, or an edited snapshot's
         return None
     header = {**source.expect(), "size": source.size, "root": source.root.hex(),
-              "blobs": [[len(b), hashlib.sha256(b).hexdigest()] for b in encoded.blobs],
+              "blobs": [[len(b), hashlib.sha256(b).hexdigest(), i in encoded.late]
+                        for i, b in enumerate(encoded.blobs)],
               "made_ms": time.time_ns() // 1_000_000}
     path = directory / _name(source.size)
     try:
         sealed = localcache.seal(KIND, header, encoded.body, localcache.cache_key())
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        localcache.write_atomic(path, b"".join([len(sealed).to_bytes(8, "big"), sealed, *encoded.blobs]))
+        localcache.write_atomic(path, [len(sealed).to_bytes(8, "big"), sealed, *encoded.blobs])
     except OSError:
         return None
     for old in _sizes(directory)[KEEP:]:

@@ -274,7 +274,7 @@ def policy_publish(logdir: Path, pack_or_file: str, key_path: Path, supersedes: 
                    "LOGDIR/snapshots (a snapshot is only ever a cache: one that is stale, edited or made by other "
                    "code is never used).")
 @click.option("--all", "all_rows", is_flag=True,
-              help="Show every row of the tables that grow with the log (by default the latest 50 of each).")
+              help="Show every row of the tables that grow with the log (by default the latest 20 of each).")
 def state(logdir: str, as_json: bool, log_key: str | None, witness_policy: Path | None, no_cache: bool,
           all_rows: bool) -> None:
     """Replay the log in LOGDIR and show the state: policies, commitments, the pause, deadlines, crossings,

@@ -64,7 +64,7 @@ def status_line(st: State, where: str | Path | None = None) -> str:
 
 
 #: Rows a long table shows by default (the latest ones); ``redline state --all`` shows every row.
-DEFAULT_ROWS = 50
+DEFAULT_ROWS = 20
 
 
 def render_state(st: State, console: Console, *, where: str | Path | None = None,
@@ -183,7 +183,8 @@ def _findings(st: State, console: Console, limit: int | None = None) -> None:
 
 def _reviews(st: State, console: Console, limit: int | None = None) -> None:
     t = _table("reviews", "review", "model", "weights", "window ends", "findings", "decision", "may release now")
-    for r in _latest(t, release_status(st), limit, "reviews"):
+    keys = _latest(t, sorted(st.reviews), limit, "reviews")
+    for r in release_status(st, keys):
         may = Text("yes", style="green") if r["may_release"] else Text(
             "no: " + "; ".join(f"{o['kind']} ({o['reason']})" for o in r["obstacles"]), style="red")
         decision = r["decision"] or "pending"

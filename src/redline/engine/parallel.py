@@ -481,12 +481,13 @@ class _Reader:
             raise self.error
 
 
-def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
-                     chunk: int) -> Generator[tuple[list[Entry], list[Prepared | None]], None, None]:
+def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int, chunk: int, known: Iterable[VerifierKey] = ()
+                     ) -> Generator[tuple[list[Entry], list[Prepared | None]], None, None]:
     """Chunks of entries with their ``Prepared`` (None where a helper could not prepare one), in order.
 
     Candidate keys are collected chunk by chunk before the chunk is sent: a key can only be
-    current for an entry if the statement that named it came earlier.
+    current for an entry if the statement that named it came earlier; ``known`` are keys the
+    state replayed onto already holds (a state from a snapshot), candidates from the start.
     """
     helpers = _Helpers(workers)
     try:
@@ -512,6 +513,10 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int,
             datas = [e.data if len(e.data) <= MAX_ENTRY_BYTES else b"" for e in batch]
             pending.append((batch, helpers.submit(datas, strings)))
 
+        for key in known:
+            if key.fingerprint not in fingerprints and len(fingerprints) < MAX_CANDIDATES:
+                fingerprints.add(key.fingerprint)
+                strings.append(key.to_string())
         learn(lead)
         for _ in range(max(2, workers * IN_FLIGHT_PER_WORKER)):
             submit()
@@ -550,7 +555,7 @@ def replay_parallel(entries: Iterable[Entry], state: State | None = None, *, wor
         for e in reader.rest():
             apply(state, e)
         return state
-    chunks = _prepared_chunks(reader, first, workers, max(1, chunk))
+    chunks = _prepared_chunks(reader, first, workers, max(1, chunk), [p.key for p in state.parties.values()])
     try:
         with _fewer_collections():
             for batch, results in chunks:

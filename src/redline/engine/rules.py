@@ -439,9 +439,15 @@ class RunDeclarationRule:
 
 def _declared_point(run: Run, time_ms: int, flop: float, index: int) -> None:
     """Add a declared (time, FLOP reached) point, kept in time order and never going down."""
-    reached = max([flop, *(p[1] for p in run.progress if p[0] <= time_ms)])
-    run.progress.append([time_ms, float(reached), index])
-    run.progress.sort(key=lambda p: (p[0], p[2]))
+    progress = run.progress
+    if not progress or time_ms >= progress[-1][0]:
+        # the usual case, a point at or after every earlier one: it goes last (its entry index is the largest),
+        # and every earlier point counts towards what it reached; no sort needed
+        progress.append([time_ms, float(max(flop, max((p[1] for p in progress), default=flop))), index])
+        return
+    reached = max([flop, *(p[1] for p in progress if p[0] <= time_ms)])
+    progress.append([time_ms, float(reached), index])
+    progress.sort(key=lambda p: (p[0], p[2]))
 
 
 def _run_declared(state: State, run: Run, reported: float, party: Party, index: int, now: int) -> None:

@@ -116,10 +116,12 @@ class _Encoder:
 
 @dataclass(frozen=True)
 class Encoded:
-    """A snapshot: the body (decoded whole) and the blobs it names by position (read when needed)."""
+    """A snapshot: the body (decoded whole) and the blobs it names by position; ``late`` are the positions of the
+    blobs :func:`decode` does not load (the timeline's: loaded when the timeline is first read)."""
 
     body: bytes
     blobs: list[bytes]
+    late: frozenset[int] = frozenset()
 
 
 def encode(state: State) -> Encoded:
@@ -131,6 +133,7 @@ def encode(state: State) -> Encoded:
         blobs.extend(chunks)
         return list(range(len(blobs) - len(chunks), len(blobs)))
 
+    late: set[int] = set()
     tree: dict[str, Any] = {}
     for name, (shape, cls) in SHAPES.items():
         value = getattr(state, name)
@@ -142,6 +145,7 @@ def encode(state: State) -> Encoded:
             tree[name] = {d: canonical_json(p.document()) for d, p in value.items()}
         elif shape == "events":
             tree[name] = stored(LazyEvents.chunks_of(value))
+            late.update(tree[name])
         elif shape == "roots":
             tree[name] = stored(LazyRoots.chunks_of(value))
         elif shape == "runs":
@@ -154,7 +158,7 @@ def encode(state: State) -> Encoded:
             tree[name] = {k: {k2: enc.record(v, cls) for k2, v in inner.items()}  # type: ignore[arg-type]
                           for k, inner in value.items()}
     try:
-        return Encoded(marshal.dumps((FORMAT, tree), MARSHAL_VERSION), blobs)
+        return Encoded(marshal.dumps((FORMAT, tree), MARSHAL_VERSION), blobs, frozenset(late))
     except ValueError as exc:
         raise MalformedInput(f"state snapshot: the state holds a value a snapshot cannot keep: {exc}") from None
 

@@ -9,6 +9,7 @@ digest stays that of ``to_dict()``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from redline.engine.effects import release_obstacles
@@ -118,11 +119,14 @@ def pause_view(state: State) -> dict[str, Any] | None:
     return with_times(view)
 
 
-def release_status(state: State) -> list[dict[str, Any]]:
-    """For every review: the model, its weights, window end, findings and decision, and whether its party may
-    release those weights now (at the last logged time), with every reason it may not."""
+def release_status(state: State, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """For every review (or those named by ``keys``): the model, its weights, window end, findings and decision,
+    and whether its party may release those weights now (at the last logged time), with every reason it may
+    not."""
     out = []
-    for key, r in sorted(state.reviews.items()):
+    chosen = sorted(state.reviews) if keys is None else sorted(k for k in keys if k in state.reviews)
+    for key in chosen:
+        r = state.reviews[key]
         obstacles = release_obstacles(state, r.party, r.model_name, r.model_digest, state.last_time_ms)
         out.append({
             "review": key, "submission_id": r.submission_id, "party": r.party, "model": r.model_name,

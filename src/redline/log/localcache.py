@@ -33,10 +33,10 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from redline.crypto.canonical import canonical_json
 from redline.errors import KeyMaterialError, StaleCache
@@ -160,19 +160,38 @@ def unseal(kind: str, blob: bytes, key: bytes, *, expect: Mapping[str, Any] | No
     return header, msg[start + n:]
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) through a fresh exclusive temporary name, fsynced, then renamed."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write ``data`` (bytes, or parts written one after the other) to ``path`` (mode 0600) through a fresh
+    exclusive temporary name, fsynced, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in ((data,) if isinstance(data, (bytes, bytearray, memoryview)) else data):
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def open_regular(path: Path, limit: int) -> BinaryIO | None:
+    """Regular file ``path`` opened for reading (no symlink followed), None when it is missing; ``StaleCache`` when
+    it is not a regular file or is over ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StaleCache(f"{path} cannot be opened: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        raise StaleCache(f"{path} is not a regular file" if not stat.S_ISREG(st.st_mode)
+                         else f"{path} is {st.st_size} bytes, over the limit of {limit}")
+    return os.fdopen(fd, "rb")
 
 
 def read_regular(path: Path, limit: int) -> bytes | None:
@@ -212,4 +231,5 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-__all__ = ["cache_dir", "cache_key", "cache_key_path", "code_digest", "read_regular", "seal", "unseal", "write_atomic"]
+__all__ = ["cache_dir", "cache_key", "cache_key_path", "code_digest", "open_regular", "read_regular", "seal", "unseal",
+           "write_atomic"]
