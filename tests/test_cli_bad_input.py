@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -30,6 +29,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from helpers.unprivileged import unprivileged as without_dac_override
 
 from redline.cli.inputs import MAX_CHECKPOINT_BYTES, MAX_FIELDS_BYTES, MAX_KEY_BYTES
 from redline.cli.main import cli
@@ -367,20 +367,13 @@ _CHILD = textwrap.dedent("""
 """)
 
 #: Capabilities that let root read a file whatever its mode: the unreadable cases' child runs without them.
-DAC_CAPS = "-dac_override,-dac_read_search"
 
 
 def run_child(jobs: list[list], *, timeout: int, unprivileged: bool = False) -> dict:
     """Run ``_CHILD`` on ``jobs``; ``unprivileged``: as root, without the capabilities that bypass file modes."""
     argv = [sys.executable, "-c", _CHILD, json.dumps(jobs)]
-    if unprivileged and os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            what = "setpriv (util-linux) is missing: as root, the unreadable cases need it to drop CAP_DAC_OVERRIDE"
-            if os.environ.get("CI"):
-                pytest.fail(what, pytrace=False)
-            pytest.skip(what)
-        argv = [setpriv, f"--inh-caps={DAC_CAPS}", f"--bounding-set={DAC_CAPS}", *argv]
+    if unprivileged:
+        argv = without_dac_override(argv)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.splitlines()[-1])

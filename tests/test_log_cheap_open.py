@@ -18,12 +18,15 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from helpers.unprivileged import unprivileged
 from pg_fixture import PgCluster, pg  # noqa: F401 - the PostgreSQL cluster fixture
 
 from redline.cli import logdir as logdir_mod
@@ -559,19 +562,35 @@ def test_a_record_that_cannot_be_written_is_no_error(tmp_path: Path, key: Signin
     assert not [p for p in record_path(logdir).parent.iterdir() if p.name.endswith(".tmp")]  # no temporary left
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
-def test_a_read_only_log_directory_opens_without_a_record(tmp_path: Path, key: SigningKey) -> None:
+def test_a_log_directory_this_user_may_not_write_is_read_not_appended_to(tmp_path: Path, key: SigningKey) -> None:
+    # A reader of someone else's log (or of a read-only copy): SQLite cannot switch the database's journal or create
+    # its -shm file there. The log opens read-only: verified, replayed into the state; an append is refused cleanly.
     logdir = tmp_path / "log"
     make_log(logdir, key)
     open_and_close(logdir, verify=True)
     lg = open_log(logdir, signing=True, verify=True)
     append(lg, [3])
     lg.store.close()
+    probe = ("import sys; from pathlib import Path; from redline.cli.logdir import open_log; "
+             "lg = open_log(Path(sys.argv[1]), verify=True); print(lg.size, lg.store.read_only)")
+    redline = str(Path(sys.executable).with_name("redline"))
     logdir.chmod(0o555)
     try:
-        assert open_and_close(logdir, verify=True).size == 103  # the record at 100 stays; no error
+        opened = subprocess.run(unprivileged([sys.executable, "-c", probe, str(logdir)]), capture_output=True,
+                                text=True, timeout=120)
+        assert opened.returncode == 0, opened.stderr[-2000:]
+        assert opened.stdout.split() == ["103", "True"]  # the record at 100 moves on: it is not in LOGDIR
+        verified = subprocess.run(unprivileged([redline, "log", "verify", str(logdir)]), capture_output=True,
+                                  text=True, timeout=120)
+        assert verified.returncode == 0 and "103 entries" in verified.stdout, verified.stderr
+        entry = tmp_path / "entry.json"
+        entry.write_text('{"x":1}')
+        refused = subprocess.run(unprivileged([redline, "log", "append", str(logdir), str(entry)]),
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 4 and "open read-only" in refused.stderr and "Traceback" not in refused.stderr
     finally:
         logdir.chmod(0o755)
+    assert open_and_close(logdir, verify=True).size == 103  # nothing was written
 
 
 def test_log_open_since_a_record_directly(tmp_path: Path, key: SigningKey) -> None:

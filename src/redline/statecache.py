@@ -24,7 +24,17 @@ otherwise the state is replayed from the log (and a note says why):
 
 ``--no-cache`` (``use_cache=False``) replays every entry, authenticated the same way
 from the empty tree. Snapshots are written through a temporary file and renamed, so a
-crash leaves the old one or the new one; the two newest are kept.
+crash leaves the old one or the new one; the two newest are kept. A log read over HTTP
+is a ``Source`` too (``redline.cli.remote_state``): its consistency proofs and entries
+come from its tiles, and its snapshots live in the user's cache directory.
+
+A snapshot file is ``<8-byte length><sealed part><blobs>``: the sealed part
+(``localcache.seal``) holds the header (the bindings above, and each blob's length,
+SHA-256 and whether it is read late) and the codec's body; the blobs follow. The
+blobs the state needs at once (the transcript roots) are checked before it is used;
+the timeline's is checked when the timeline is first read (the file stays open, so a
+newer snapshot pruning it changes nothing), and an edited one is then an error
+(``StaleCache``), never a wrong state.
 """
 
 from __future__ import annotations

@@ -31,11 +31,12 @@ import functools
 import os
 import sqlite3
 import struct
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from redline.errors import EntryTooLarge, InconsistentLog, IndexOutOfRange, LogExists, LogNotFound
+from redline.errors import EntryTooLarge, InconsistentLog, IndexOutOfRange, LogError, LogExists, LogNotFound
 
 _T = TypeVar("_T")
 
@@ -90,6 +91,26 @@ def _guard_iter(fn: Callable[..., Iterator[_T]]) -> Callable[..., Iterator[_T]]:
     return guarded
 
 
+def _read_only_error(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened for reading only. A database in WAL mode needs its ``-shm`` file to be read; where it cannot
+    be created (a directory this user may not write) and there is none, the file is opened as *immutable*: read as
+    it is, without locks. A writer changing it meanwhile can only make what is read fail the log's checks (every
+    read is checked against the signed checkpoint), never pass them."""
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
 class SqliteStore:
     """A ``LogStore`` in one SQLite file."""
 
@@ -98,10 +119,21 @@ class SqliteStore:
         if not create and not self.path.exists():
             raise LogNotFound(f"no log database at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        #: Opened read-only: this user may not write the database or its directory (a reader of someone else's
+        #: log, a read-only copy). Reading works; ``append`` is refused with a clear error.
+        self.read_only = False
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if create or not _read_only_error(exc):
+                    raise
+                self._db.close()
+                self._db = _connect_read_only(self.path)
+                self.read_only = True
+            if not self.read_only:
+                self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
@@ -256,6 +288,9 @@ class SqliteStore:
     @_corrupt_is_inconsistent
     def append(self, expected_size: int, leaves: Sequence[bytes], hashes: Sequence[bytes], checkpoint: bytes,
                new_size: int) -> None:
+        if self.read_only:
+            raise LogError(f"{self.path} is open read-only (this user may not write it or its directory): nothing "
+                           "can be appended")
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
