@@ -346,6 +346,37 @@ class LazyEvents:
         return repr(self._all())
 
 
+class _LazyMapping:
+    """What the lazy mappings share: anything beyond a lookup builds the whole dict once (``_all``)."""
+
+    __slots__ = ()
+
+    def _all(self) -> dict[str, Any]:
+        raise NotImplementedError  # each lazy mapping builds its own
+
+    def __iter__(self) -> Any:
+        return iter(self._all())
+
+    def keys(self) -> Any:
+        return self._all().keys()
+
+    def values(self) -> Any:
+        return self._all().values()
+
+    def items(self) -> Any:
+        return self._all().items()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _LazyMapping):
+            other = other._all()
+        return self._all() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 class _RootChunk:
     """One chunk of transcript roots: keys sorted, of one width, in one bytes string (lowercase hex keys as their
     bytes, others as UTF-8); values decoded when one is found (run keys once per chunk, entry indexes as an
@@ -438,7 +469,7 @@ class _RootChunk:
         return out
 
 
-class LazyRoots:
+class LazyRoots(_LazyMapping):
     """``State.roots`` of a state decoded from a snapshot: lookups search the stored chunks without decoding them;
     new roots go to a dict on top; anything else (iterating, comparing) builds the whole dict once."""
 
@@ -498,34 +529,13 @@ class LazyRoots:
     def __len__(self) -> int:
         return len(self._all())
 
-    def __iter__(self) -> Any:
-        return iter(self._all())
-
-    def keys(self) -> Any:
-        return self._all().keys()
-
-    def values(self) -> Any:
-        return self._all().values()
-
-    def items(self) -> Any:
-        return self._all().items()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, LazyRoots):
-            other = other._all()
-        return self._all() == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self._all())
 
 
 
 _RUN_FIELDS = _FIELDS[Run]
 
 
-class LazyRuns:
+class LazyRuns(_LazyMapping):
     """``State.runs`` of a state decoded from a snapshot: each run is kept as its own blob and decoded when first
     looked up; iterating (or comparing) decodes them all, in their order."""
 
@@ -609,27 +619,6 @@ class LazyRuns:
     def __bool__(self) -> bool:
         return len(self) > 0
 
-    def __iter__(self) -> Any:
-        return iter(self._all())
-
-    def keys(self) -> Any:
-        return self._all().keys()
-
-    def values(self) -> Any:
-        return self._all().values()
-
-    def items(self) -> Any:
-        return self._all().items()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, LazyRuns):
-            other = other._all()
-        return self._all() == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self._all())
 
 
 def _policy(digest: str, doc: bytes) -> Any:

@@ -197,25 +197,14 @@ def open_regular(path: Path, limit: int) -> BinaryIO | None:
 def read_regular(path: Path, limit: int) -> bytes | None:
     """The bytes of regular file ``path`` (no symlink followed), None when it is missing; ``StaleCache`` when it is
     not a regular file or is over ``limit`` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
+    f = open_regular(path, limit)
+    if f is None:
         return None
-    except OSError as exc:
-        raise StaleCache(f"{path} cannot be opened: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise StaleCache(f"{path} is not a regular file")
-        if st.st_size > limit:
-            raise StaleCache(f"{path} is {st.st_size} bytes, over the limit of {limit}")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise StaleCache(f"{path} grew over the limit of {limit} bytes while read")
-        return data
-    finally:
-        os.close(fd)
+    with f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise StaleCache(f"{path} grew over the limit of {limit} bytes while read")
+    return data
 
 
 @lru_cache(maxsize=1)
