@@ -36,8 +36,12 @@ def serve(logdir: Path, host: str, port: int, batch_ms: float, queue_size: int, 
           witness_policy: Path | None, log_level: str, no_cache: bool) -> None:
     """Serve the log in LOGDIR over HTTP: tiles, checkpoint, submissions and the replayed state.
 
-    The store is verified first (every hash re-derived, every checkpoint checked); a
-    store that does not verify is refused. Submissions need LOGDIR/log.key.
+    The store is verified first: in full when you have no verification record of it
+    (see 'redline log verify'), else the latest checkpoint and what was appended
+    since; a store that does not verify, or holds less than your record, is refused.
+    The state starts from the latest state snapshot in LOGDIR/snapshots (--no-cache:
+    replayed from the start); when the server stops it saves its record and, after
+    many new entries, a new snapshot. Submissions need LOGDIR/log.key.
     """
     try:
         import uvicorn

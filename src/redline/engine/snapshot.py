@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import marshal
 import sys
+from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -346,13 +347,14 @@ class LazyEvents:
         return repr(self._all())
 
 
-class _LazyMapping:
+class _LazyMapping(ABC):
     """What the lazy mappings share: anything beyond a lookup builds the whole dict once (``_all``)."""
 
     __slots__ = ()
 
+    @abstractmethod
     def _all(self) -> dict[str, Any]:
-        raise NotImplementedError  # each lazy mapping builds its own
+        """The whole mapping, built once."""
 
     def __iter__(self) -> Any:
         return iter(self._all())
