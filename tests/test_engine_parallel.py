@@ -224,6 +224,7 @@ def scenario() -> _Log:
 @pytest.fixture
 def always_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_PARALLEL_ENTRIES", 0)
+    monkeypatch.setattr(parallel, "ADMIT_WHILE_STARTING", False)
 
 
 def _rejections(state: State) -> dict[int, str]:
@@ -267,6 +268,7 @@ def test_leading_entries_admitted_while_the_workers_start(scenario: _Log, monkey
     """The first entries are admitted in the calling process, the rest come prepared: the same state."""
     monkeypatch.setattr(parallel, "MIN_PARALLEL_ENTRIES", 12)
     monkeypatch.setattr(parallel, "HEAD_ENTRIES", 7)
+    monkeypatch.setattr(parallel, "ADMIT_WHILE_STARTING", False)
     used = []
 
     def counting_apply(state: State, entry: Entry, pre: Prepared | None = None) -> State:
@@ -277,6 +279,52 @@ def test_leading_entries_admitted_while_the_workers_start(scenario: _Log, monkey
     got = replay_parallel(scenario.entries, workers=2, chunk=3)
     assert got.to_dict() == replay(scenario.entries).to_dict()
     assert used[:7] == [False] * 7 and sum(used[7:]) > len(used) // 2
+
+
+def test_entries_admitted_here_for_as_long_as_the_helpers_are_starting(scenario: _Log,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until every helper has said it started, this process goes on admitting entries itself, a step at a time;
+    then the helpers prepare the rest. The state is the same."""
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_ENTRIES", 12)
+    monkeypatch.setattr(parallel, "HEAD_ENTRIES", 7)
+    monkeypatch.setattr(parallel, "STARTING_STEP", 4)
+    ready = parallel._Helpers.ready
+    asked: list[bool] = []
+
+    def slow_to_start(self: parallel._Helpers, wait: bool = False) -> bool:
+        asked.append(wait)
+        if len(asked) <= 3:  # still starting, the first three times this process looks
+            return False
+        return ready(self, True)  # then started (waiting for it here makes the count exact)
+
+    used = []
+
+    def counting_apply(state: State, entry: Entry, pre: Prepared | None = None) -> State:
+        used.append(pre is not None)
+        return apply(state, entry, pre)
+
+    monkeypatch.setattr(parallel._Helpers, "ready", slow_to_start)
+    monkeypatch.setattr(parallel, "apply", counting_apply)
+    got = replay_parallel(scenario.entries, workers=2, chunk=3)
+    assert got.to_dict() == replay(scenario.entries).to_dict()
+    head = 7 + 3 * 4  # the head, then one step each time the helpers were still starting
+    assert used[:head] == [False] * head and all(used[head:head + 6])
+    assert asked[:4] == [False] * 4  # it looked without waiting
+
+
+def test_a_short_log_is_done_before_the_helpers_have_started(scenario: _Log,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_ENTRIES", 12)
+    monkeypatch.setattr(parallel._Helpers, "ready", lambda self, wait=False: False)
+    used = []
+
+    def counting_apply(state: State, entry: Entry, pre: Prepared | None = None) -> State:
+        used.append(pre is not None)
+        return apply(state, entry, pre)
+
+    monkeypatch.setattr(parallel, "apply", counting_apply)
+    assert replay_parallel(scenario.entries, workers=2, chunk=3).to_dict() == replay(scenario.entries).to_dict()
+    assert len(used) == len(scenario.entries) and not any(used)
 
 
 def test_parallel_replay_from_an_iterator_and_a_given_state(scenario: _Log, always_parallel: None) -> None:

@@ -17,9 +17,13 @@ import binascii
 import copy
 import hashlib
 import io
+import json
 import pickle
+import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,6 +106,7 @@ def log() -> list[Entry]:
 def always_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_PARALLEL_ENTRIES", 0)
     monkeypatch.setattr(parallel, "HEAD_ENTRIES", 4)
+    monkeypatch.setattr(parallel, "ADMIT_WHILE_STARTING", False)
 
 
 # --- the helpers ------------------------------------------------------------------------
@@ -124,6 +129,7 @@ def test_what_a_helper_sends_is_what_prepare_finds(log: list[Entry]) -> None:
     reply = io.BytesIO()
     parallel._serve(io.BytesIO(request.getvalue()), reply)
     reply.seek(0)
+    assert parallel._read_frame(reply) == parallel.READY  # a helper says it has started, then answers
     items = parallel._read_frame(reply) + parallel._read_frame(reply)
     with pytest.raises(EOFError):
         parallel._read_frame(reply)
@@ -150,7 +156,10 @@ def test_a_helper_reads_plain_data_only() -> None:
         parallel._read_frame(stream)
     reply = io.BytesIO()
     parallel._serve(io.BytesIO(len(body).to_bytes(8, "little") + body), reply)  # ends, answering nothing
-    assert reply.getvalue() == b""
+    reply.seek(0)
+    assert parallel._read_frame(reply) == parallel.READY
+    with pytest.raises(EOFError):
+        parallel._read_frame(reply)
     with pytest.raises(EOFError):
         parallel._read_frame(io.BytesIO(b"\x10\x00\x00\x00\x00\x00\x00\x00abc"))  # cut inside a frame
 
@@ -173,16 +182,41 @@ def test_a_helper_that_dies_costs_only_speed(log: list[Entry], always_parallel: 
 
 def test_a_reply_out_of_form_costs_only_speed(log: list[Entry], always_parallel: None,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    read = parallel._read_frame
+    load = parallel._load_plain
     calls = []
 
-    def garbled(inp: Any) -> Any:
+    def garbled(body: Any) -> Any:
         calls.append(1)
-        got = read(inp)
+        got = load(body)
         return got[:-1] if len(calls) == 2 else got
 
-    monkeypatch.setattr(parallel, "_read_frame", garbled)
+    monkeypatch.setattr(parallel, "_load_plain", garbled)
     assert replay_parallel(log, workers=2, chunk=4).to_dict() == replay(log).to_dict()
+
+
+def test_pipes_smaller_than_a_request_do_not_deadlock(log: list[Entry], always_parallel: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one-page pipes every request and reply is many times what a pipe holds: the helpers still answer
+    (this process never blocks on writing a request while a helper waits for it to read a reply)."""
+    monkeypatch.setattr(parallel, "PIPE_BYTES", 4096)
+    monkeypatch.setattr(parallel, "READ_BYTES", 1000)
+    answered = []
+    result = parallel._Helpers.result
+
+    def counted(self: parallel._Helpers, i: int | None, count: int) -> Any:
+        got = result(self, i, count)
+        answered.append(got is not None)
+        return got
+
+    monkeypatch.setattr(parallel._Helpers, "result", counted)
+    big = _log(400)  # chunks of 20 entries: about 30 KB a request, 20 requests
+    out: list[Any] = []
+    worker = threading.Thread(target=lambda: out.append(replay_parallel(big, workers=2, chunk=20)), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "the parallel replay deadlocked"
+    assert out and out[0].to_dict() == replay(big).to_dict()
+    assert answered and all(answered)  # every reply came from a helper
 
 
 def test_helpers_that_cannot_start_cost_only_speed(log: list[Entry], always_parallel: None,
@@ -309,3 +343,83 @@ def test_canonical_json_owned_is_canonical_json(value: dict[str, Any]) -> None:
     if got is None and want is not None:  # it declines only where canonical_json's own fast path does
         with pytest.raises((canonical._NeedsSlowPath, UnicodeEncodeError, ValueError)):
             canonical._encode(canonical._prepare(value)).encode()
+
+
+# --- forked helpers ---------------------------------------------------------------------
+
+_FORK_SCRIPT = r"""
+import json, os, sys, threading
+sys.path.insert(0, sys.argv[1])
+import test_replay_fastpath as t
+from redline.engine import parallel, replay
+from redline.engine.parallel import replay_parallel
+
+mode = sys.argv[2]
+parallel.MIN_PARALLEL_ENTRIES, parallel.HEAD_ENTRIES, parallel.ADMIT_WHILE_STARTING = 0, 4, False
+forked, answered = [], []
+fork, result = parallel._fork, parallel._Helpers.result
+def counting_fork(siblings):
+    got = fork(siblings)
+    forked.append(got is not None)
+    return got
+def counting_result(self, i, count):
+    got = result(self, i, count)
+    answered.append(got is not None)
+    return got
+parallel._fork = counting_fork
+parallel._Helpers.result = counting_result
+if mode == "thread":  # another thread runs: no fork
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()
+if mode == "nofork":  # the system refuses to fork: fresh interpreters
+    def refuse():
+        raise OSError("no more processes")
+    os.fork = refuse
+log = t._log(300)
+equal = replay_parallel(log, workers=2, chunk=7).to_dict() == replay(log).to_dict()
+try:
+    os.waitpid(-1, os.WNOHANG)
+    children_left = True
+except ChildProcessError:
+    children_left = False
+print(json.dumps({"equal": equal, "forked": forked, "answered": all(answered) and len(answered) > 5,
+                  "children_left": children_left, "tasks": len(os.listdir("/proc/self/task"))}))
+"""
+
+
+def _fork_run(mode: str) -> dict[str, Any]:
+    tests_dir = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, tests_dir, mode], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to count threads")
+def test_a_single_threaded_process_forks_its_helpers() -> None:
+    """pytest-xdist runs a thread beside each test, so this runs in a fresh process of one thread."""
+    got = _fork_run("plain")
+    assert got == {"equal": True, "forked": [True, True], "answered": True, "children_left": False, "tasks": 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to count threads")
+def test_a_process_with_another_thread_starts_fresh_interpreters() -> None:
+    got = _fork_run("thread")
+    assert got["equal"] and got["forked"] == [] and got["answered"] and not got["children_left"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to count threads")
+def test_a_failed_fork_falls_back_to_fresh_interpreters() -> None:
+    got = _fork_run("nofork")
+    assert got["equal"] and got["forked"] == [False, False] and got["answered"] and not got["children_left"]
+
+
+def test_single_threaded_counts_threads_python_did_not_start_too() -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert not parallel._single_threaded()
+    finally:
+        stop.set()
+        other.join()

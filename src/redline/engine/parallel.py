@@ -21,7 +21,8 @@ to helper processes:
    party, roles, sequence numbers and semantics exactly as without it, and skips only the
    Ed25519 verification of a key whose signature is already known to verify and the parsing
    that is already done. An entry the helpers could not prepare is admitted from scratch, and
-   so are the first ``HEAD_ENTRIES`` entries, by this process while the helpers start up.
+   so are the first ``HEAD_ENTRIES`` entries, and more for as long as the helpers are starting
+   up, by this process.
 
 The helpers send back plain data only (key IDs, the key IDs whose signature verified, the
 predicate's type and canonical bytes, or the payload where the statement did not parse), and this
@@ -29,9 +30,14 @@ process validates the predicate again from those bytes: as cheap as rebuilding a
 other plain form, and nothing but plain data travels. Requests and replies are length-prefixed
 pickles read back without looking up any class.
 
-The helpers are fresh interpreters (``sys.executable -c``, importing ``redline.engine.parallel``):
-no ``fork`` of a possibly multi-threaded caller and no re-import of the caller's main module (as
-``multiprocessing``'s ``spawn`` does). They live for one call; one that cannot start, dies or
+The helpers are forked from this process when it runs a single thread (counted by the system,
+so threads Python did not start count too): they start at once, with everything imported.
+Otherwise they are fresh interpreters (``sys.executable -c``, importing
+``redline.engine.parallel``): no ``fork`` of a multi-threaded caller, whose other threads may hold
+locks the child would inherit taken, and no re-import of the caller's main module (as
+``multiprocessing``'s ``spawn`` does). A helper works in one thread, one request at a time; this
+process never blocks on writing a request (it waits in ``select``, writing what the pipes take),
+so neither side can wait on the other. Helpers live for one call; one that cannot start, dies or
 answers out of form only costs speed (``admit`` does the work).
 
 Recursion: how deeply nested a document Python can parse depends on the stack depth it is
@@ -47,11 +53,12 @@ import binascii
 import gc
 import io
 import json
+import os
 import pickle
-import queue
+import signal
 import subprocess
 import sys
-import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -63,6 +70,10 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Windows
     fcntl = None  # type: ignore[assignment]
+try:
+    import select
+except ImportError:  # pragma: no cover - every supported system has it
+    select = None  # type: ignore[assignment]
 
 from redline.crypto.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, verified_keyids
 from redline.crypto.keys import VerifierKey
@@ -74,8 +85,13 @@ __all__ = ["candidate_keys", "prepare", "replay_parallel"]
 
 #: Entries per request sent to a helper: large enough to amortise the IPC, small enough to balance.
 DEFAULT_CHUNK = 256
-#: Entries the calling process admits itself, from scratch, while the helpers start up.
+#: Entries the calling process admits itself, from scratch, before it sends the helpers any work.
 HEAD_ENTRIES = 1024
+#: After those, it goes on admitting entries itself, this many at a time, until every helper has started
+#: (a helper's interpreter takes about 0.3 s of CPU to import what it needs); tests turn this off to make
+#: the helpers do the work even on short logs.
+ADMIT_WHILE_STARTING = True
+STARTING_STEP = 64
 #: Chunks in flight per helper (bounds the memory held by results not yet applied).
 IN_FLIGHT_PER_WORKER = 4
 #: Below this many entries the helpers are not worth starting.
@@ -93,8 +109,16 @@ GC_THRESHOLD0 = 100_000
 EXIT_TIMEOUT_S = 10
 #: Bytes each pipe to and from a helper holds, where the system lets it be set (Linux; the default is 64 KiB).
 PIPE_BYTES = 1 << 20
-#: How often a helper's computing thread lets its reading and writing threads run (seconds; Python's is 0.005).
-HELPER_SWITCH_INTERVAL = 0.001
+#: Bytes read from a helper's pipe at a time.
+READ_BYTES = 1 << 20
+#: Fork the helpers from this process when it runs a single thread (they start at once, with everything they need
+#: imported); otherwise, or where fork is missing, they are fresh interpreters (about 0.3 s of CPU each to start).
+FORK_HELPERS = True
+#: What a helper sends first, once it has started.
+READY = "ready"
+#: Largest reply a helper may send (a reply holds less than its request, and a request at most
+#: ``chunk`` entries of ``MAX_ENTRY_BYTES``); a larger length is taken as a helper out of form.
+MAX_REPLY_BYTES = 1 << 30
 
 _KEY_FIELDS = {
     b"urn:redline:genesis:v1": "coordinator_key",
@@ -301,11 +325,21 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"only plain data crosses between the processes, not {module}.{name}")
 
 
-def _write_frame(out: BinaryIO, value: Any) -> None:
+def _frame(value: Any) -> bytes:
     """Plain data as one frame: its length (8 bytes, little-endian), then its pickle."""
     body = pickle.dumps(value, protocol=5)
-    out.write(len(body).to_bytes(8, "little") + body)
+    return len(body).to_bytes(8, "little") + body
+
+
+def _write_frame(out: BinaryIO, value: Any) -> None:
+    """Write one frame (see :func:`_frame`) and flush it."""
+    out.write(_frame(value))
     out.flush()
+
+
+def _load_plain(body: bytes | bytearray | memoryview) -> Any:
+    """The plain data a frame's body holds (``UnpicklingError`` for anything that would look up a class)."""
+    return _PlainUnpickler(io.BytesIO(body)).load()
 
 
 def _read_frame(inp: BinaryIO) -> Any:
@@ -317,111 +351,164 @@ def _read_frame(inp: BinaryIO) -> Any:
     body = inp.read(size)
     if len(body) < size:
         raise EOFError("stream ended inside a frame")
-    return _PlainUnpickler(io.BytesIO(body)).load()
+    return _load_plain(body)
 
 
 def _serve(inp: BinaryIO | None = None, out: BinaryIO | None = None) -> None:
     """A helper process: requests ``(new candidate key strings, entry bytes)`` in, :func:`_prepare_chunk` out.
 
-    Requests are read, and replies written, by threads of their own, so that neither process waits on
-    a full pipe while the other works; the end of the input ends it once the replies are written (or
-    the reading end has gone).
+    One request at a time, in one thread: read it, work, write the reply. (A reading and a writing thread
+    beside the working one cost about a fifth of the helper's time in handing the GIL around: libsodium's
+    verification releases it on every signature.) It cannot deadlock with the calling process, which never
+    blocks on writing a request (:class:`_Helpers`). The end of the input, or a request that is not plain
+    data, ends it; so does the reading end going away.
     """
     inp = sys.stdin.buffer if inp is None else inp
     out = sys.stdout.buffer if out is None else out
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(HELPER_SWITCH_INTERVAL)
-    try:
-        _serve_requests(inp, out)
-    finally:
-        sys.setswitchinterval(interval)
-
-
-def _serve_requests(inp: BinaryIO, out: BinaryIO) -> None:
     gc.freeze()  # the imported modules are permanent: collections need not scan them again and again
-    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def read() -> None:
-        try:
-            while True:
-                requests.put(_read_frame(inp))
-        except Exception:  # the end of the input, or a request that is not plain data
-            requests.put(None)
-
-    def write() -> None:
-        try:
-            while (reply := replies.get()) is not None:
-                _write_frame(out, reply)
-        except OSError:  # the other end has gone
-            pass
-
-    threading.Thread(target=read, daemon=True).start()
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
     keys: dict[str, VerifierKey] = {}
-    while (request := requests.get()) is not None:
-        new_keys, datas = request
+    try:
+        _write_frame(out, READY)  # started: everything it needs is imported
+    except OSError:
+        return
+    while True:
+        try:
+            new_keys, datas = _read_frame(inp)
+        except Exception:  # the end of the input, or a request out of form
+            return
         for text in new_keys:
             try:
                 key = VerifierKey.from_string(text)
             except Exception:
                 continue
             keys[key.fingerprint] = key
-        replies.put(_prepare_chunk(datas, keys))
-    replies.put(None)
-    writer.join()
+        try:
+            _write_frame(out, _prepare_chunk(datas, keys))
+        except OSError:  # the other end has gone
+            return
 
 
 class _Helpers:
     """The helper processes: requests sent round-robin, replies read back in the order sent.
 
-    A helper that cannot be started, dies, or answers out of form makes every reply from then on None
+    Writing a request never blocks: what a helper's pipe does not take at once waits in its outbox and
+    goes out whenever this process waits for a reply (``select``), so a helper blocked on writing its
+    reply and this process blocked on writing a request can never wait on each other, whatever the pipes
+    hold. A helper that cannot be started, dies, or answers out of form makes every reply from then on None
     (``admit`` then does the work): no outcome depends on the helpers.
     """
 
     def __init__(self, n: int) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[subprocess.Popen[bytes] | _Forked] = []
         self.keys_sent: list[int] = []
+        self.outbox: list[deque[memoryview]] = []
+        self.inbox: list[bytearray] = []
+        self.started: list[bool] = []
         self.turn = 0
-        self.broken = False
+        self.broken = select is None
+        if self.broken:
+            return
+        fork = FORK_HELPERS and _single_threaded()
         boot = f"import sys; sys.path[:] = {sys.path!r}; from redline.engine.parallel import _serve; _serve()"
         try:
             for _ in range(n):
-                proc = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                proc: subprocess.Popen[bytes] | _Forked | None = _fork(self.procs) if fork else None
+                if proc is None:
+                    proc = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, bufsize=0)
                 self.procs.append(proc)
                 self.keys_sent.append(0)
+                self.outbox.append(deque())
+                self.inbox.append(bytearray())
+                self.started.append(False)
                 for stream in (proc.stdin, proc.stdout):
                     _widen(stream)
+                os.set_blocking(_pipe(proc.stdin).fileno(), False)
         except (OSError, ValueError, subprocess.SubprocessError):
             self.broken = True
 
+    def ready(self, wait: bool = False) -> bool:
+        """Whether every helper has said it started (or they are broken: then there is nothing to wait for)."""
+        try:
+            for i, started in enumerate(self.started):
+                if not started and not self.broken:
+                    body = self._receive(i, None if wait else 0.0)
+                    if body is None:
+                        return False
+                    if _load_plain(body) != READY:
+                        raise OSError("a helper started out of form")
+                    self.started[i] = True
+        except Exception:
+            self.broken = True
+        return True
+
     def submit(self, datas: list[bytes], keys: Sequence[str]) -> int | None:
         """Send a request; the helper's number, to read the reply with (None once broken)."""
-        if self.broken:
+        if self.broken or not self.ready(wait=True):
             return None
         i = self.turn
         self.turn = (i + 1) % len(self.procs)
         try:
-            _write_frame(_pipe(self.procs[i].stdin), (list(keys[self.keys_sent[i]:]), datas))
+            self.outbox[i].append(memoryview(_frame((list(keys[self.keys_sent[i]:]), datas))))
+            self._send(i)
         except Exception:
             self.broken = True
             return None
         self.keys_sent[i] = len(keys)
         return i
 
+    def _send(self, i: int) -> None:
+        """Write what helper ``i``'s pipe takes now, without waiting."""
+        box, fd = self.outbox[i], _pipe(self.procs[i].stdin).fileno()
+        while box:
+            try:
+                n = os.write(fd, box[0])
+            except BlockingIOError:
+                return
+            if n < len(box[0]):
+                box[0] = box[0][n:]
+                return
+            box.popleft()
+
     def result(self, i: int | None, count: int) -> list[_Item] | None:
         """The reply to helper ``i``'s oldest request not yet answered (None: broken, or out of form)."""
         if i is None or self.broken:
             return None
         try:
-            items = _read_frame(_pipe(self.procs[i].stdout))
+            body = self._receive(i)
+            assert body is not None
+            items = _load_plain(body)
         except Exception:
             items = None
         if not isinstance(items, list) or len(items) != count:
             self.broken = True
             return None
         return items
+
+    def _receive(self, i: int, timeout: float | None = None) -> bytearray | None:
+        """The body of helper ``i``'s next frame, sending what the outboxes hold while it waits (None: not within
+        ``timeout`` seconds; None waits as long as it takes)."""
+        buf, fd = self.inbox[i], _pipe(self.procs[i].stdout).fileno()
+        while True:
+            if len(buf) >= 8:
+                size = int.from_bytes(buf[:8], "little")
+                if size > MAX_REPLY_BYTES:
+                    raise OSError(f"a helper's reply of {size} bytes is out of form")
+                if len(buf) >= 8 + size:
+                    body = buf[8:8 + size]
+                    del buf[:8 + size]
+                    return body
+            writing = {_pipe(self.procs[j].stdin).fileno(): j for j, box in enumerate(self.outbox) if box}
+            ready, can_write, _ = select.select([fd], list(writing), [], timeout)
+            if not ready and not can_write:
+                return None
+            for w in can_write:
+                self._send(writing[w])
+            if ready:
+                chunk = os.read(fd, READ_BYTES)
+                if not chunk:
+                    raise EOFError("a helper ended")
+                buf += chunk
 
     def close(self) -> None:
         for p in self.procs:
@@ -439,9 +526,80 @@ class _Helpers:
                 p.wait()
 
 
+class _Forked:
+    """A helper forked from this process: what :class:`_Helpers` uses of a ``Popen`` (its pipes, kill, wait)."""
+
+    def __init__(self, pid: int, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+        self.pid, self.stdin, self.stdout = pid, stdin, stdout
+        self.returncode: int | None = None
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"helper {self.pid}", timeout or 0.0)
+            else:
+                time.sleep(0.005)
+        return self.returncode
+
+
+def _single_threaded() -> bool:
+    """Whether this process runs one thread, counting threads Python did not start (Linux: its tasks).
+
+    Only then is a fork safe: no other thread can be holding a lock the child would inherit taken.
+    Where that cannot be told, the answer is no.
+    """
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _fork(siblings: Sequence[subprocess.Popen[bytes] | _Forked]) -> _Forked | None:
+    """A helper forked from this (single-threaded) process, everything it needs already imported; None where this
+    system cannot fork (the caller starts a fresh interpreter instead)."""
+    fork = getattr(os, "fork", None)
+    if fork is None:
+        return None
+    requests_in, requests_out = os.pipe()
+    replies_in, replies_out = os.pipe()
+    try:
+        pid = fork()
+    except OSError:
+        for fd in (requests_in, requests_out, replies_in, replies_out):
+            os.close(fd)
+        return None
+    if pid == 0:  # the helper: serve, then leave without running anything of the parent's (atexit, buffers)
+        code = 1
+        try:
+            os.close(requests_out)
+            os.close(replies_in)
+            for other in siblings:  # a sibling's input must end when the parent closes it, not stay open here
+                for stream in (other.stdin, other.stdout):
+                    if stream is not None:
+                        os.close(stream.fileno())
+            _serve(os.fdopen(requests_in, "rb"), os.fdopen(replies_out, "wb"))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(requests_in)
+    os.close(replies_out)
+    return _Forked(pid, os.fdopen(requests_out, "wb", buffering=0), os.fdopen(replies_in, "rb", buffering=0))
+
+
 def _widen(stream: IO[bytes] | None) -> None:
-    """Let a pipe hold a whole request or reply (Linux): each side then writes it in one go, without waiting for
-    the other side's reading thread to get its turn between pieces (only speed depends on it)."""
+    """Let a pipe hold a whole request or reply (Linux): fewer, larger writes and reads (only speed depends on
+    it)."""
     setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
     if stream is None or setsize is None:
         return
@@ -494,9 +652,11 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int, chunk: i
         strings: list[str] = []
         fingerprints: set[str] = set()
         pending: deque[tuple[list[Entry], int | None]] = deque()
-        # The first entries are admitted here, from scratch, while the helpers start up; they begin after them.
-        lead = first[:HEAD_ENTRIES]
-        backlog = deque(first[i:i + chunk] for i in range(len(lead), len(first), chunk))
+        held = deque(first)  # entries read already, not yet handed on
+
+        def take(n: int) -> list[Entry]:
+            batch = [held.popleft() for _ in range(min(n, len(held)))]
+            return batch + reader.take(n - len(batch)) if len(batch) < n else batch
 
         def learn(batch: list[Entry]) -> None:
             for fp, key in candidate_keys(e.data for e in batch).items():
@@ -505,7 +665,7 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int, chunk: i
                     strings.append(key.to_string())
 
         def submit() -> None:
-            batch = backlog.popleft() if backlog else reader.take(chunk)
+            batch = take(chunk)
             if not batch:
                 return
             learn(batch)
@@ -517,11 +677,15 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int, chunk: i
             if key.fingerprint not in fingerprints and len(fingerprints) < MAX_CANDIDATES:
                 fingerprints.add(key.fingerprint)
                 strings.append(key.to_string())
-        learn(lead)
+        # The first entries are admitted here, from scratch, while the helpers start up (and more of them for as
+        # long as the helpers are starting); the helpers' work begins after them.
+        lead = [held.popleft() for _ in range(min(HEAD_ENTRIES, len(held)))]
+        while lead:
+            learn(lead)
+            yield lead, [None] * len(lead)
+            lead = take(STARTING_STEP) if ADMIT_WHILE_STARTING and not helpers.ready() else []
         for _ in range(max(2, workers * IN_FLIGHT_PER_WORKER)):
             submit()
-        if lead:
-            yield lead, [None] * len(lead)
         while pending:
             batch, ticket = pending.popleft()
             items = helpers.result(ticket, len(batch))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from redline.compute.chips import h100e
@@ -326,11 +327,27 @@ class ComputeUsageReportRule:
 # --- runs -------------------------------------------------------------------------------------
 
 
+#: The last RunStart whose spec digest was computed, with it: ``check`` and then ``effect`` need it for the same
+#: statement (a canonical serialisation and a hash each time). The statement itself is held, so the test is identity.
+_last_spec_digest: tuple[RunStart, str | None] | None = None
+
+
+def _spec_digest(pred: RunStart) -> str | None:
+    """``pred.spec_digest``, computed once for the statement being admitted and applied."""
+    global _last_spec_digest
+    last = _last_spec_digest
+    if last is not None and last[0] is pred:
+        return last[1]
+    digest = pred.spec_digest
+    _last_spec_digest = (pred, digest)
+    return digest
+
+
 @rule(RunStart, roles={"lab"})
 class RunStartRule:
     @staticmethod
     def check(state: State, pred: RunStart, party: Party) -> None:
-        spec_digest = pred.spec_digest
+        spec_digest = _spec_digest(pred)
         if spec_digest is not None and spec_digest in state.spec_runs:
             other = state.runs[state.spec_runs[spec_digest]]
             raise InvalidStatement(f"field 'spec': spec {spec_digest[:12]} is already declared by run {other.key} "
@@ -352,7 +369,7 @@ class RunStartRule:
         key_ = run_key(party.name, pred.run_id)
         spec = pred.spec
         run = Run(party.name, pred.run_id, pred.model_name, pred.base_model, pred.base_model_flop, pred.declared_flop,
-                  spec_digest=pred.spec_digest, base_digest=None if spec is None else spec.init.base_model_digest)
+                  spec_digest=_spec_digest(pred), base_digest=None if spec is None else spec.init.base_model_digest)
         run.progress.append([ms_of(pred.started_at), 0.0, index])
         state.runs[key_] = run
         state.models[pred.model_name] = key_
@@ -437,13 +454,17 @@ class RunDeclarationRule:
         recheck_customer(state, party.name, index, now)
 
 
+#: A declared point's FLOP reached (points are ``[time_ms, reached, index]``).
+_reached = itemgetter(1)
+
+
 def _declared_point(run: Run, time_ms: int, flop: float, index: int) -> None:
     """Add a declared (time, FLOP reached) point, kept in time order and never going down."""
     progress = run.progress
     if not progress or time_ms >= progress[-1][0]:
         # the usual case, a point at or after every earlier one: it goes last (its entry index is the largest),
         # and every earlier point counts towards what it reached; no sort needed
-        progress.append([time_ms, float(max(flop, max((p[1] for p in progress), default=flop))), index])
+        progress.append([time_ms, float(max(flop, max(progress, key=_reached)[1] if progress else flop)), index])
         return
     reached = max([flop, *(p[1] for p in progress if p[0] <= time_ms)])
     progress.append([time_ms, float(reached), index])
