@@ -679,13 +679,21 @@ def _prepared_chunks(reader: _Reader, first: list[Entry], workers: int, chunk: i
                 strings.append(key.to_string())
         # The first entries are admitted here, from scratch, while the helpers start up (and more of them for as
         # long as the helpers are starting); the helpers' work begins after them.
+        window = max(2, workers * IN_FLIGHT_PER_WORKER)
         lead = [held.popleft() for _ in range(min(HEAD_ENTRIES, len(held)))]
+        learn(lead)
+        started = helpers.ready()
+        if started:  # (forked helpers are, about at once): they work on what follows while the lead is applied
+            for _ in range(window):
+                submit()
         while lead:
-            learn(lead)
             yield lead, [None] * len(lead)
-            lead = take(STARTING_STEP) if ADMIT_WHILE_STARTING and not helpers.ready() else []
-        for _ in range(max(2, workers * IN_FLIGHT_PER_WORKER)):
-            submit()
+            lead = take(STARTING_STEP) if ADMIT_WHILE_STARTING and not started else []
+            learn(lead)
+            started = started or helpers.ready()
+        if not pending:
+            for _ in range(window):
+                submit()
         while pending:
             batch, ticket = pending.popleft()
             items = helpers.result(ticket, len(batch))
