@@ -375,6 +375,15 @@ if mode == "nofork":  # the system refuses to fork: fresh interpreters
     def refuse():
         raise OSError("no more processes")
     os.fork = refuse
+if mode == "kill":  # a forked helper dies after some replies came back: the rest is admitted here
+    submit, sent = parallel._Helpers.submit, []
+    def dying(self, datas, keys):
+        sent.append(1)
+        if len(sent) == 12:
+            self.procs[0].kill()
+            self.procs[0].wait()
+        return submit(self, datas, keys)
+    parallel._Helpers.submit = dying
 log = t._log(300)
 equal = replay_parallel(log, workers=2, chunk=7).to_dict() == replay(log).to_dict()
 try:
@@ -383,6 +392,7 @@ try:
 except ChildProcessError:
     children_left = False
 print(json.dumps({"equal": equal, "forked": forked, "answered": all(answered) and len(answered) > 5,
+                  "some_answered": any(answered), "some_not": not all(answered),
                   "children_left": children_left, "tasks": len(os.listdir("/proc/self/task"))}))
 """
 
@@ -399,7 +409,15 @@ def _fork_run(mode: str) -> dict[str, Any]:
 def test_a_single_threaded_process_forks_its_helpers() -> None:
     """pytest-xdist runs a thread beside each test, so this runs in a fresh process of one thread."""
     got = _fork_run("plain")
-    assert got == {"equal": True, "forked": [True, True], "answered": True, "children_left": False, "tasks": 1}
+    assert got == {"equal": True, "forked": [True, True], "answered": True, "some_answered": True, "some_not": False,
+                   "children_left": False, "tasks": 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to count threads")
+def test_a_forked_helper_that_dies_costs_only_speed() -> None:
+    got = _fork_run("kill")
+    assert got["equal"] and got["forked"] == [True, True] and got["some_answered"] and got["some_not"]
+    assert not got["children_left"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to count threads")
