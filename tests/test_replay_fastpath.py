@@ -18,6 +18,7 @@ import copy
 import hashlib
 import io
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -217,6 +218,41 @@ def test_pipes_smaller_than_a_request_do_not_deadlock(log: list[Entry], always_p
     assert not worker.is_alive(), "the parallel replay deadlocked"
     assert out and out[0].to_dict() == replay(big).to_dict()
     assert answered and all(answered)  # every reply came from a helper
+
+
+def test_pipes_numbered_beyond_select_s_limit(log: list[Entry], always_parallel: None,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process with over 1,024 descriptors open (a busy server) still gets its helpers' work: waiting uses poll,
+    which has no limit on descriptor numbers (select refuses any descriptor from 1,024 on)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this system allows only {hard} open descriptors")
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200 if hard == resource.RLIM_INFINITY else min(hard, 1200), hard))
+    answered = []
+    result = parallel._Helpers.result
+
+    def counted(self: parallel._Helpers, i: int | None, count: int) -> Any:
+        got = result(self, i, count)
+        answered.append(got is not None)
+        return got
+
+    monkeypatch.setattr(parallel._Helpers, "result", counted)
+    held = []
+    try:
+        while True:
+            fd = os.open(os.devnull, os.O_RDONLY)
+            held.append(fd)
+            if fd >= 1100:
+                break
+        assert replay_parallel(log, workers=2, chunk=5).to_dict() == replay(log).to_dict()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert answered and all(answered)
 
 
 def test_helpers_that_cannot_start_cost_only_speed(log: list[Entry], always_parallel: None,

@@ -499,7 +499,7 @@ class _Helpers:
                     del buf[:8 + size]
                     return body
             writing = {_pipe(self.procs[j].stdin).fileno(): j for j, box in enumerate(self.outbox) if box}
-            ready, can_write, _ = select.select([fd], list(writing), [], timeout)
+            ready, can_write = _wait(fd, list(writing), timeout)
             if not ready and not can_write:
                 return None
             for w in can_write:
@@ -524,6 +524,23 @@ class _Helpers:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def _wait(read: int, write: list[int], timeout: float | None) -> tuple[bool, list[int]]:
+    """Wait until ``read`` can be read or some of ``write`` written (or ``timeout`` seconds pass): whether ``read``
+    can, and which of ``write`` can. ``poll`` where the system has it (no limit on descriptor numbers, unlike
+    ``select``'s 1,024)."""
+    poll = getattr(select, "poll", None)
+    if poll is None:  # pragma: no cover - every POSIX system redline runs on has poll
+        readable, writable, _ = select.select([read], write, [], timeout)
+        return bool(readable), writable
+    waiter = poll()
+    waiter.register(read, select.POLLIN)
+    for fd in write:
+        waiter.register(fd, select.POLLOUT)
+    events = waiter.poll(None if timeout is None else timeout * 1000)
+    ready = any(fd == read for fd, _ in events)  # readable, or at its end (POLLHUP): the read says which
+    return ready, [fd for fd, _ in events if fd != read]
 
 
 class _Forked:
