@@ -195,21 +195,27 @@ def test_a_reply_out_of_form_costs_only_speed(log: list[Entry], always_parallel:
     assert replay_parallel(log, workers=2, chunk=4).to_dict() == replay(log).to_dict()
 
 
+@pytest.fixture
+def answered(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each reply read back: whether it came from a helper (False: broken, ``admit`` did the work)."""
+    got: list[bool] = []
+    result = parallel._Helpers.result
+
+    def counted(self: parallel._Helpers, i: int | None, count: int) -> Any:
+        items = result(self, i, count)
+        got.append(items is not None)
+        return items
+
+    monkeypatch.setattr(parallel._Helpers, "result", counted)
+    return got
+
+
 def test_pipes_smaller_than_a_request_do_not_deadlock(log: list[Entry], always_parallel: None,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch, answered: list[bool]) -> None:
     """With one-page pipes every request and reply is many times what a pipe holds: the helpers still answer
     (this process never blocks on writing a request while a helper waits for it to read a reply)."""
     monkeypatch.setattr(parallel, "PIPE_BYTES", 4096)
     monkeypatch.setattr(parallel, "READ_BYTES", 1000)
-    answered = []
-    result = parallel._Helpers.result
-
-    def counted(self: parallel._Helpers, i: int | None, count: int) -> Any:
-        got = result(self, i, count)
-        answered.append(got is not None)
-        return got
-
-    monkeypatch.setattr(parallel._Helpers, "result", counted)
     big = _log(400)  # chunks of 20 entries: about 30 KB a request, 20 requests
     out: list[Any] = []
     worker = threading.Thread(target=lambda: out.append(replay_parallel(big, workers=2, chunk=20)), daemon=True)
@@ -221,7 +227,7 @@ def test_pipes_smaller_than_a_request_do_not_deadlock(log: list[Entry], always_p
 
 
 def test_pipes_numbered_beyond_select_s_limit(log: list[Entry], always_parallel: None,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                              answered: list[bool]) -> None:
     """A process with over 1,024 descriptors open (a busy server) still gets its helpers' work: waiting uses poll,
     which has no limit on descriptor numbers (select refuses any descriptor from 1,024 on)."""
     import resource
@@ -231,15 +237,6 @@ def test_pipes_numbered_beyond_select_s_limit(log: list[Entry], always_parallel:
         pytest.skip(f"this system allows only {hard} open descriptors")
     if soft != resource.RLIM_INFINITY and soft < 1200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (1200 if hard == resource.RLIM_INFINITY else min(hard, 1200), hard))
-    answered = []
-    result = parallel._Helpers.result
-
-    def counted(self: parallel._Helpers, i: int | None, count: int) -> Any:
-        got = result(self, i, count)
-        answered.append(got is not None)
-        return got
-
-    monkeypatch.setattr(parallel._Helpers, "result", counted)
     held = []
     try:
         while True:
