@@ -408,6 +408,9 @@ if mode == "nofork":  # the system refuses to fork: fresh interpreters
     def refuse():
         raise OSError("no more processes")
     os.fork = refuse
+if mode == "reaped":  # SIGCHLD ignored: the system reaps the helpers itself, waitpid finds nothing to wait for
+    import signal
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 if mode == "kill":  # a forked helper dies after some replies came back: the rest is admitted here
     submit, sent = parallel._Helpers.submit, []
     def dying(self, datas, keys):
@@ -447,6 +450,12 @@ def test_a_single_threaded_process_forks_its_helpers() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to count threads")
+def test_forked_helpers_reaped_by_the_system_are_waited_for_without_error() -> None:
+    got = _fork_run("reaped")
+    assert got["equal"] and got["forked"] == [True, True] and got["answered"] and not got["children_left"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to count threads")
 def test_a_forked_helper_that_dies_costs_only_speed() -> None:
     got = _fork_run("kill")
     assert got["equal"] and got["forked"] == [True, True] and got["some_answered"] and got["some_not"]
@@ -474,3 +483,4 @@ def test_single_threaded_counts_threads_python_did_not_start_too() -> None:
     finally:
         stop.set()
         other.join()
+

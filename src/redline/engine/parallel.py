@@ -36,7 +36,7 @@ Otherwise they are fresh interpreters (``sys.executable -c``, importing
 ``redline.engine.parallel``): no ``fork`` of a multi-threaded caller, whose other threads may hold
 locks the child would inherit taken, and no re-import of the caller's main module (as
 ``multiprocessing``'s ``spawn`` does). A helper works in one thread, one request at a time; this
-process never blocks on writing a request (it waits in ``select``, writing what the pipes take),
+process never blocks on writing a request (it waits in ``poll``, writing what the pipes take),
 so neither side can wait on the other. Helpers live for one call; one that cannot start, dies or
 answers out of form only costs speed (``admit`` does the work).
 
@@ -392,7 +392,7 @@ class _Helpers:
     """The helper processes: requests sent round-robin, replies read back in the order sent.
 
     Writing a request never blocks: what a helper's pipe does not take at once waits in its outbox and
-    goes out whenever this process waits for a reply (``select``), so a helper blocked on writing its
+    goes out whenever this process waits for a reply (``poll``), so a helper blocked on writing its
     reply and this process blocked on writing a request can never wait on each other, whatever the pipes
     hold. A helper that cannot be started, dies, or answers out of form makes every reply from then on None
     (``admit`` then does the work): no outcome depends on the helpers.
@@ -560,7 +560,11 @@ class _Forked:
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.returncode is None:
-            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            except ChildProcessError:  # reaped already (SIGCHLD ignored): its status is gone, as Popen reads it
+                self.returncode = 0
+                break
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
             elif deadline is not None and time.monotonic() >= deadline:
