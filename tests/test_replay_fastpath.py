@@ -484,3 +484,38 @@ def test_single_threaded_counts_threads_python_did_not_start_too() -> None:
         stop.set()
         other.join()
 
+
+
+_ORPHAN_SCRIPT = r"""
+import os, signal, sys
+from redline.engine import parallel
+helpers = parallel._Helpers(2)
+assert helpers.ready(wait=True) and not helpers.broken
+print(" ".join(str(p.pid) for p in helpers.procs), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # the caller dies without a word to its helpers
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_helpers_end_when_their_caller_is_killed() -> None:
+    """Helpers (forked here: the script runs one thread) read their end of input when the caller dies, and exit:
+    none is left behind."""
+    import time
+
+    done = subprocess.run([sys.executable, "-c", _ORPHAN_SCRIPT], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == -9, done.stderr
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 30
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(p) for p in pids)
