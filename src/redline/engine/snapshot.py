@@ -269,7 +269,28 @@ def _loads(chunk: bytes, what: str) -> Any:
         raise MalformedInput(f"state snapshot: a chunk of {what} is malformed") from None
 
 
-class LazyEvents:
+class _Lazy(ABC):
+    """What the lazy parts of a decoded state share: equality and text are those of the whole, built once
+    (``_all``)."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def _all(self) -> Any:
+        """The whole value, built once."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Lazy):
+            other = other._all()
+        return bool(self._all() == other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+class LazyEvents(_Lazy):
     """``State.timeline`` of a state decoded from a snapshot: appends need not read the stored events; any read
     loads (and so checks) and decodes them once (then it is an ordinary list inside)."""
 
@@ -336,18 +357,8 @@ class LazyEvents:
     def __contains__(self, item: object) -> bool:
         return item in self._all()
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, LazyEvents):
-            other = other._all()
-        return self._all() == other
 
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self._all())
-
-
-class _LazyMapping(ABC):
+class _LazyMapping(_Lazy):
     """What the lazy mappings share: anything beyond a lookup builds the whole dict once (``_all``)."""
 
     __slots__ = ()
@@ -367,16 +378,6 @@ class _LazyMapping(ABC):
 
     def items(self) -> Any:
         return self._all().items()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, _LazyMapping):
-            other = other._all()
-        return self._all() == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self._all())
 
 
 class _RootChunk:

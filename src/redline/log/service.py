@@ -538,19 +538,7 @@ def verify_store(store: LogStore, verifier: VerifierKey, progress: Callable[[int
     except (BadSignature, MalformedInput) as exc:
         raise _bad_checkpoint(sizes[-1], f"is the latest and does not verify: {exc}") from exc
     size = store.size()
-    short = None
-    if cp.size != size:
-        # Reported unless the entries show an earlier bad index (a leaf cut out of the middle shrinks the log too).
-        short = InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {cp.size}",
-                                index=min(size, cp.size))
-    try:
-        roots, (frontier, last_time) = _check_entries(store, set(sizes), size, progress)
-    except InconsistentLog as exc:
-        if short is not None and (exc.index is None or exc.index > min(size, cp.size)):
-            raise short from None
-        raise
-    if short is not None:
-        raise short
+    roots, (frontier, last_time) = _check_entries_at(store, cp.size, set(sizes), size, progress)
     numbered = _check_checkpoints(store, verifier, sizes, 0, False, roots)
     if progress is not None:
         progress(size, size)
@@ -600,25 +588,11 @@ def verify_since(store: LogStore, verifier: VerifierKey, since: Verified,
         what = "deleted from" if below < since.checkpoints else "added to"
         error = InconsistentLog(f"the store holds {below} checkpoints at sizes up to {n}, not the {since.checkpoints} "
                                 f"verified: a signed checkpoint was {what} the store", index=n - 1 if n else 0)
-        try:  # name the checkpoint, as a full verification would
-            _check_checkpoints(store, verifier, sizes[:below], 0, False, None)
-        except InconsistentLog as exc:
-            raise exc from None
+        _check_checkpoints(store, verifier, sizes[:below], 0, False, None)  # names the checkpoint, if it can
         raise error
     tail = sizes[below:]
-    short = None
-    if cp.size != size:
-        short = InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {cp.size}",
-                                index=min(size, cp.size))
-    try:
-        roots, (end_frontier, last_time) = _check_entries(store, set(tail), size, progress, start=n,
-                                                          frontier=since.frontier, last_time=since.last_time_ms)
-    except InconsistentLog as exc:
-        if short is not None and (exc.index is None or exc.index > min(size, cp.size)):
-            raise short from None
-        raise
-    if short is not None:
-        raise short
+    roots, (end_frontier, last_time) = _check_entries_at(store, cp.size, set(tail), size, progress, start=n,
+                                                         frontier=since.frontier, last_time=since.last_time_ms)
     if tail:
         numbered = _check_checkpoints(store, verifier, tail, below, since.numbered, roots)
     else:  # the latest checkpoint is the one at the verified size
@@ -673,6 +647,28 @@ def _check_checkpoints(store: LogStore, verifier: VerifierKey, sizes: Sequence[i
             raise _bad_checkpoint(s, f"is the log's checkpoint number {number} but the store holds it as number "
                                      f"{position}: {what}")
     return numbered
+
+
+def _check_entries_at(store: LogStore, checkpoint_size: int, wanted: set[int], size: int,
+                      progress: Callable[[int, int], None] | None, *, start: int = 0,
+                      frontier: Sequence[bytes] = (), last_time: int = 0
+                      ) -> tuple[dict[int, bytes], tuple[tuple[bytes, ...], int]]:
+    """``_check_entries`` for a store whose latest checkpoint is at ``checkpoint_size``: a store of another size is
+    reported as such, unless the entries show an earlier bad index (a leaf cut out of the middle shrinks the log
+    too)."""
+    short = None
+    if checkpoint_size != size:
+        short = InconsistentLog(f"the log holds {size} entries but its latest checkpoint says {checkpoint_size}",
+                                index=min(size, checkpoint_size))
+    try:
+        checked = _check_entries(store, wanted, size, progress, start=start, frontier=frontier, last_time=last_time)
+    except InconsistentLog as exc:
+        if short is not None and (exc.index is None or exc.index > min(size, checkpoint_size)):
+            raise short from None
+        raise
+    if short is not None:
+        raise short
+    return checked
 
 
 def _check_entries(store: LogStore, wanted: set[int], size: int, progress: Callable[[int, int], None] | None, *,
