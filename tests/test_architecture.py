@@ -20,8 +20,8 @@ CORE = ("redline.crypto", "redline.log.merkle", "redline.log.leaf", "redline.log
         "redline.log.tiles", "redline.statements", "redline.policy", "redline.engine", "redline.errors",
         "redline.times", "redline.compute.eu", "redline.compute.chips")
 #: What the core may import from outside the standard library.
-CORE_THIRD_PARTY = frozenset({"pydantic", "pydantic_core", "yaml", "cryptography", "nacl", "rfc8785",
-                              "typing_extensions"})
+CORE_THIRD_PARTY = frozenset({"pydantic", "pydantic_core", "yaml", "cryptography", "nacl", "rfc8785", "orjson",
+                              "pybase64", "typing_extensions"})
 #: Heavy dependencies (behind extras): never imported by the core.
 HEAVY = frozenset({"torch", "numpy", "safetensors", "transformers", "fastapi", "uvicorn", "httpx", "starlette",
                    "psycopg", "scipy", "sklearn", "matplotlib", "inspect_ai", "jinja2", "click", "rich", "blake3"})

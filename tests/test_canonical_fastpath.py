@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
+import pytest
 import rfc8785
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from redline.crypto.canonical import canonical_json
+from redline.crypto import canonical
+from redline.crypto.canonical import canonical_json, canonical_json_owned
 from redline.errors import NonCanonicalJSON
 
 _leaf = (st.none() | st.booleans() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
@@ -35,8 +38,43 @@ def _ours(value):
 @example([1e-7, 1e-5, 1e16, 2.0**60, 1e21, 1.5e300, -0.0, 0.1, 1.0, 123.456])
 @example({"a": "\x00\x1f\x7f\u2028\"\\"})
 @example("\ud800")  # a lone surrogate cannot be encoded: both refuse
+@example([1e19, -5e20, 2.0**63, -(2.0**63), 9.2e18, -9.3e18, 9.9e20])  # integral doubles beyond 64-bit integers
+@example({"a": [{"b": [None, True, False, 0, -1, "é\x1f"]}], "A": 2.5e-4})
 def test_fast_path_matches_reference(value):
     assert _ours(value) == _reference(value)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_values)
+@example([1e19, -5e20, 2.0**63, 1e16, 1e21, 0.1, -0.0, True, False, None])
+@example({"\x00\x1f\x7f\u2028\ud7ff\ue000\uffff": ["\x08\x0c\n\r\t\"\\/"]})
+def test_orjson_writes_what_the_stdlib_encoder_writes(value):
+    """The fast path writes a prepared tree with ``orjson``; the stdlib's encoder, checked against the reference
+    above for years of redline, must write the very same bytes wherever both write."""
+    try:
+        tree = canonical._prepare(value)
+        want = canonical._encode(tree).encode("utf-8")
+    except (canonical._NeedsSlowPath, UnicodeEncodeError, ValueError):
+        return
+    assert canonical._encode_bytes(tree) == want
+
+
+def test_integral_doubles_beyond_64_bits_are_written_by_orjson():
+    tree = canonical._prepare({"flop": 5e20, "less": -1e19, "small": 3e18})
+    assert type(tree["flop"]) is canonical._Digits and type(tree["small"]) is int
+    assert orjson.dumps(tree, default=canonical._digits, option=canonical._ORJSON_OPTIONS) == \
+        b'{"flop":500000000000000000000,"less":-10000000000000000000,"small":3000000000000000000}'
+    with pytest.raises(TypeError):  # nothing but those goes through the callback
+        canonical._digits(object())
+
+
+@pytest.mark.parametrize("depth", [254, 256, 400])
+def test_nesting_beyond_orjson_falls_back_to_the_stdlib_encoder(depth):
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    assert canonical_json(value) == rfc8785.dumps(value)
+    assert canonical_json_owned({"a": value}) == rfc8785.dumps({"a": value})
 
 
 def test_known_answers():

@@ -11,7 +11,6 @@ nested JSON, entries over the size limit, non-canonical payloads). Speed is meas
 from __future__ import annotations
 
 import base64
-import dataclasses
 import gc
 import hashlib
 import json
@@ -390,8 +389,8 @@ def test_prepared_admit_matches_admit_entry_by_entry(scenario: _Log) -> None:
             assert chunked is not None and chunked.envelope is None
             assert (chunked.keyids, chunked.verified, chunked.predicate) == (full.keyids, full.verified, full.predicate)
         # a signature known to verify, the statement left to admit (what a helper sends when it does not parse)
-        unparsed = None if full is None or full.envelope is None else dataclasses.replace(
-            full, predicate=None, envelope=None, payload_type=full.envelope.payload_type, payload=full.envelope.payload)
+        unparsed = None if full is None or full.envelope is None else full._replace(
+            predicate=None, envelope=None, payload_type=full.envelope.payload_type, payload=full.envelope.payload)
         for pre in (None, full, prepare(e.data, {}), chunked, unparsed):
             try:
                 pred, party, key = admit(state, e.data, pre)

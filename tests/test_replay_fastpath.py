@@ -38,7 +38,7 @@ from redline.crypto.keys import SigningKey
 from redline.engine import Entry, parallel, replay
 from redline.engine.parallel import candidate_keys, prepare, replay_parallel
 from redline.errors import BadSignature, MalformedInput, UnknownKey
-from redline.statements import Admission, Genesis, Indicator, RunProgress, TranscriptCommitments, sign_predicate
+from redline.statements import Admission, Genesis, Indicator, RunProgress, TranscriptCommitments, base, sign_predicate
 
 T0_MS = 1_800_000_000_000
 ORIGIN = "fastpath.redline.example/log"
@@ -335,7 +335,8 @@ _B64_BYTES = b"AQgw+/=-_ \n\x00\xff"
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.binary(max_size=13), st.lists(st.tuples(st.integers(0, 40), st.sampled_from(list(_B64_BYTES)),
+@given(st.binary(max_size=13) | st.binary(min_size=40, max_size=400),  # short, and long enough for SIMD blocks
+       st.lists(st.tuples(st.integers(0, 540), st.sampled_from(list(_B64_BYTES)),
                                                   st.sampled_from(["replace", "insert", "delete"])), max_size=3))
 @example(b"\xb8\x9b\xa3", [(4, ord("="), "insert")])  # padding after a whole quantum: not canonical
 @example(b"a", [(2, ord("="), "delete")])  # unpadded
@@ -377,6 +378,37 @@ def test_canonical_json_owned_is_canonical_json(value: dict[str, Any]) -> None:
         with pytest.raises((canonical._NeedsSlowPath, UnicodeEncodeError, ValueError)):
             canonical._encode(canonical._prepare(value)).encode()
 
+
+
+_subject = st.fixed_dictionaries({
+    "name": st.text(),
+    "digest": st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127), max_size=8), st.text(),
+                              min_size=1, max_size=3),
+})
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_subject, max_size=5))
+@example([{"name": "a\x00\x1f\x7f\u2028\U0001f600\"\\", "digest": {"sha256": "00", "blake3": "\ue000"}}])
+@example([{"name": "\ud800", "digest": {"sha256": "00"}}])  # a lone surrogate: no encoder writes it
+def test_subjects_json_is_canonical_json(subjects: list[dict[str, Any]]) -> None:
+    try:
+        want: bytes | None = canonical_json(subjects)
+    except MalformedInput:
+        want = None
+    assert base._subjects_json(subjects) == want
+
+
+@pytest.mark.parametrize("subjects", [
+    ({"name": "a", "digest": {"sha256": "00"}},),  # a tuple, not a list
+    [{"name": 1, "digest": {"sha256": "00"}}],
+    [{"name": "a", "digest": {}}],
+    [{"name": "a", "digest": {"sha256": 0}}],
+    [{"name": "a", "digest": {"shä": "00"}}],
+    [{"name": "a", "digest": {"sha256": "00"}, "extra": 1}],
+])
+def test_subjects_json_leaves_other_shapes_to_the_slow_path(subjects: Any) -> None:
+    assert base._subjects_json(subjects) is None
 
 # --- forked helpers ---------------------------------------------------------------------
 

@@ -63,6 +63,8 @@ def ms_of(dt: datetime) -> int:
     with a fraction is truncated toward the epoch). Replay depends on it (statement times become logged times
     in the state), so it stays exactly this.
     """
+    if dt.tzinfo is UTC:  # aware (every validated time is in UTC)
+        return int(dt.timestamp() * 1000)
     return int(require_aware(dt).timestamp() * 1000)
 
 

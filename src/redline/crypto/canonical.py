@@ -1,8 +1,10 @@
 """RFC 8785 JSON Canonicalization Scheme (JCS) for everything redline hashes or signs.
 
-The serialisation itself is the ``rfc8785`` package's; this module adds the
-strict parsing side (duplicate keys, non-finite numbers and oversized input are
-refused) and the SHA-256 digest of a value's canonical form.
+The reference serialisation is the ``rfc8785`` package's; values redline signs take a fast
+path (``orjson``, else the stdlib's C encoder) on a copy prepared so that it writes exactly
+what the reference writes. This module adds the strict parsing side (duplicate keys,
+non-finite numbers and oversized input are refused) and the SHA-256 digest of a value's
+canonical form.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import rfc8785
 
 from redline.errors import InputTooLarge, MalformedInput, NonCanonicalJSON
@@ -21,6 +24,8 @@ from redline.errors import InputTooLarge, MalformedInput, NonCanonicalJSON
 MAX_JSON_BYTES = 1 << 20
 #: Largest integer magnitude an IEEE 754 double holds exactly (RFC 8785 numbers are doubles).
 MAX_SAFE_INTEGER = 2**53 - 1
+#: Integers from this magnitude on do not fit 64 bits (``orjson`` writes them through ``_Digits``).
+_INT64 = 2**63
 
 
 _FAST = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"))
@@ -41,6 +46,35 @@ def _make_encode() -> Callable[[Any], str]:
 
 
 _encode = _make_encode()
+
+
+class _Digits(int):
+    """An integer beyond 64 bits (an integral double from 2**63 up to 1e21, as ECMAScript writes it), which
+    ``orjson`` writes through :func:`_digits`; the stdlib encoder writes any ``int`` the same way."""
+
+    __slots__ = ()
+
+
+def _digits(value: Any) -> orjson.Fragment:
+    if type(value) is _Digits:
+        return orjson.Fragment(int.__repr__(value).encode("ascii"))
+    raise TypeError(f"{type(value).__name__} is not written by the fast path")
+
+
+#: Keys sorted (by UTF-8 bytes: code-point order, which is UTF-16 order for the keys ``_prepare`` lets
+#: through), compact; exact types only (anything else, i.e. ``_Digits``, goes to ``_digits``).
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _encode_bytes(value: Any) -> bytes:
+    """The UTF-8 JSON text of a tree ``_prepare`` made: ``orjson``, which writes such trees exactly as the stdlib
+    encoder does (same escapes, same float digits, keys in the same order), about twice as fast; the stdlib
+    encoder where ``orjson`` refuses (nesting beyond its 255 levels, a lone surrogate: the stdlib then
+    raises ``UnicodeEncodeError`` as before)."""
+    try:
+        return orjson.dumps(value, default=_digits, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError
+        return _encode(value).encode("utf-8")
 
 
 class _NeedsSlowPath(Exception):
@@ -95,7 +129,8 @@ def _float(value: float) -> float | int:
             mantissa, _, exponent = repr(magnitude).partition("e")
             digits = mantissa.replace(".", "")
             padded = int(digits + "0" * (int(exponent) + 1 - len(digits)))
-            return padded if value > 0 else -padded
+            padded = padded if value > 0 else -padded
+            return padded if -_INT64 <= padded < _INT64 else _Digits(padded)
         return value
     if abs(value) < 1e-4:
         raise _NeedsSlowPath
@@ -134,7 +169,7 @@ def canonical_json_owned(value: dict[str, Any]) -> bytes | None:
     """
     try:
         _prepare_owned(value)
-        return _encode(value).encode("utf-8")
+        return _encode_bytes(value)
     except (_NeedsSlowPath, UnicodeEncodeError, ValueError, RecursionError):
         return None
 
@@ -147,8 +182,7 @@ def canonical_json(value: Any) -> bytes:
     (a property test checks the two agree).
     """
     try:
-        text = _encode(_prepare(value))
-        return text.encode("utf-8")
+        return _encode_bytes(_prepare(value))
     except _NeedsSlowPath:
         pass
     except (UnicodeEncodeError, ValueError, RecursionError):

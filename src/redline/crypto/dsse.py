@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pybase64
+
 from redline.crypto.canonical import canonical_json, parse_json
 from redline.crypto.encoding import b64decode, b64encode, hexdecode
 from redline.crypto.keys import SigningKey, VerifierKey
@@ -175,20 +177,15 @@ def _b64decode_lenient(text: str, *, what: str) -> bytes:
 def _b64(raw: bytes) -> bytes | None:
     """``b64decode`` of canonical base64 bytes (what every accepted text is), else None.
 
-    The strict decoder takes only the alphabet, with padding only at the end; what is left to check
-    is the length (no padding beyond the last quantum) and that the unused bits of the last quantum
-    are zero, i.e. that the last quantum is what the last bytes encode to.
+    Decoded with ``pybase64`` (SIMD: about three times the stdlib's speed on a statement's payload),
+    then encoded again: only the one canonical text of the bytes it gives is accepted, so whatever
+    slack a decoder allows, the result is exactly the strict decoder's.
     """
     try:
-        data = binascii.a2b_base64(raw, strict_mode=True)
-    except (binascii.Error, ValueError):
+        data = pybase64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError, TypeError):
         return None
-    if len(raw) != (len(data) + 2) // 3 * 4:
-        return None
-    tail = len(data) % 3
-    if tail and binascii.b2a_base64(data[-tail:], newline=False) != raw[-4:]:
-        return None
-    return data
+    return data if pybase64.b64encode(data) == raw else None
 
 
 def _text(raw: bytes) -> str | None:

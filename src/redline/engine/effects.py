@@ -91,11 +91,11 @@ def policies_in_force(state: State) -> list[Policy]:
 
 def parameters(state: State) -> Parameters:
     """The parameters that bound every statement: the strictest of the policies in force (defaults if none)."""
+    if len(state.in_force) == 1:  # the usual case
+        return state.policy_objects[state.in_force[0]].parameters
     policies = policies_in_force(state)
     if not policies:
         return _DEFAULTS
-    if len(policies) == 1:
-        return policies[0].parameters
     ps = [p.parameters for p in policies]
     return _DEFAULTS.model_copy(update={
         "max_clock_skew_minutes": min(p.max_clock_skew_minutes for p in ps),
@@ -114,10 +114,11 @@ def pause_parameters(state: State, pause: Pause) -> Parameters:
 def refresh_policies(state: State, index: int, now: int) -> None:
     """Bring into force every scheduled policy whose ``effective_from`` the logged time ``now`` has reached; each
     supersedes (from that entry) the policies it names."""
-    due = sorted((p["effective_from_ms"], p["index"], d) for d, p in state.policies.items()
-                 if p["status"] == "scheduled" and p["effective_from_ms"] <= now)
+    due = [(p["effective_from_ms"], p["index"], d) for d, p in state.policies.items()
+           if p["status"] == "scheduled" and p["effective_from_ms"] <= now]
     if not due:
         return
+    due.sort()
     for _, _, digest in due:
         entry = state.policies[digest]
         entry["status"], entry["in_force_index"] = "in-force", index

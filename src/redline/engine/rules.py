@@ -539,16 +539,22 @@ def _lineage(state: State, run: Run) -> tuple[dict[str, LineageModel], float]:
 
 
 def _evaluate_run(state: State, run: Run, evidence: str, index: int, now: int) -> None:
-    evaluate(state, "training_compute", "run", run.key, run.party, run.compute, evidence, index, now,
+    compute = run.compute
+    evaluate(state, "training_compute", "run", run.key, run.party, compute, evidence, index, now,
              model=run.model_name)
+    if run.base_digest is None and run.base_model is None:
+        # most runs: no base, so the lineage is the run alone (its own compute, plus nothing from outside)
+        evaluate(state, "training_compute", "model-lineage", run.model_name, run.party, compute + 0.0, evidence,
+                 index, now, model=run.model_name)
+        return
     models, outside = _lineage(state, run)
     bases = models[run.key].bases
     base = (cumulative_compute(bases[0], models) if bases else 0.0) + outside
-    evaluate(state, "training_compute", "model-lineage", run.model_name, run.party, run.compute + base, evidence,
+    evaluate(state, "training_compute", "model-lineage", run.model_name, run.party, compute + base, evidence,
              index, now, model=run.model_name)
-    if (run.base_model is not None or run.base_digest is not None) and base > 0:
+    if base > 0:
         evaluate(state, "modification_compute_fraction", "model-lineage", run.model_name, run.party,
-                 modification_fraction(run.compute, base), evidence, index, now, model=run.model_name)
+                 modification_fraction(compute, base), evidence, index, now, model=run.model_name)
 
 
 @rule(BaseModelRegistration, roles={"coordinator", "regulator"})

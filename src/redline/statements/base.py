@@ -12,7 +12,6 @@ implies, so one fact has exactly one payload and one digest.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -20,6 +19,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -176,6 +176,8 @@ def _to_utc(value: datetime) -> datetime:
 
 def format_time(value: datetime) -> str:
     """The canonical text of a time: RFC 3339 in UTC with ``Z``, microseconds only when non-zero."""
+    if value.tzinfo is UTC:  # every validated time (``_to_utc``): its text ends in "+00:00"
+        return value.isoformat()[:-6] + "Z"
     return _to_utc(value).replace(tzinfo=None).isoformat() + "Z"
 
 
@@ -521,29 +523,25 @@ _SUBJECT_FIELDS = {"name", "digest"}
 def _subjects_json(subjects: list[dict[str, Any]]) -> bytes | None:
     """``canonical_json`` of in-toto subjects (string names, string digests under ASCII algorithm names), or None.
 
-    Written piece by piece with the stdlib's string encoder, which escapes exactly as RFC 8785
-    does; keys in RFC 8785 order (``digest`` before ``name``, algorithms sorted: ASCII sorts the
-    same in UTF-16). Subjects of any other shape are None: the slow path decides.
+    Written by ``orjson``, which escapes strings exactly as RFC 8785 does and sorts keys in its order for
+    these (``digest`` before ``name``, algorithms in ASCII order, which UTF-16 order agrees with). Subjects of
+    any other shape, or text no encoder can write (a lone surrogate), are None: the slow path decides.
     """
-    parts = []
+    if type(subjects) is not list:
+        return None
     for s in subjects:
-        if type(s) is not dict or s.keys() != _SUBJECT_FIELDS:
+        if type(s) is not dict or s.keys() != _SUBJECT_FIELDS or type(s["name"]) is not str:
             return None
-        name, digest = s["name"], s["digest"]
-        if type(name) is not str or type(digest) is not dict or not digest:
+        digest = s["digest"]
+        if type(digest) is not dict or not digest:
             return None
-        algs = []
-        for alg in sorted(digest) if len(digest) > 1 else digest:
-            value = digest[alg]
+        for alg, value in digest.items():
             if type(alg) is not str or not alg.isascii() or type(value) is not str:
                 return None
-            algs.append(f"{_string(alg)}:{_string(value)}")
-        parts.append(f'{{"digest":{{{",".join(algs)}}},"name":{_string(name)}}}')
-    return f"[{','.join(parts)}]".encode()
-
-
-#: The stdlib's JSON string encoder (``ensure_ascii=False``): RFC 8785's escaping.
-_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+    try:
+        return orjson.dumps(subjects, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError
+        return None
 
 
 #: ``canonical_json(cls.PREDICATE_TYPE)`` by predicate class, worked out once.
