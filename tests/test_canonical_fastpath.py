@@ -56,7 +56,31 @@ def test_orjson_writes_what_the_stdlib_encoder_writes(value):
         want = canonical._encode(tree).encode("utf-8")
     except (canonical._NeedsSlowPath, UnicodeEncodeError, ValueError):
         return
-    assert canonical._encode_bytes(tree) == want
+    if canonical._holds_small(tree):  # written as ECMAScript writes it, where Python's repr differs
+        assert canonical._encode_bytes(tree) == rfc8785.dumps(value)
+    else:
+        assert canonical._encode_bytes(tree) == want
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(min_value=-1e-4, max_value=1e-4, allow_subnormal=True).filter(lambda x: x != 0 and abs(x) < 1e-4))
+@example(1e-5)
+@example(-9.999e-05)
+@example(1e-6)
+@example(9.99e-7)
+@example(5e-324)
+@example(-1.2345e-300)
+def test_small_doubles_are_written_as_ecmascript_writes_them(value):
+    assert canonical._small_text(value).encode() == rfc8785.dumps(value)
+    assert canonical_json({"v": value, "w": [value]}) == rfc8785.dumps({"v": value, "w": [value]})
+
+
+def test_a_small_double_beyond_orjson_takes_the_reference():
+    value: object = 1e-5
+    for _ in range(300):  # nesting orjson refuses, and the stdlib encoder would write repr's 1e-05
+        value = [value]
+    assert canonical_json(value) == rfc8785.dumps(value)
+    assert canonical_json_owned({"a": value}) is None
 
 
 def test_integral_doubles_beyond_64_bits_are_written_by_orjson():

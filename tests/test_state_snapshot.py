@@ -551,3 +551,94 @@ def test_a_loaded_snapshot_stays_readable_after_a_newer_one_pruned_it(snapped: t
     assert got.snapshot_size == 40
     path.unlink()  # what a newer snapshot's pruning (or anyone) does while a server holds this state
     assert got.state.to_dict() == _reference(loggable, logdir).to_dict()
+
+
+# --- the state digest a snapshot carries -----------------------------------------------------
+
+
+def _resealed(path: Path, change: Any) -> None:
+    """Seal ``path``'s header again under this user's cache key after ``change(header)``: an honest seal over what a
+    faulty writer (or codec) might have saved."""
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "big")
+    header, body = localcache.unseal(statecache.KIND, raw[8:8 + length], localcache.cache_key())
+    change(header)
+    sealed = localcache.seal(statecache.KIND, header, body, localcache.cache_key())
+    path.write_bytes(len(sealed).to_bytes(8, "big") + sealed + raw[8 + length:])
+
+
+def _carried(path: Path) -> Any:
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "big")
+    return localcache.unseal(statecache.KIND, raw[8:8 + length], localcache.cache_key())[0].get("state_digest")
+
+
+def test_a_snapshot_carries_the_digest_of_a_full_replay_of_its_entries(tmp_path: Path, loggable: list[Entry],
+                                                                         save_often: None) -> None:
+    logdir = tmp_path / "log"
+    written = 0
+    for step in (25, len(loggable)):
+        _write(logdir, loggable[written:step])
+        written = step
+        saved = _load(logdir).saved
+        assert saved is not None and saved.name == f"state-{step:012d}.sealed"
+        full = replay(loggable[:step], State(origin=ORIGIN))
+        assert _carried(saved) == full.digest()
+    log = open_log(logdir)
+    try:
+        got = statecache.load_state(log, logdir, workers=1, save=False, check_snapshot=True)
+    finally:
+        log.store.close()
+    assert got.snapshot_size == len(loggable) and got.replayed == 0
+    assert got.snapshot_digest == got.state.digest() == replay(loggable, State(origin=ORIGIN)).digest()
+
+
+def _checked(logdir: Path) -> statecache.Loaded:
+    notes: list[str] = []
+    log = open_log(logdir)
+    try:
+        got = statecache.load_state(log, logdir, workers=1, save=False, note=notes.append, check_snapshot=True)
+    finally:
+        log.store.close()
+    got.reason = got.reason or (notes[0] if notes else None)
+    return got
+
+
+def test_a_snapshot_whose_state_is_not_the_digest_it_carries_is_caught_when_checked(
+        snapped: tuple[Path, Path], loggable: list[Entry]) -> None:
+    logdir, path = snapped
+    _resealed(path, lambda header: header.update(state_digest="0" * 64))  # what a codec giving back another state
+    unchecked = _used(logdir)  # the seal binds the bytes to this code: by default the digest is not redone
+    assert unchecked.snapshot_size == 40 and unchecked.snapshot_digest == "0" * 64
+    got = _checked(logdir)
+    assert got.snapshot_size is None and got.replayed == len(loggable)
+    assert "digest" in (got.reason or "") and "not the 0000000000000000" in (got.reason or ""), got.reason
+    _same(got.state, _reference(loggable, logdir))
+
+
+@pytest.mark.parametrize("digest", [None, "", "0" * 63, "A" * 64, 7])
+def test_a_snapshot_without_a_state_digest_is_not_used(snapped: tuple[Path, Path], loggable: list[Entry],
+                                                       digest: Any) -> None:
+    logdir, path = snapped
+    _resealed(path, lambda header: header.pop("state_digest") if digest is None else header.update(
+        state_digest=digest))
+    got = _used(logdir)
+    assert got.snapshot_size is None and "carries no state digest" in (got.reason or ""), got.reason
+
+
+def test_the_cli_checks_the_snapshot_digest_on_request(tmp_path: Path, loggable: list[Entry],
+                                                       save_often: None) -> None:
+    logdir = tmp_path / "log"
+    _write(logdir, loggable)
+    runner = CliRunner()
+    first = runner.invoke(cli, ["state", str(logdir), "--json"])
+    assert first.exit_code == 0, first.output
+    checked = runner.invoke(cli, ["state", str(logdir), "--json", "--check-snapshot"])
+    assert checked.exit_code == 0, checked.output
+    assert "digested again" in checked.stderr and checked.stdout == first.stdout
+    _resealed(logdir / "snapshots" / f"state-{len(loggable):012d}.sealed",
+              lambda header: header.update(state_digest="f" * 64))
+    caught = runner.invoke(cli, ["state", str(logdir), "--json", "--check-snapshot"])
+    assert caught.exit_code == 0, caught.output
+    assert "state snapshot not used" in caught.stderr and "not the ffffffffffffffff" in caught.stderr
+    assert caught.stdout == first.stdout

@@ -178,14 +178,15 @@ def open_registry(logdir: Path, *, use_cache: bool = True) -> Registry:
         raise
 
 
-def replayed_state(logdir: Path, *, trusted: VerifierKey | None = None, use_cache: bool = True) -> State:
+def replayed_state(logdir: Path, *, trusted: VerifierKey | None = None, use_cache: bool = True,
+                   check_snapshot: bool = False) -> State:
     """The engine's state of the verified log in LOGDIR, as its registry holds it (no key needed): from the latest
     usable snapshot plus the entries after it, every one authenticated against the signed checkpoint
-    (``use_cache=False``: replayed from the start); ``trusted`` pins the log's verifier key (a log signed by
-    another is refused)."""
+    (``use_cache=False``: replayed from the start; ``check_snapshot``: the snapshot's state digested again);
+    ``trusted`` pins the log's verifier key (a log signed by another is refused)."""
     log = open_log(logdir, verify=True, trusted=trusted)
     try:
-        return load_state(log, logdir, use_cache=use_cache, note=_note).state
+        return load_state(log, logdir, use_cache=use_cache, note=_note, check_snapshot=check_snapshot).state
     finally:
         log.store.close()
 

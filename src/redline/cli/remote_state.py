@@ -29,11 +29,12 @@ def open_remote(url: str, log_key: str, witness_policy: Path | None = None) -> R
 
 
 def replay_remote(remote: RemoteLog, signed: SignedCheckpoint, *, use_cache: bool = True,
-                  note: Callable[[str], None] | None = None, base: State | None = None) -> State:
+                  note: Callable[[str], None] | None = None, base: State | None = None,
+                  check_snapshot: bool = False) -> State:
     """The engine's state of ``signed``'s tree: from the latest usable snapshot of this log in this user's cache
     (``redline.statecache``: its root proven a prefix of ``signed``'s by a consistency proof from the tiles), or
     from ``base`` (a state of this log the caller holds), plus every entry after it, each checked against its
-    tiles; ``use_cache=False`` replays every entry.
+    tiles; ``use_cache=False`` replays every entry; ``check_snapshot`` digests a snapshot's state again.
 
     With a witness policy, the log's clock is bounded too: the last entry may not be integrated after the
     witnesses cosigned the checkpoint (``redline.log.witness.check_times``).
@@ -52,7 +53,7 @@ def replay_remote(remote: RemoteLog, signed: SignedCheckpoint, *, use_cache: boo
 
     source = Source(cp.origin, remote.log_key.to_string(), cp.size, cp.root, consistent, entries)
     st = load_source(source, remote_cache_dir(cp.origin, remote.log_key), use_cache=use_cache, note=note,
-                     base=base).state
+                     base=base, check_snapshot=check_snapshot).state
     if remote.policy is not None:
         from redline.log.witness import check_times
 
@@ -70,11 +71,12 @@ def remote_cache_dir(origin: str, key: VerifierKey) -> Path:
 
 
 def remote_state(url: str, log_key: str, witness_policy: Path | None = None, *, use_cache: bool = True,
-                 note: Callable[[str], None] | None = None) -> State:
+                 note: Callable[[str], None] | None = None, check_snapshot: bool = False) -> State:
     """The state of the log at ``url`` as of its current checkpoint, derived from tiles alone (and, unless
     ``use_cache`` is False, this user's snapshot of an earlier size of it)."""
     with open_remote(url, log_key, witness_policy) as remote:
-        return replay_remote(remote, remote.checkpoint(), use_cache=use_cache, note=note)
+        return replay_remote(remote, remote.checkpoint(), use_cache=use_cache, note=note,
+                             check_snapshot=check_snapshot)
 
 
 __all__ = ["open_remote", "remote_cache_dir", "remote_state", "replay_remote"]

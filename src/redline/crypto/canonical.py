@@ -55,10 +55,50 @@ class _Digits(int):
     __slots__ = ()
 
 
+class _Small(float):
+    """A double of magnitude below 1e-4 (not zero), which ``orjson`` writes as ECMAScript does through
+    :func:`_digits` (Python's ``repr`` turns to an exponent sooner, and writes it with a leading zero); the stdlib
+    encoder cannot, so a tree holding one takes the reference serialiser where ``orjson`` refuses it."""
+
+    __slots__ = ()
+
+
+def _small_text(value: float) -> str:
+    """ECMAScript's Number-to-String of a finite double of magnitude below 1e-4 (ECMA-262 §6.1.6.1.20).
+
+    The digits are ``repr``'s (both are the shortest that read back as the double, the closest when several
+    are); only where the point goes and how the exponent is written differ.
+    """
+    mantissa, _, exponent = repr(value).partition("e")
+    sign = "-" if mantissa.startswith("-") else ""
+    digits = mantissa.lstrip("-").replace(".", "")
+    n = int(exponent) + 1  # the value is 0.digits × 10**n
+    if n > -6:
+        return f"{sign}0.{'0' * -n}{digits}"
+    return f"{sign}{digits[0]}{'.' + digits[1:] if len(digits) > 1 else ''}e-{-(n - 1)}"
+
+
 def _digits(value: Any) -> orjson.Fragment:
     if type(value) is _Digits:
         return orjson.Fragment(int.__repr__(value).encode("ascii"))
+    if type(value) is _Small:
+        return orjson.Fragment(_small_text(float(value)).encode("ascii"))
     raise TypeError(f"{type(value).__name__} is not written by the fast path")
+
+
+def _holds_small(value: Any) -> bool:
+    """Whether a prepared tree holds a ``_Small`` (without recursion: the tree may be nested deeply)."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        t = type(v)
+        if t is _Small:
+            return True
+        if t is dict:
+            todo.extend(v.values())
+        elif t is list:
+            todo.extend(v)
+    return False
 
 
 #: Keys sorted (by UTF-8 bytes: code-point order, which is UTF-16 order for the keys ``_prepare`` lets
@@ -74,6 +114,8 @@ def _encode_bytes(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_digits, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError
+        if _holds_small(value):
+            raise _NeedsSlowPath from None
         return _encode(value).encode("utf-8")
 
 
@@ -90,7 +132,8 @@ def _prepare(value: Any) -> Any:
     8785 orders by UTF-16 code units. Floats differ only where Python's ``repr``
     and ECMAScript's Number-to-String disagree: integral values below 1e21 (``1.0`` vs
     ``1``, ``1e+20`` vs ``100000000000000000000``), which become the ints ECMAScript
-    prints, and magnitudes below 1e-4, which are left to the reference serialiser.
+    prints, and magnitudes below 1e-4 (``1e-05`` vs ``0.00001``, ``1e-07`` vs ``1e-7``),
+    which ``orjson`` writes as ECMAScript does (``_Small``).
     """
     t = type(value)
     if t is str or t is bool or value is None:
@@ -133,7 +176,7 @@ def _float(value: float) -> float | int:
             return padded if -_INT64 <= padded < _INT64 else _Digits(padded)
         return value
     if abs(value) < 1e-4:
-        raise _NeedsSlowPath
+        return _Small(value)
     return value
 
 
@@ -177,9 +220,9 @@ def canonical_json_owned(value: dict[str, Any]) -> bytes | None:
 def canonical_json(value: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON-compatible value.
 
-    A fast path through the stdlib encoder covers the values redline signs; anything
-    it cannot format identically goes to the ``rfc8785`` reference implementation
-    (a property test checks the two agree).
+    A fast path (``orjson``, or the stdlib's C encoder, on a prepared copy) covers the
+    values redline signs; anything it cannot format identically goes to the ``rfc8785``
+    reference implementation (property tests check that they agree).
     """
     try:
         return _encode_bytes(_prepare(value))
