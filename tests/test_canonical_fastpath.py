@@ -104,3 +104,26 @@ def test_nesting_beyond_orjson_falls_back_to_the_stdlib_encoder(depth):
 def test_known_answers():
     assert canonical_json({"b": 1.0, "a": [1e21, 1e-7, 0.5]}) == b'{"a":[1e+21,1e-7,0.5],"b":1}'
     assert canonical_json({"\U0001f600": 1, "\ue000": 2}) == '{"\U0001f600":1,"\ue000":2}'.encode()
+
+
+@settings(max_examples=800, deadline=None)
+@given(_values, st.integers(min_value=0, max_value=3))
+@example({"\U0001f600": [1, {"b": 2, "a": 1e-7}], "\ue000": "x", "a": []}, 2)  # UTF-16 order at a spread level
+@example({}, 1)
+@example([], 2)
+def test_spread_digest_is_the_digest_of_the_whole(value, spread):
+    try:
+        want = canonical.canonical_digest(value)
+    except NonCanonicalJSON:
+        with pytest.raises(NonCanonicalJSON):
+            canonical.canonical_digest_spread(value, spread)
+        return
+    assert canonical.canonical_digest_spread(value, spread) == want
+    if isinstance(value, list):  # a generator stands for a list
+        assert canonical.canonical_digest_spread((v for v in value), max(spread, 1)) == want
+
+
+def test_spread_digest_refuses_what_canonical_json_refuses():
+    for value in ({1: "a"}, {"a": {2: "b"}}, {"a": [2**60]}, {"a": float("nan")}):
+        with pytest.raises(NonCanonicalJSON):
+            canonical.canonical_digest_spread(value, 2)

@@ -20,7 +20,7 @@ otherwise the state is replayed from the log (and a note says why):
   the log's first ``size`` entries gives); with ``check_snapshot`` (``redline state
   --check-snapshot``) the state it decodes to is digested again and must have that
   digest, so that even a snapshot codec that gave back another state is caught
-  (a digest costs about 0.6 s per 100,000 entries, so it is not redone by default:
+  (a digest costs about 0.4 s per 100,000 entries, so it is not redone by default:
   the seal already binds the bytes to this code);
 * every entry after it that is replayed is authenticated (``Log.verified_entries``): the
   stored tree at the snapshot's size is proven part of the signed tree, every stored hash

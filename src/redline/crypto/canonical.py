@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 import orjson
@@ -241,6 +241,42 @@ def canonical_json(value: Any) -> bytes:
 def canonical_digest(value: Any) -> str:
     """Lower-case hex SHA-256 of the value's canonical JSON."""
     return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def _utf16(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def canonical_digest_spread(value: Any, spread: int = 1) -> str:
+    """``canonical_digest(value)``, hashing the canonical JSON piece by piece: the containers of the top ``spread``
+    levels are written member by member (a generator stands for a list), each member below them with
+    ``canonical_json``. RFC 8785 text is compositional (no whitespace; each object's keys in UTF-16 order), so
+    the bytes hashed are exactly ``canonical_json(value)``'s, without ever holding them, or a copy of the whole
+    tree, at once: what a large state needs."""
+    h = hashlib.sha256()
+    _write_spread(h.update, value, spread)
+    return h.hexdigest()
+
+
+def _write_spread(write: Callable[[bytes], Any], value: Any, spread: int) -> None:
+    if spread > 0 and type(value) is dict:
+        for k in value:
+            if type(k) is not str:
+                raise NonCanonicalJSON(f"value is not JSON-compatible: object key {k!r} is not a string")
+        write(b"{")
+        for i, k in enumerate(sorted(value, key=_utf16)):
+            write((b"," if i else b"") + canonical_json(k) + b":")
+            _write_spread(write, value[k], spread - 1)
+        write(b"}")
+    elif spread > 0 and (type(value) is list or type(value) is tuple or isinstance(value, Generator)):
+        write(b"[")
+        for i, item in enumerate(value):
+            if i:
+                write(b",")
+            _write_spread(write, item, spread - 1)
+        write(b"]")
+    else:
+        write(canonical_json(value))
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

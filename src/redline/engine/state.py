@@ -11,11 +11,11 @@ canonical view, and the type checker knows every key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
-from redline.crypto.canonical import canonical_digest
+from redline.crypto.canonical import canonical_digest_spread
 from redline.crypto.keys import VerifierKey
 from redline.times import DAY_MS
 
@@ -447,8 +447,10 @@ class State:
         """The canonical JSON-able view of the state (a deep copy: the caller may change it)."""
         return self._view(asdict)
 
-    def _view(self, plain: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-        """The canonical view, each record made a dict by ``plain``."""
+    def _view(self, plain: Callable[[Any], dict[str, Any]], lazy: bool = False) -> dict[str, Any]:
+        """The canonical view, each record made a dict by ``plain``; ``lazy``: the lists of records as generators
+        (for ``digest``, which writes them one record at a time)."""
+        seq: Callable[[Iterator[Any]], Any] = (lambda items: items) if lazy else list
         return {
             "origin": self.origin,
             "coordinator": self.coordinator,
@@ -465,25 +467,26 @@ class State:
             "indicators": dict(sorted(self.indicators.items())),
             "commitments": {p: {d: plain(c) for d, c in sorted(cs.items())}
                             for p, cs in sorted(self.commitments.items())},
-            "crossings": [plain(c) for c in self.crossings],
+            "crossings": seq(plain(c) for c in self.crossings),
             "pending_pause": list(self.pending_pause),
-            "pauses": [plain(p) for p in self.pauses],
-            "obligations": [plain(o) for o in self.obligations],
-            "violations": [plain(v) for v in self.violations],
+            "pauses": seq(plain(p) for p in self.pauses),
+            "obligations": seq(plain(o) for o in self.obligations),
+            "violations": seq(plain(v) for v in self.violations),
             "reviews": {k: plain(r) for k, r in sorted(self.reviews.items())},
             "attested": dict(sorted(self.attested.items())),
             "findings": dict(sorted(self.findings.items())),
             "review_required": dict(sorted(self.review_required.items())),
             "releases": list(self.releases),
             "bases": dict(sorted(self.bases.items())),
-            "rejected": [plain(r) for r in self.rejected],
-            "timeline": [plain(e) for e in self.timeline],
+            "rejected": seq(plain(r) for r in self.rejected),
+            "timeline": seq(plain(e) for e in self.timeline),
         }
 
     def digest(self) -> str:
         """Hex SHA-256 of the canonical state: equal for every replay of the same log.
 
-        That of ``to_dict()``, from a view that shares the records' lists and dicts instead of copying them
-        (canonicalisation copies what it writes, so nothing of the state is changed): a third of the time.
+        That of ``to_dict()``'s canonical JSON, hashed one record at a time (``canonical_digest_spread``) from a
+        view that shares the records' lists and dicts instead of copying them (canonicalisation copies what it
+        writes, so nothing of the state is changed): a quarter of the time, and no copy of the whole state.
         """
-        return canonical_digest(self._view(_fields_of))
+        return canonical_digest_spread(self._view(_fields_of, lazy=True), spread=2)
