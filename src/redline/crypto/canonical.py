@@ -102,15 +102,17 @@ def _holds_small(value: Any) -> bool:
 
 
 #: Keys sorted (by UTF-8 bytes: code-point order, which is UTF-16 order for the keys ``_prepare`` lets
-#: through), compact; exact types only (anything else, i.e. ``_Digits``, goes to ``_digits``).
+#: through), compact; exact types only (the subclasses ``_prepare`` makes, ``_Digits`` and ``_Small``, go to
+#: ``_digits``).
 _ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def _encode_bytes(value: Any) -> bytes:
     """The UTF-8 JSON text of a tree ``_prepare`` made: ``orjson``, which writes such trees exactly as the stdlib
-    encoder does (same escapes, same float digits, keys in the same order), about twice as fast; the stdlib
-    encoder where ``orjson`` refuses (nesting beyond its 255 levels, a lone surrogate: the stdlib then
-    raises ``UnicodeEncodeError`` as before)."""
+    encoder does (same escapes, same float digits, keys in the same order), about four times as fast, and
+    small doubles as ECMAScript does; where ``orjson`` refuses (nesting beyond its 255 levels, a lone
+    surrogate), the stdlib encoder (which then raises ``UnicodeEncodeError`` for the surrogate), or
+    ``_NeedsSlowPath`` for a tree holding a small double, which only the reference writes then."""
     try:
         return orjson.dumps(value, default=_digits, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError
