@@ -643,3 +643,33 @@ def test_the_cli_checks_the_snapshot_digest_on_request(tmp_path: Path, loggable:
     assert caught.exit_code == 0, caught.output
     assert "state snapshot not used" in caught.stderr and "not the ffffffffffffffff" in caught.stderr
     assert caught.stdout == first.stdout
+
+
+@pytest.mark.parametrize("why", ["other code", "edited"])
+def test_a_snapshot_that_cannot_be_used_is_replaced_at_once(tmp_path: Path, loggable: list[Entry], save_often: None,
+                                                            monkeypatch: pytest.MonkeyPatch, why: str) -> None:
+    # After an upgrade every snapshot was made by other code; the full replay that follows must be saved at
+    # once, not only when the log has grown well past the unusable snapshot (every call would replay it all).
+    logdir = tmp_path / "log"
+    _write(logdir, loggable)
+    saved = _load(logdir).saved
+    assert saved is not None
+    if why == "other code":
+        monkeypatch.setattr(localcache, "code_digest", lambda: "0" * 64)
+    else:
+        data = bytearray(saved.read_bytes())
+        data[len(data) // 2] ^= 1
+        saved.write_bytes(bytes(data))
+    again = _load(logdir)
+    assert again.snapshot_size is None and again.replayed == len(loggable) and again.saved == saved
+    third = _used(logdir)
+    assert third.snapshot_size == len(loggable) and third.replayed == 0 and third.reason is None
+    _same(third.state, _reference(loggable, logdir))
+
+
+def test_a_usable_snapshot_is_not_rewritten_without_new_entries(snapped: tuple[Path, Path]) -> None:
+    logdir, _ = snapped
+    first = _load(logdir)  # from the snapshot at 40; the entries after it replayed, and saved (save_often)
+    assert first.snapshot_size == 40 and first.saved is not None
+    second = _load(logdir)
+    assert second.snapshot_size == first.state.next_index and second.replayed == 0 and second.saved is None

@@ -69,7 +69,7 @@ SNAPSHOT_DIR = "snapshots"
 KEEP = 2
 #: Largest snapshot read back (bytes).
 MAX_SNAPSHOT_BYTES = 4 << 30
-#: A new snapshot is written when at least this many entries were replayed past the last one...
+#: A new snapshot is written when at least this many entries were replayed past the newest usable one...
 SAVE_MIN_ENTRIES = 10_000
 #: ...or this share of the log, whichever is more (so a snapshot's cost stays small beside the replay it saves).
 SAVE_SHARE = 0.05
@@ -166,6 +166,7 @@ def load_source(source: Source, directory: Path | None, *, use_cache: bool = Tru
     A new snapshot is saved when enough entries were replayed past the newest one."""
     size = source.size
     state, start, reason, carried = None, 0, None, None
+    state_from_cache = False  # whether the snapshots were looked at (then the one used, or none, is the newest)
     if base is not None:
         if base.next_index > size or base.origin != source.origin:
             raise InconsistentLog(f"the state held is of {base.next_index} entries of {base.origin!r}, the log "
@@ -173,6 +174,7 @@ def load_source(source: Source, directory: Path | None, *, use_cache: bool = Tru
         state, start = base, base.next_index
     elif use_cache and directory is not None:
         state, start, reason, carried = _latest(source, directory, check_snapshot)
+        state_from_cache = True
         if reason is not None and note is not None:
             note(f"state snapshot not used ({reason}); replaying the log from the start")
         elif check_snapshot and carried is not None and note is not None:
@@ -187,7 +189,10 @@ def load_source(source: Source, directory: Path | None, *, use_cache: bool = Tru
         state = replay(entries, initial)
     loaded = Loaded(state, start if from_snapshot else None, size - start, reason,
                     snapshot_digest=carried if from_snapshot else None)
-    if save and directory is not None and _worth_saving(directory, start, size):
+    # Snapshots that could not be used count for nothing: after an upgrade (every snapshot made by other code) or
+    # an edit, the replay just done is saved at once, not only once the log has grown past them.
+    if save and directory is not None and _worth_saving(directory, start, size,
+                                                        newest=start if state_from_cache else None):
         loaded.saved = save_snapshot(source, directory, state)
     return loaded
 
@@ -202,8 +207,11 @@ def save_if_worth(log: Log, logdir: Path, state: State) -> Path | None:
     return save_snapshot(source, directory, state)
 
 
-def _worth_saving(directory: Path, start: int, size: int) -> bool:
-    latest = max(_sizes(directory), default=0)
+def _worth_saving(directory: Path, start: int, size: int, newest: int | None = None) -> bool:
+    """Whether a state of ``size`` entries, ``start`` of them from a snapshot or a state held, is worth saving: the
+    log has grown enough past the newest snapshot (``newest``: the size of the newest usable one, 0 for none;
+    None: the newest file in ``directory``, usable or not)."""
+    latest = max(_sizes(directory), default=0) if newest is None else newest
     return size > latest and size - max(start, latest) >= max(SAVE_MIN_ENTRIES, int(size * SAVE_SHARE))
 
 
