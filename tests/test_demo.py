@@ -75,3 +75,33 @@ def test_demo_lists_the_violations(played):
     released = {r["model"]: r for r in st.releases}
     assert released["A-1-tiny"]["digest"] == st.runs["lab-a/a-1"].final_digest
     assert "receipt verified offline" in out
+
+
+def test_the_demo_auditor_cannot_miss_the_spoof():
+    """The spoof fakes steps 31..60 of 60; the demo's sample must meet one of them whatever seed the log gives. With
+    the default policy (its 5% budget allows no draws on runs this short, so the floor of 7 applies) it missed
+    about one demo in 128, and the demo then showed the spoof passing."""
+    import hashlib
+
+    from redline.cli import demo
+    from redline.verify.policy import VerificationPolicy
+    from redline.verify.sampling import SeedRange, choose_step_sample, draws_needed
+
+    ends = list(range(demo.TINY_CHECKPOINT_EVERY, demo.TINY_STEPS + 1, demo.TINY_CHECKPOINT_EVERY))
+    faked = {i for i, end in enumerate(ends) if end > demo.TINY_STEPS // 2}
+
+    def misses(policy: VerificationPolicy, max_draws: int | None) -> int:
+        missed = 0
+        for k in range(2000):
+            seed = hashlib.sha256(f"checkpoint {k}".encode()).digest()
+            sample = choose_step_sample([SeedRange(1, demo.TINY_STEPS, seed, 19)], ends,
+                                        target_p_detect=policy.target_p_detect,
+                                        assumed_fake_fraction=policy.assumed_fake_fraction, max_draws=max_draws)
+            missed += not set(sample.uniform) & faked
+        return missed
+
+    policy = demo.auditor_policy()
+    assert policy.budget is None  # no cap on the draws
+    assert draws_needed(policy.target_p_detect, policy.assumed_fake_fraction) >= 30
+    assert misses(policy, None) == 0
+    assert misses(VerificationPolicy(), 0) > 0  # the default policy on these runs: the floor alone

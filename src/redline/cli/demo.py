@@ -8,12 +8,12 @@ spec and checkpoint 0 before the first step) and declares it, lab-c declares a
 run backed by a spoofed transcript (the ``skipped-steps`` attack), a declared run
 crosses the pause line, the pause starts, one lab misses its acknowledgement
 deadline, another trains on, the auditor re-executes a log-seeded sample of both
-transcripts (the honest one passes; the spoof fails at its bisected step, which the
-engine records as a violation), a quorum resumes, a model released before its
-review clears, whose weights no verified run produced, is caught, and the verified
-weights of the honest run are released without a violation. Last, a receipt is
-verified offline with nothing but the
-log's public key.
+transcripts, sized so that the spoof cannot slip through (on these 60-step runs it
+reaches every segment): the honest one passes; the spoof fails at its bisected step,
+which the engine records as a violation. A quorum resumes, a model released before
+its review clears, whose weights no verified run produced, is caught, and the
+verified weights of the honest run are released without a violation. Last, a
+receipt is verified offline with nothing but the log's public key.
 """
 
 from __future__ import annotations
@@ -67,6 +67,20 @@ from redline.times import DAY_MS, HOUR_MS, from_ms, iso
 #: The real tiny runs: steps, checkpoint interval (six segments each).
 TINY_STEPS = 60
 TINY_CHECKPOINT_EVERY = 10
+#: How the demo's auditor sizes its log-seeded sample: enough step draws that a run with half its steps faked
+#: (lab-c's spoof fakes steps 31..60) escapes with probability 2**-30 at most. With the default policy (the floor
+#: of 7 draws on runs this short) the spoof passed about one demo in 128.
+DEMO_TARGET_P_DETECT = 1 - 2**-30
+DEMO_ASSUMED_FAKE_FRACTION = 0.5
+
+
+def auditor_policy() -> Any:
+    """The demo auditor's ``VerificationPolicy``: no compute budget (the runs are tiny), and draws enough for
+    ``DEMO_TARGET_P_DETECT`` against ``DEMO_ASSUMED_FAKE_FRACTION`` of the steps faked."""
+    from redline.verify.policy import VerificationPolicy
+
+    return VerificationPolicy.of(target_p_detect=DEMO_TARGET_P_DETECT,
+                                 assumed_fake_fraction=DEMO_ASSUMED_FAKE_FRACTION, budget=None)
 
 
 class _Scenario:
@@ -215,7 +229,8 @@ def _verify(s: _Scenario, run_party: str, run_id: str, transcript: Path, index: 
 
     with progress:
         result = verify_transcript(transcript, seed=ranges, declaration=decl, extra_checks=logged.checks,
-                                   workers=1, on_sample=on_sample, on_segment=on_segment, run_start=logged.start,
+                                   policy=auditor_policy(), workers=1, on_sample=on_sample, on_segment=on_segment,
+                                   run_start=logged.start,
                                    run=(run_party, run_id), declaration_index=decl_index, earlier=logged.earlier)
     style = "green" if result.passed else "bold red"
     table = Table(title=f"verification of {run_party}/{run_id}: [{style}]{result.verdict}[/]")
