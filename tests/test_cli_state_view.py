@@ -274,3 +274,28 @@ def test_a_superseded_policy_is_shown_with_the_entry_that_superseded_it(tmp_path
                      + r"\s*│ entry 1\s*│ entry 2\s*│ entry 1", rows["coordinated-pause"])
     assert re.search(re.escape(review.digest) + r"\s*│ in-force\s*│ " + re.escape(new["effective_from_at"])
                      + r"\s*│ entry 2\s*│\s*│ entry 2", rows["pre-release-review"])
+
+
+def test_state_json_is_a_copy_built_from_the_states_own_lists(tmp_path: Path) -> None:
+    # state_json reads the state's lists and dicts without a deep copy first; what it returns must still be the
+    # view of the deep copy, and changing it must leave the state as it was
+    from redline.engine.view import pause_view, release_status
+
+    state = paused(tmp_path).world.state
+    before, digest = state.to_dict(), state.digest()
+    view = state_json(state)
+    assert view == with_times({**before, "pause_view": pause_view(state), "release_status": release_status(state)})
+
+    def scribble(obj: Any) -> None:
+        if isinstance(obj, list):
+            for v in obj:
+                scribble(v)
+            obj.append("scribbled")
+        elif isinstance(obj, dict):
+            for v in list(obj.values()):
+                scribble(v)
+            obj["scribbled"] = True
+
+    scribble(view)
+    assert state.to_dict() == before and state.digest() == digest
+    assert state.to_dict(copy=False) == before

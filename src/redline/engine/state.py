@@ -443,9 +443,11 @@ class State:
             return "normal"
         return "paused" if self.active_pause else "resumed"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The canonical JSON-able view of the state (a deep copy: the caller may change it)."""
-        return self._view(asdict)
+    def to_dict(self, *, copy: bool = True) -> dict[str, Any]:
+        """The canonical JSON-able view of the state: a deep copy the caller may change, or (``copy=False``) a view
+        whose lists and dicts are the state's own, to be read (or copied, as ``engine.view.with_times`` does)
+        and never changed, at a sixth of the cost."""
+        return self._view(asdict if copy else _fields_of)
 
     def _view(self, plain: Callable[[Any], dict[str, Any]], lazy: bool = False) -> dict[str, Any]:
         """The canonical view, each record made a dict by ``plain``; ``lazy``: the lists of records as generators

@@ -140,7 +140,9 @@ def release_status(state: State, keys: Iterable[str] | None = None) -> list[dict
 def state_json(state: State) -> dict[str, Any]:
     """``state.to_dict()`` with an ``*_at`` ISO 8601 sibling beside every ``*_ms`` time, plus ``pause_view`` and
     ``release_status`` (as of the last logged time)."""
-    return with_times({**state.to_dict(), "pause_view": pause_view(state), "release_status": release_status(state)})
+    # with_times copies every list and dict it is given, so the state's own may be handed to it
+    return with_times({**state.to_dict(copy=False), "pause_view": pause_view(state),
+                       "release_status": release_status(state)})
 
 
 __all__ = ["KEYED_MAPS", "PAUSE_OBLIGATIONS", "current_pause", "deadlines", "iso", "pause_view", "release_status",
