@@ -166,7 +166,7 @@ def load_source(source: Source, directory: Path | None, *, use_cache: bool = Tru
     A new snapshot is saved when enough entries were replayed past the newest one."""
     size = source.size
     state, start, reason, carried = None, 0, None, None
-    state_from_cache = False  # whether the snapshots were looked at (then the one used, or none, is the newest)
+    newest: int | None = None  # the newest usable snapshot's size (0: none), once the snapshots were looked at
     if base is not None:
         if base.next_index > size or base.origin != source.origin:
             raise InconsistentLog(f"the state held is of {base.next_index} entries of {base.origin!r}, the log "
@@ -174,7 +174,7 @@ def load_source(source: Source, directory: Path | None, *, use_cache: bool = Tru
         state, start = base, base.next_index
     elif use_cache and directory is not None:
         state, start, reason, carried = _latest(source, directory, check_snapshot)
-        state_from_cache = True
+        newest = start
         if reason is not None and note is not None:
             note(f"state snapshot not used ({reason}); replaying the log from the start")
         elif check_snapshot and carried is not None and note is not None:
@@ -191,8 +191,7 @@ def load_source(source: Source, directory: Path | None, *, use_cache: bool = Tru
                     snapshot_digest=carried if from_snapshot else None)
     # Snapshots that could not be used count for nothing: after an upgrade (every snapshot made by other code) or
     # an edit, the replay just done is saved at once, not only once the log has grown past them.
-    if save and directory is not None and _worth_saving(directory, start, size,
-                                                        newest=start if state_from_cache else None):
+    if save and directory is not None and _worth_saving(directory, start, size, newest):
         loaded.saved = save_snapshot(source, directory, state)
     return loaded
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -64,6 +64,9 @@ from redline.statements import (
 )
 from redline.times import DAY_MS, HOUR_MS, from_ms, iso
 
+if TYPE_CHECKING:
+    from redline.verify.policy import VerificationPolicy
+
 #: The real tiny runs: steps, checkpoint interval (six segments each).
 TINY_STEPS = 60
 TINY_CHECKPOINT_EVERY = 10
@@ -74,7 +77,7 @@ DEMO_TARGET_P_DETECT = 1 - 2**-30
 DEMO_ASSUMED_FAKE_FRACTION = 0.5
 
 
-def auditor_policy() -> Any:
+def auditor_policy() -> VerificationPolicy:
     """The demo auditor's ``VerificationPolicy``: no compute budget (the runs are tiny), and draws enough for
     ``DEMO_TARGET_P_DETECT`` against ``DEMO_ASSUMED_FAKE_FRACTION`` of the steps faked."""
     from redline.verify.policy import VerificationPolicy

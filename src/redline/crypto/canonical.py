@@ -48,16 +48,20 @@ def _make_encode() -> Callable[[Any], str]:
 _encode = _make_encode()
 
 
+class _NeedsSlowPath(Exception):
+    """The value holds something only the reference serialiser formats correctly."""
+
+
 class _Digits(int):
     """An integer beyond 64 bits (an integral double from 2**63 up to 1e21, as ECMAScript writes it), which
-    ``orjson`` writes through :func:`_digits`; the stdlib encoder writes any ``int`` the same way."""
+    ``orjson`` writes through :func:`_fragment`; the stdlib encoder writes any ``int`` the same way."""
 
     __slots__ = ()
 
 
 class _Small(float):
     """A double of magnitude below 1e-4 (not zero), which ``orjson`` writes as ECMAScript does through
-    :func:`_digits` (Python's ``repr`` turns to an exponent sooner, and writes it with a leading zero); the stdlib
+    :func:`_fragment` (Python's ``repr`` turns to an exponent sooner, and writes it with a leading zero); the stdlib
     encoder cannot, so a tree holding one takes the reference serialiser where ``orjson`` refuses it."""
 
     __slots__ = ()
@@ -78,7 +82,8 @@ def _small_text(value: float) -> str:
     return f"{sign}{digits[0]}{'.' + digits[1:] if len(digits) > 1 else ''}e-{-(n - 1)}"
 
 
-def _digits(value: Any) -> orjson.Fragment:
+def _fragment(value: Any) -> orjson.Fragment:
+    """What ``orjson`` writes for the subclasses ``_prepare`` makes: their ECMAScript text, as it is."""
     if type(value) is _Digits:
         return orjson.Fragment(int.__repr__(value).encode("ascii"))
     if type(value) is _Small:
@@ -103,7 +108,7 @@ def _holds_small(value: Any) -> bool:
 
 #: Keys sorted (by UTF-8 bytes: code-point order, which is UTF-16 order for the keys ``_prepare`` lets
 #: through), compact; exact types only (the subclasses ``_prepare`` makes, ``_Digits`` and ``_Small``, go to
-#: ``_digits``).
+#: ``_fragment``).
 _ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
@@ -114,15 +119,11 @@ def _encode_bytes(value: Any) -> bytes:
     surrogate), the stdlib encoder (which then raises ``UnicodeEncodeError`` for the surrogate), or
     ``_NeedsSlowPath`` for a tree holding a small double, which only the reference writes then."""
     try:
-        return orjson.dumps(value, default=_digits, option=_ORJSON_OPTIONS)
+        return orjson.dumps(value, default=_fragment, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError
         if _holds_small(value):
             raise _NeedsSlowPath from None
         return _encode(value).encode("utf-8")
-
-
-class _NeedsSlowPath(Exception):
-    """The value holds something only the reference serialiser formats correctly."""
 
 
 def _prepare(value: Any) -> Any:

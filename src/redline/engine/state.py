@@ -159,6 +159,7 @@ def _fields_of(record: Any) -> dict[str, Any]:
         names = _FIELD_NAMES[type(record)] = tuple(f.name for f in fields(record))
     return {name: getattr(record, name) for name in names}
 
+
 @dataclass
 class Party:
     """An admitted party: its name, role, current key and last sequence number."""
