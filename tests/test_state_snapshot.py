@@ -8,6 +8,7 @@ entry it replays on. Each attack below is a way to make a reader believe a state
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import marshal
@@ -29,7 +30,7 @@ from redline.crypto.keys import SigningKey, save_signing_key
 from redline.engine import Entry, State, apply, replay
 from redline.engine import snapshot as codec
 from redline.engine.replay import MAX_ENTRY_BYTES
-from redline.errors import InconsistentLog, MalformedInput
+from redline.errors import InconsistentLog, MalformedInput, StaleCache
 from redline.log import localcache
 from redline.log.tiles import encode_entry_bundle, parse_entry_bundle
 
@@ -501,6 +502,27 @@ def test_a_log_read_over_http_is_cached_and_checked_the_same_way(tmp_path: Path,
         assert remote_state(server.url, key, use_cache=False).digest() == world.state.digest()
 
 
+def test_a_remote_snapshot_whose_timeline_fails_is_recovered_from_the_tiles(tmp_path: Path, save_often: None) -> None:
+    from helpers.tile_server import serve_tiles
+    from scenario_kit import labs_world
+    from test_remote_state import publish
+
+    from redline.cli.remote_state import remote_cache_dir, remote_state
+
+    world = labs_world(tmp_path / "log", inventories={"lab-a": 100})
+    key = world.log.verifier.to_string()
+    cache = remote_cache_dir(world.log.origin, world.log.verifier)
+    notes: list[str] = []
+    with serve_tiles(publish(world.log, tmp_path / "tiles")) as server:
+        assert remote_state(server.url, key).digest() == world.state.digest()
+        (path,) = cache.iterdir()
+        _flip_timeline(path)
+        got = remote_state(server.url, key, note=notes.append)  # the snapshot is used; the client is closed
+        assert notes == []
+        assert got.to_dict() == world.state.to_dict()  # the tiles are read again (a new client) for the timeline
+    assert len(notes) == 1 and "cannot be read" in notes[0] and not path.exists()
+
+
 def _blob_offsets(path: Path) -> list[tuple[int, int, bool]]:
     """(offset, length, read late) of each blob after the sealed part of a snapshot file."""
     data = path.read_bytes()
@@ -530,19 +552,138 @@ def test_an_edited_blob_the_state_needs_now_means_the_snapshot_is_not_used(snapp
     _same(got.state, _reference(loggable, logdir))
 
 
-def test_an_edited_timeline_blob_is_an_error_when_read_never_a_wrong_state(snapped: tuple[Path, Path],
-                                                                           loggable: list[Entry]) -> None:
-    logdir, path = snapped
+def _flip_timeline(path: Path) -> None:
     late = [(o, n) for o, n, is_late in _blob_offsets(path) if is_late]
     assert late  # the timeline
     _flip(path, late[0][0] + late[0][1] - 1)
+
+
+def test_an_edited_timeline_blob_is_recovered_from_the_log_when_read(tmp_path: Path, loggable: list[Entry],
+                                                                     save_often: None) -> None:
+    # The timeline's blob is checked only when the timeline is read (so that `redline state` at a million entries
+    # answers in under a second). When it fails then, the log's first entries are replayed for it and the answer
+    # is the full replay's, not an error the user must get round with --no-cache; the bad snapshot is removed, so
+    # the next call does not meet it again, and a good one is saved in its place. `redline state` closes the log
+    # before it shows the state: the log is opened again (verified) for the timeline.
+    logdir = tmp_path / "log"
+    _write(logdir, loggable)
+    path = _load(logdir).saved
+    assert path is not None and path.name == f"state-{len(loggable):012d}.sealed"
+    _flip_timeline(path)
     runner = CliRunner()
     shown = runner.invoke(cli, ["state", str(logdir)])  # the tables never read the timeline
-    assert shown.exit_code == 0, shown.output
-    as_json = runner.invoke(cli, ["state", str(logdir), "--json"])
-    assert as_json.exit_code == 4 and "does not match its seal" in as_json.stderr and as_json.stdout == ""
+    assert shown.exit_code == 0 and "cannot be read" not in shown.stderr, shown.output
+    assert path.exists()
     full = runner.invoke(cli, ["state", str(logdir), "--json", "--no-cache"])
-    assert full.exit_code == 0 and json.loads(full.stdout)["next_index"] == len(loggable)
+    assert full.exit_code == 0, full.output
+    as_json = runner.invoke(cli, ["state", str(logdir), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == json.loads(full.stdout)
+    assert f"timeline of state snapshot {path.name} cannot be read" in as_json.stderr
+    assert "does not match its seal" in as_json.stderr
+    assert f"first {len(loggable)} entries are replayed" in as_json.stderr
+    assert not path.exists()
+    again = runner.invoke(cli, ["state", str(logdir), "--json"])
+    assert again.exit_code == 0 and again.stdout == as_json.stdout and "cannot be read" not in again.stderr
+    assert _used(logdir).snapshot_size == len(loggable)  # saved afresh by the call that met no snapshot
+
+
+def test_a_snapshot_saved_while_the_timeline_fails_holds_the_recovered_one(snapped: tuple[Path, Path],
+                                                                           loggable: list[Entry]) -> None:
+    # Entries came after the snapshot, so the call saves a new one, whose timeline is the old one's chunks plus
+    # the new events: the old chunk fails its check there, and the saved snapshot holds the recovered timeline.
+    logdir, path = snapped
+    _flip_timeline(path)
+    shown = CliRunner().invoke(cli, ["state", str(logdir)])
+    assert shown.exit_code == 0, shown.output
+    assert "first 40 entries are replayed" in shown.stderr and not path.exists()
+    got = _used(logdir)
+    assert got.snapshot_size == len(loggable) and got.reason is None
+    _same(got.state, _reference(loggable, logdir))
+
+
+def test_a_timeline_blob_edited_while_its_snapshot_is_open_is_recovered(snapped: tuple[Path, Path],
+                                                                        loggable: list[Entry]) -> None:
+    # A long-lived reader (`redline serve`) holds the snapshot open for hours: the blob is edited in place after
+    # the snapshot was opened and checked. The registry's own log is read again for the timeline.
+    logdir, path = snapped
+    notes: list[str] = []
+    log = open_log(logdir, verify=True)
+    try:
+        got = statecache.load_state(log, logdir, workers=1, save=False, note=notes.append)
+        assert got.snapshot_size == 40 and notes == []
+        _flip_timeline(path)
+        assert got.state.to_dict() == _reference(loggable, logdir).to_dict()
+    finally:
+        log.store.close()
+    assert len(notes) == 1 and "first 40 entries are replayed" in notes[0]
+    assert not path.exists()
+
+
+def test_a_recovered_timeline_must_be_the_one_the_snapshot_held(snapped: tuple[Path, Path]) -> None:
+    # The replayed prefix must give the state digest the snapshot carries, so a recovered timeline is bound to
+    # the snapshot it replaces: here a (re-sealed, so otherwise usable) snapshot says another digest, and the
+    # timeline is refused rather than mixed into its state.
+    logdir, path = snapped
+    _resealed(path, lambda header: header.update(state_digest="0" * 64))
+    _flip_timeline(path)
+    log = open_log(logdir, verify=True)
+    try:
+        got = statecache.load_state(log, logdir, workers=1, save=False)
+        assert got.snapshot_size == 40
+        with pytest.raises(StaleCache, match="no longer give the state the snapshot was made from"):
+            list(got.state.timeline)
+    finally:
+        log.store.close()
+
+
+def test_a_timeline_that_cannot_be_recovered_is_an_error_never_a_wrong_state(snapped: tuple[Path, Path]) -> None:
+    # Without a way to read the log again (its caller closed it, and gave no ``reopen``), the check's error stands.
+    logdir, path = snapped
+    got = _used(logdir)
+    assert got.snapshot_size == 40
+    _flip_timeline(path)
+    without = codec.decode(*_body_and_failing_timeline(path))
+    with pytest.raises(StaleCache, match="does not match its seal.*replaying the log for the timeline failed too"):
+        got.state.to_dict()
+    with pytest.raises(StaleCache, match="does not match its seal"):
+        list(without.timeline)  # the codec alone, given no recovery
+
+
+def _body_and_failing_timeline(path: Path) -> tuple[bytes, list[Any]]:
+    """The body of the snapshot file ``path`` and its blobs' loaders, each checked against the seal's digest."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "big")
+    header, body = localcache.unseal(statecache.KIND, data[8:8 + n], localcache.cache_key())
+    loaders, offset = [], 8 + n
+    for length, digest, _ in header["blobs"]:
+        def load(o: int = offset, k: int = length, d: str = digest) -> bytes:
+            blob = data[o:o + k]
+            if hashlib.sha256(blob).hexdigest() != d:
+                raise StaleCache("does not match its seal")
+            return blob
+
+        loaders.append(load)
+        offset += length
+    return body, loaders
+
+
+def test_a_snapshot_saved_over_a_failing_timeline_holds_the_recovered_one(snapped: tuple[Path, Path],
+                                                                          loggable: list[Entry]) -> None:
+    # `redline serve` saves its state as it stops; the timeline it holds may still be the snapshot's unread
+    # chunks. If they fail their check then, the snapshot written holds the recovered timeline, not an error.
+    logdir, path = snapped
+    log = open_log(logdir, verify=True)
+    try:
+        state = statecache.load_state(log, logdir, workers=1, save=False).state
+        _flip_timeline(path)
+        saved = statecache.save_if_worth(log, logdir, state)
+    finally:
+        log.store.close()
+    assert saved is not None and saved.name == f"state-{len(loggable):012d}.sealed"
+    got = _used(logdir)
+    assert got.snapshot_size == len(loggable) and got.replayed == 0
+    _same(got.state, _reference(loggable, logdir))
 
 
 def test_a_loaded_snapshot_stays_readable_after_a_newer_one_pruned_it(snapped: tuple[Path, Path],

@@ -39,18 +39,25 @@ A snapshot file is ``<8-byte length><sealed part><blobs>``: the sealed part
 SHA-256 and whether it is read late) and the codec's body; the blobs follow. The
 blobs the state needs at once (the transcript roots) are checked before it is used;
 the timeline's is checked when the timeline is first read (the file stays open, so a
-newer snapshot pruning it changes nothing), and an edited one is then an error
-(``StaleCache``), never a wrong state.
+newer snapshot pruning it changes nothing). Should it then fail its check (edited or
+cut short after the snapshot was opened, or rotted on disk), the snapshot file is
+removed, and the log's first ``size`` entries are replayed again, authenticated like any
+others, for their timeline; the state they give must have the digest the snapshot
+carries, so the timeline recovered is exactly the one the snapshot held (else the error
+stands: never a wrong state). The log is read again through ``reopen`` when the caller
+gave one (its own handle may be closed by then), else through the source used to load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -58,7 +65,8 @@ from typing import Any, BinaryIO
 from redline.engine import Entry, State, replay
 from redline.engine import snapshot as codec
 from redline.engine.parallel import MIN_PARALLEL_ENTRIES, replay_parallel
-from redline.errors import BadSignature, InconsistentLog, MalformedInput, StaleCache
+from redline.engine.state import Event
+from redline.errors import BadSignature, InconsistentLog, MalformedInput, RedlineError, StaleCache
 from redline.log import localcache, merkle
 from redline.log.checkpoint import open_checkpoint
 from redline.log.service import Log
@@ -75,6 +83,8 @@ SAVE_MIN_ENTRIES = 10_000
 SAVE_SHARE = 0.05
 
 Note = Callable[[str], None]
+#: How to read a log again after its caller closed it: a context giving a ``Source`` of the same log.
+Reopen = Callable[[], AbstractContextManager["Source"]]
 #: A state digest as a snapshot's header carries it.
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -145,25 +155,38 @@ def log_source(log: Log) -> Source:
 
 
 def load_state(log: Log, logdir: Path | None, *, use_cache: bool = True, save: bool = True,
-               note: Note | None = None, workers: int = 2, check_snapshot: bool = False) -> Loaded:
+               note: Note | None = None, workers: int = 2, check_snapshot: bool = False,
+               reopen: Callable[[], Log] | None = None) -> Loaded:
     """The state of ``log``: from its latest usable snapshot in ``logdir``/snapshots plus the entries after it,
     or replayed from the start. Every entry replayed is authenticated against the log's latest signed checkpoint.
 
     ``note`` hears why a snapshot was not used (none is not worth a note); ``save`` writes a new snapshot when
     enough entries were replayed past the last one (see ``SAVE_MIN_ENTRIES``); ``check_snapshot`` digests the
-    snapshot's state again and uses it only when that is the digest it carries.
+    snapshot's state again and uses it only when that is the digest it carries; ``reopen`` opens this log again
+    (verified), for a caller that closes ``log`` before it is done with the state (see the module doc).
     """
     directory = snapshot_dir(logdir) if logdir is not None else None
+
+    @contextlib.contextmanager
+    def reopened() -> Iterator[Source]:
+        assert reopen is not None
+        again = reopen()
+        try:
+            yield log_source(again)
+        finally:
+            again.store.close()
+
     return load_source(log_source(log), directory, use_cache=use_cache, save=save, note=note, workers=workers,
-                       check_snapshot=check_snapshot)
+                       check_snapshot=check_snapshot, reopen=reopened if reopen is not None else None)
 
 
 def load_source(source: Source, directory: Path | None, *, use_cache: bool = True, save: bool = True,
                 note: Note | None = None, workers: int = 2, base: State | None = None,
-                check_snapshot: bool = False) -> Loaded:
+                check_snapshot: bool = False, reopen: Reopen | None = None) -> Loaded:
     """The state of ``source`` from its latest usable snapshot in ``directory`` plus the entries after it; or, given
     ``base`` (a state of this log the caller holds, e.g. a monitor's from its last round), from ``base`` on.
-    A new snapshot is saved when enough entries were replayed past the newest one."""
+    A new snapshot is saved when enough entries were replayed past the newest one. ``reopen`` reads the log again
+    should the snapshot's timeline fail its check when read later (by default ``source`` is read again)."""
     size = source.size
     state, start, reason, carried = None, 0, None, None
     newest: int | None = None  # the newest usable snapshot's size (0: none), once the snapshots were looked at
@@ -173,7 +196,8 @@ def load_source(source: Source, directory: Path | None, *, use_cache: bool = Tru
                                   f"{size} of {source.origin!r}", index=min(base.next_index, size))
         state, start = base, base.next_index
     elif use_cache and directory is not None:
-        state, start, reason, carried = _latest(source, directory, check_snapshot)
+        recovery = _Recovery(source, reopen, note, workers)
+        state, start, reason, carried = _latest(source, directory, check_snapshot, recovery)
         newest = start
         if reason is not None and note is not None:
             note(f"state snapshot not used ({reason}); replaying the log from the start")
@@ -227,7 +251,7 @@ def _signed_head(log: Log) -> tuple[int, bytes]:
     return cp.size, cp.root
 
 
-def _latest(source: Source, directory: Path, check: bool = False
+def _latest(source: Source, directory: Path, check: bool = False, recovery: _Recovery | None = None
             ) -> tuple[State | None, int, str | None, str | None]:
     """The newest usable snapshot's state, size, None and the state digest it carries, or (None, 0, why not, None) —
     why is None when there is none."""
@@ -237,14 +261,15 @@ def _latest(source: Source, directory: Path, check: bool = False
             reasons.append(f"{_name(s)} is for {s} entries, the log holds {source.size}")
             continue
         try:
-            state, carried = _open(source, directory / _name(s), s, check)
+            state, carried = _open(source, directory / _name(s), s, check, recovery)
             return state, s, None, carried
         except (StaleCache, MalformedInput, InconsistentLog) as exc:
             reasons.append(f"{_name(s)}: {exc}")
     return None, 0, "; ".join(reasons) or None, None
 
 
-def _open(source: Source, path: Path, s: int, check: bool = False) -> tuple[State, str]:
+def _open(source: Source, path: Path, s: int, check: bool = False, recovery: _Recovery | None = None
+          ) -> tuple[State, str]:
     # Read the sealed part and the blobs the state needs now; the file stays open for those it needs later (the
     # timeline's), which are checked against the seal when read: an unlinked snapshot (a newer one pruned it)
     # stays readable through this handle, and an edited one fails its digest (``StaleCache``).
@@ -289,7 +314,8 @@ def _open(source: Source, path: Path, s: int, check: bool = False) -> tuple[Stat
     enabled = gc.isenabled()
     gc.disable()
     try:
-        state = codec.decode(body, blobs)
+        state = codec.decode(body, blobs, recover_timeline=recovery.timeline(path, f, s, carried)
+                             if recovery is not None else None)
     finally:
         gc.freeze()
         if enabled:
@@ -334,12 +360,70 @@ class _BlobLoader:
         data = os.pread(self.f.fileno(), self.length, self.offset)
         if len(data) != self.length or hashlib.sha256(data).hexdigest() != self.digest:
             raise StaleCache(f"the state snapshot's blob at byte {self.offset} does not match its seal (the file "
-                             "was edited or cut short); run again with --no-cache")
+                             "was edited or cut short)")
         return data
 
 
 def _loaded(data: bytes) -> Callable[[], bytes]:
     return lambda: data
+
+
+@dataclass
+class _Recovery:
+    """How to get back a snapshot's timeline when its blob fails its check as it is read (see the module doc)."""
+
+    source: Source
+    reopen: Reopen | None
+    note: Note | None
+    workers: int
+
+    def timeline(self, path: Path, f: BinaryIO, size: int, carried: str) -> Callable[[Exception], list[Event]]:
+        """The recovery of the timeline of the snapshot ``path`` (open as ``f``) of ``size`` entries, whose state
+        has the digest ``carried``."""
+
+        def recover(exc: Exception) -> list[Event]:
+            _discard(path, f)
+            if self.note is not None:
+                self.note(f"the timeline of state snapshot {path.name} cannot be read ({exc}); the snapshot was "
+                          f"removed, and the log's first {size} entries are replayed for it")
+            try:
+                with self.reopen() if self.reopen is not None else contextlib.nullcontext(self.source) as source:
+                    state = _replay_prefix(source, size, self.workers)
+            except RedlineError:  # what the log says of itself (e.g. a store that fails its proofs) is the finding
+                raise
+            except Exception as again:  # the log cannot be read again: the original error stands, with why
+                raise StaleCache(f"{exc}; replaying the log for the timeline failed too ({again}); run again "
+                                 "with --no-cache") from again
+            if state.digest() != carried:
+                raise StaleCache(f"{exc}; the log's first {size} entries no longer give the state the snapshot was "
+                                 "made from, so its timeline cannot be recovered; run again with --no-cache")
+            return list(state.timeline)
+
+        return recover
+
+
+def _replay_prefix(source: Source, size: int, workers: int) -> State:
+    """The state of the first ``size`` entries of ``source``, every entry of it read and authenticated."""
+
+    def prefix(entries: Iterator[Entry]) -> Iterator[Entry]:
+        for entry in entries:  # those after the prefix are read (and so authenticated, as the whole is) unused
+            if entry.index < size:
+                yield entry
+
+    initial = State(origin=source.origin)
+    if size >= MIN_PARALLEL_ENTRIES and workers > 1:
+        return replay_parallel(prefix(source.entries(0)), initial, workers=workers)
+    return replay(prefix(source.entries(0)), initial)
+
+
+def _discard(path: Path, f: BinaryIO) -> None:
+    """Remove the snapshot file ``path`` if it still is the file open as ``f`` (not a newer one of that name)."""
+    try:
+        now, held = os.stat(path), os.fstat(f.fileno())
+        if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            path.unlink()
+    except OSError:
+        pass
 
 
 def authenticated_entries(log: Log, start: int) -> Iterator[Entry]:

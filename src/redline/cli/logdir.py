@@ -186,7 +186,10 @@ def replayed_state(logdir: Path, *, trusted: VerifierKey | None = None, use_cach
     ``trusted`` pins the log's verifier key (a log signed by another is refused)."""
     log = open_log(logdir, verify=True, trusted=trusted)
     try:
-        return load_state(log, logdir, use_cache=use_cache, note=_note, check_snapshot=check_snapshot).state
+        # the state outlives ``log``: should its timeline be recovered later (see redline.statecache), the log is
+        # opened again, verified as here
+        return load_state(log, logdir, use_cache=use_cache, note=_note, check_snapshot=check_snapshot,
+                          reopen=lambda: open_log(logdir, verify=True, trusted=trusted)).state
     finally:
         log.store.close()
 

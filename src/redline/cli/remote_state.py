@@ -6,6 +6,7 @@ and, given ``--witness-policy``, its witnesses; every entry is checked against t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,11 +31,13 @@ def open_remote(url: str, log_key: str, witness_policy: Path | None = None) -> R
 
 def replay_remote(remote: RemoteLog, signed: SignedCheckpoint, *, use_cache: bool = True,
                   note: Callable[[str], None] | None = None, base: State | None = None,
-                  check_snapshot: bool = False) -> State:
+                  check_snapshot: bool = False, reopen: Callable[[], RemoteLog] | None = None) -> State:
     """The engine's state of ``signed``'s tree: from the latest usable snapshot of this log in this user's cache
     (``redline.statecache``: its root proven a prefix of ``signed``'s by a consistency proof from the tiles), or
     from ``base`` (a state of this log the caller holds), plus every entry after it, each checked against its
-    tiles; ``use_cache=False`` replays every entry; ``check_snapshot`` digests a snapshot's state again.
+    tiles; ``use_cache=False`` replays every entry; ``check_snapshot`` digests a snapshot's state again;
+    ``reopen`` opens the log again, for a caller that closes ``remote`` before it is done with the state
+    (``redline.statecache`` may need to read the log again for a snapshot's timeline).
 
     With a witness policy, the log's clock is bounded too: the last entry may not be integrated after the
     witnesses cosigned the checkpoint (``redline.log.witness.check_times``).
@@ -47,13 +50,21 @@ def replay_remote(remote: RemoteLog, signed: SignedCheckpoint, *, use_cache: boo
     def consistent(size: int, root: bytes) -> None:
         remote.consistency_proof(Checkpoint(cp.origin, size, root), cp)
 
-    def entries(start: int) -> Iterator[Entry]:
-        for i, t, e in remote.entries(cp, start):
-            yield Entry(i, t, e)
+    def source_of(remote: RemoteLog) -> Source:
+        def entries(start: int) -> Iterator[Entry]:
+            for i, t, e in remote.entries(cp, start):
+                yield Entry(i, t, e)
 
-    source = Source(cp.origin, remote.log_key.to_string(), cp.size, cp.root, consistent, entries)
-    st = load_source(source, remote_cache_dir(cp.origin, remote.log_key), use_cache=use_cache, note=note,
-                     base=base, check_snapshot=check_snapshot).state
+        return Source(cp.origin, remote.log_key.to_string(), cp.size, cp.root, consistent, entries)
+
+    @contextlib.contextmanager
+    def reopened() -> Iterator[Source]:
+        assert reopen is not None
+        with reopen() as again:
+            yield source_of(again)
+
+    st = load_source(source_of(remote), remote_cache_dir(cp.origin, remote.log_key), use_cache=use_cache, note=note,
+                     base=base, check_snapshot=check_snapshot, reopen=reopened if reopen is not None else None).state
     if remote.policy is not None:
         from redline.log.witness import check_times
 
@@ -76,7 +87,7 @@ def remote_state(url: str, log_key: str, witness_policy: Path | None = None, *, 
     ``use_cache`` is False, this user's snapshot of an earlier size of it)."""
     with open_remote(url, log_key, witness_policy) as remote:
         return replay_remote(remote, remote.checkpoint(), use_cache=use_cache, note=note,
-                             check_snapshot=check_snapshot)
+                             check_snapshot=check_snapshot, reopen=lambda: open_remote(url, log_key, witness_policy))
 
 
 __all__ = ["open_remote", "remote_cache_dir", "remote_state", "replay_remote"]

@@ -48,7 +48,7 @@ from redline.engine.state import (
     State,
     Violation,
 )
-from redline.errors import MalformedInput
+from redline.errors import MalformedInput, StaleCache
 from redline.policy.model import policy_from_document
 
 #: Bumped whenever the layout changes (the seal's header also names the code that wrote it).
@@ -198,10 +198,13 @@ def _typed(value: Any, kind: type, name: str) -> Any:
     return value
 
 
-def decode(data: bytes | memoryview, blobs: Sequence[Callable[[], bytes]] = ()) -> State:
+def decode(data: bytes | memoryview, blobs: Sequence[Callable[[], bytes]] = (), *,
+           recover_timeline: Callable[[Exception], list[Event]] | None = None) -> State:
     """The state :func:`encode` wrote into the body ``data`` (only ever bytes whose seal verified; see the module
     doc); ``blobs`` load the encoded blobs by position, each checked by the loader (the transcript roots' blobs are
-    loaded here, the timeline's when it is first read)."""
+    loaded here, the timeline's when it is first read). Should the timeline's blobs then fail their check
+    (``StaleCache``) or not decode (``MalformedInput``), ``recover_timeline`` (given that error) is asked for the
+    timeline the snapshot held instead, e.g. replayed from the log; without it, the error is raised."""
 
     def loaders(raw: Any, name: str) -> list[Callable[[], bytes]]:
         if type(raw) is not list or not all(type(i) is int and 0 <= i < len(blobs) for i in raw):
@@ -228,7 +231,7 @@ def decode(data: bytes | memoryview, blobs: Sequence[Callable[[], bytes]] = ()) 
         elif shape == "policies":
             values[name] = {d: _policy(d, doc) for d, doc in _typed(raw, dict, name).items()}
         elif shape == "events":
-            values[name] = LazyEvents(loaders(raw, name))
+            values[name] = LazyEvents(loaders(raw, name), recover_timeline)
         elif shape == "roots":
             values[name] = LazyRoots([load() for load in loaders(raw, name)])
         elif shape == "runs":
@@ -292,21 +295,30 @@ class _Lazy(ABC):
 
 class LazyEvents(_Lazy):
     """``State.timeline`` of a state decoded from a snapshot: appends need not read the stored events; any read
-    loads (and so checks) and decodes them once (then it is an ordinary list inside)."""
+    loads (and so checks) and decodes them once (then it is an ordinary list inside). Stored events that fail their
+    check or do not decode are asked of ``recover`` (see :func:`decode`), if given."""
 
-    __slots__ = ("_chunks", "_items", "_new")
+    __slots__ = ("_chunks", "_items", "_new", "_recover")
 
-    def __init__(self, chunks: list[Callable[[], bytes]]) -> None:
+    def __init__(self, chunks: list[Callable[[], bytes]],
+                 recover: Callable[[Exception], list[Event]] | None = None) -> None:
         self._chunks = chunks
         self._items: list[Event] | None = None
         self._new: list[Event] = []
+        self._recover = recover
 
     @staticmethod
     def chunks_of(events: Any) -> list[bytes]:
         """The chunks a snapshot stores for ``events`` (a list of events or a ``LazyEvents``)."""
         if isinstance(events, LazyEvents) and events._items is None and len(events._chunks) < MAX_CHUNKS:
-            return [load() for load in events._chunks] + ([LazyEvents._pack(events._new)] if events._new else [])
-        return [LazyEvents._pack(list(events))]
+            try:
+                stored = [load() for load in events._chunks]
+            except StaleCache:
+                if events._recover is None:
+                    raise
+            else:
+                return stored + ([LazyEvents._pack(events._new)] if events._new else [])
+        return [LazyEvents._pack(list(events))]  # (a stored chunk that fails its check: the events recovered)
 
     @staticmethod
     def _pack(events: list[Event]) -> bytes:
@@ -319,18 +331,29 @@ class LazyEvents(_Lazy):
 
     def _all(self) -> list[Event]:
         if self._items is None:
-            new = object.__new__
-            items: list[Event] = []
-            for load in self._chunks:
-                for row in _loads(load(), "the timeline"):
-                    if type(row) is not tuple or len(row) != len(_EVENT_FIELDS):
-                        raise MalformedInput("state snapshot: a timeline event is malformed")
-                    e = new(Event)
-                    e.__dict__ = dict(zip(_EVENT_FIELDS, row))
-                    items.append(e)
+            try:
+                items = self._stored()
+            except (StaleCache, MalformedInput) as exc:
+                if self._recover is None:
+                    raise
+                items = list(self._recover(exc))
+                if not all(type(e) is Event for e in items):
+                    raise MalformedInput("state snapshot: the recovered timeline holds what is not an event") from exc
             items.extend(self._new)
-            self._items, self._chunks, self._new = items, [], []
+            self._items, self._chunks, self._new, self._recover = items, [], [], None
         return self._items
+
+    def _stored(self) -> list[Event]:
+        new = object.__new__
+        items: list[Event] = []
+        for load in self._chunks:
+            for row in _loads(load(), "the timeline"):
+                if type(row) is not tuple or len(row) != len(_EVENT_FIELDS):
+                    raise MalformedInput("state snapshot: a timeline event is malformed")
+                e = new(Event)
+                e.__dict__ = dict(zip(_EVENT_FIELDS, row))
+                items.append(e)
+        return items
 
     def append(self, event: Event) -> None:
         (self._new if self._items is None else self._items).append(event)

@@ -66,12 +66,13 @@ _MAX_PARAMS = 900
 
 def _corrupt_is_inconsistent(fn: Callable[..., _T]) -> Callable[..., _T]:
     """SQLite's "database disk image is malformed" (and kin) as ``InconsistentLog`` naming the file: a corrupt page
-    is an altered store, not a crash. Busy/locked errors (``OperationalError``) pass through unchanged."""
+    is an altered store, not a crash. Busy/locked errors (``OperationalError``) and the use of a closed store
+    (``ProgrammingError``) pass through unchanged."""
     @functools.wraps(fn)
     def guarded(self: SqliteStore, *args: Any, **kwargs: Any) -> _T:
         try:
             return fn(self, *args, **kwargs)
-        except sqlite3.OperationalError:
+        except (sqlite3.OperationalError, sqlite3.ProgrammingError):  # busy, locked; a closed store is no fault of it
             raise
         except sqlite3.DatabaseError as exc:
             raise InconsistentLog(f"the log store {self.path} is corrupt: {exc}") from exc
@@ -84,7 +85,7 @@ def _guard_iter(fn: Callable[..., Iterator[_T]]) -> Callable[..., Iterator[_T]]:
     def guarded(self: SqliteStore, *args: Any, **kwargs: Any) -> Iterator[_T]:
         try:
             yield from fn(self, *args, **kwargs)
-        except sqlite3.OperationalError:
+        except (sqlite3.OperationalError, sqlite3.ProgrammingError):  # busy, locked; a closed store is no fault of it
             raise
         except sqlite3.DatabaseError as exc:
             raise InconsistentLog(f"the log store {self.path} is corrupt: {exc}") from exc
