@@ -184,12 +184,16 @@ def test_every_state_field_has_a_shape() -> None:
 ORIGIN = hand_made.ORIGIN
 
 
-@pytest.fixture(scope="module")
-def loggable(scenario: list[Entry]) -> list[Entry]:
+def loggable_entries(scenario: list[Entry]) -> list[Entry]:
     """The hand-made scenario less what the log itself refuses (entries over its size limit), renumbered."""
     kept = [e for e in scenario if len(e.data) <= MAX_ENTRY_BYTES]
     assert len(kept) >= 60
     return [Entry(i, e.time_ms, e.data) for i, e in enumerate(kept)]
+
+
+@pytest.fixture(scope="module")
+def loggable(scenario: list[Entry]) -> list[Entry]:
+    return loggable_entries(scenario)
 
 
 def _write(logdir: Path, entries: list[Entry], key: SigningKey | None = None) -> None:
@@ -487,6 +491,7 @@ def test_a_log_read_over_http_is_cached_and_checked_the_same_way(tmp_path: Path,
     world = labs_world(tmp_path / "log", inventories={"lab-a": 100})
     key = world.log.verifier.to_string()
     cache = remote_cache_dir(world.log.origin, world.log.verifier)
+    shutil.rmtree(cache, ignore_errors=True)  # (the user's cache is shared by the tests of a process)
     with serve_tiles(publish(world.log, tmp_path / "tiles-1")) as server:
         assert remote_state(server.url, key).digest() == world.state.digest()
     first = sorted(p.name for p in cache.iterdir())
@@ -512,6 +517,7 @@ def test_a_remote_snapshot_whose_timeline_fails_is_recovered_from_the_tiles(tmp_
     world = labs_world(tmp_path / "log", inventories={"lab-a": 100})
     key = world.log.verifier.to_string()
     cache = remote_cache_dir(world.log.origin, world.log.verifier)
+    shutil.rmtree(cache, ignore_errors=True)  # (the user's cache is shared by the tests of a process)
     notes: list[str] = []
     with serve_tiles(publish(world.log, tmp_path / "tiles")) as server:
         assert remote_state(server.url, key).digest() == world.state.digest()

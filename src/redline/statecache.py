@@ -230,12 +230,31 @@ def save_if_worth(log: Log, logdir: Path, state: State) -> Path | None:
     return save_snapshot(source, directory, state)
 
 
+def snapshot_now(log: Log, logdir: Path, *, note: Note | None = None, workers: int = 2) -> tuple[Loaded, Path | None]:
+    """Save a snapshot of ``log``'s whole state in LOGDIR/snapshots now (``redline log snapshot``): the state from the
+    newest usable snapshot plus the entries after it, written unless that snapshot already is of every entry.
+    The path written (None: nothing was new); an error when it cannot be written (``OSError``) or encoded."""
+    directory = snapshot_dir(logdir)
+    loaded = load_state(log, logdir, save=False, note=note, workers=workers)
+    if loaded.snapshot_size == log.size or log.size == 0:
+        return loaded, None
+    return loaded, save_snapshot(log_source(log), directory, loaded.state, strict=True)
+
+
 def _worth_saving(directory: Path, start: int, size: int, newest: int | None = None) -> bool:
     """Whether a state of ``size`` entries, ``start`` of them from a snapshot or a state held, is worth saving: the
     log has grown enough past the newest snapshot (``newest``: the size of the newest usable one, 0 for none;
     None: the newest file in ``directory``, usable or not)."""
     latest = max(_sizes(directory), default=0) if newest is None else newest
     return size > latest and size - max(start, latest) >= max(SAVE_MIN_ENTRIES, int(size * SAVE_SHARE))
+
+
+def due(logdir: Path, size: int, every: int | None = None) -> bool:
+    """Whether a log of ``size`` entries in LOGDIR is due a new snapshot: ``every`` entries (default: the larger
+    of ``SAVE_MIN_ENTRIES`` and ``SAVE_SHARE`` of the log) came after the newest snapshot file."""
+    newest = max(_sizes(snapshot_dir(logdir)), default=0)
+    need = every if every is not None else max(SAVE_MIN_ENTRIES, int(size * SAVE_SHARE))
+    return size > newest and size - newest >= need
 
 
 def _signed_head(log: Log) -> tuple[int, bytes]:
@@ -434,14 +453,19 @@ def authenticated_entries(log: Log, start: int) -> Iterator[Entry]:
         yield Entry(index, time_ms, data)
 
 
-def save_snapshot(source: Source, directory: Path, state: State) -> Path | None:
+def save_snapshot(source: Source, directory: Path, state: State, *, strict: bool = False) -> Path | None:
     """Seal and write ``state`` (the state of all of ``source``) as a snapshot in ``directory``; keep the newest
-    ``KEEP``. None when it could not be written (a read-only directory is not an error)."""
+    ``KEEP``. None when it could not be written (a read-only directory is not an error), unless ``strict``: then
+    what stopped it is raised."""
     if state.next_index != source.size:
+        if strict:
+            raise InconsistentLog(f"the state holds {state.next_index} entries, the log {source.size}")
         return None
     try:
         encoded = codec.encode(state)
     except (MalformedInput, StaleCache):  # a state holding what a snapshot cannot keep, or an edited snapshot's
+        if strict:
+            raise
         return None
     header = {**source.expect(), "size": source.size, "root": source.root.hex(), "state_digest": state.digest(),
               "blobs": [[len(b), hashlib.sha256(b).hexdigest(), i in encoded.late]
@@ -453,6 +477,8 @@ def save_snapshot(source: Source, directory: Path, state: State) -> Path | None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         localcache.write_atomic(path, [len(sealed).to_bytes(8, "big"), sealed, *encoded.blobs])
     except OSError:
+        if strict:
+            raise
         return None
     for old in _sizes(directory)[KEEP:]:
         try:
@@ -462,5 +488,5 @@ def save_snapshot(source: Source, directory: Path, state: State) -> Path | None:
     return path
 
 
-__all__ = ["KIND", "Loaded", "Source", "authenticated_entries", "load_source", "load_state", "log_source",
-           "save_if_worth", "save_snapshot", "snapshot_dir"]
+__all__ = ["KIND", "Loaded", "Source", "authenticated_entries", "due", "load_source", "load_state", "log_source",
+           "save_if_worth", "save_snapshot", "snapshot_dir", "snapshot_now"]

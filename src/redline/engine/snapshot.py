@@ -1,7 +1,7 @@
 """State snapshots: a :class:`~redline.engine.state.State` to bytes and back, exactly.
 
 A snapshot lets a reader replay only the entries after it instead of the whole log
-(``redline.cli.snapshots`` keeps them, sealed, beside the log). It must give back
+(``redline.statecache`` keeps them, sealed, beside the log). It must give back
 the very state the replay had reached, derived indexes included (the open
 obligations, the transcript roots, the parsed policies...), and with the same
 sharing between objects (an open obligation is the same object as the one in
