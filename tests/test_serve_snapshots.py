@@ -132,7 +132,7 @@ def test_a_helper_that_fails_leaves_the_server_alone_and_is_tried_again(tmp_path
         _wait_for(lambda: len(saver.failures) >= 2, "two failed helpers")
     finally:
         saver.stop()
-    assert set(saver.failures) == {3}
+    assert saver.failures[:2] == [3, 3]  # (stop may interrupt a third: -SIGINT)
     missing = Snapshotter(logdir, lambda: 10, interval=0.02, every=1, command=[str(tmp_path / "no-such-program")])
     missing.start()
     time.sleep(0.2)
