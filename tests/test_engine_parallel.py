@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -432,3 +433,20 @@ def test_short_logs_and_one_worker_replay_sequentially(scenario: _Log) -> None:
     assert replay_parallel(scenario.entries, workers=1).digest() == want
     assert replay_parallel(scenario.entries[:10], workers=2).digest() == replay(scenario.entries[:10]).digest()
 
+
+
+def test_fresh_helpers_never_import_a_redline_planted_in_the_working_directory(
+        scenario: _Log, always_parallel: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A multi-threaded caller (`redline serve`) starts fresh interpreters: they must import the caller's own
+    # redline, never a `redline` package planted in the working directory (`python -c` puts it first on the path;
+    # so does a caller started as `python -m redline`), which would forge the state.
+    planted = tmp_path / "redline"
+    planted.mkdir()
+    mark = tmp_path / "planted-ran"
+    (planted / "__init__.py").write_text(f"open({str(mark)!r}, 'w').write('ran')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["", *sys.path])  # as `python -m redline serve` has it
+    monkeypatch.setattr(parallel, "FORK_HELPERS", False)
+    got = replay_parallel(scenario.entries, workers=2, chunk=5)
+    assert got.digest() == replay(scenario.entries).digest()
+    assert not mark.exists()

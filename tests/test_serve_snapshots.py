@@ -178,3 +178,24 @@ def test_due_counts_from_the_newest_snapshot_file(tmp_path: Path, monkeypatch: p
     (logdir / "snapshots" / "state-000001000000.sealed").write_bytes(b"")
     assert not statecache.due(logdir, 1_050_000)  # 50,000 new: under 5% of the log (52,500)
     assert statecache.due(logdir, 1_060_000)  # 60,000 new: over 5% (53,000)
+
+
+def test_the_helper_never_runs_a_redline_planted_in_the_working_directory(tmp_path: Path, loggable: list[Entry],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # `cd LOGDIR && redline serve .`: whoever can write into the server's working directory must not get code run
+    # as the operator (with the cache key that seals snapshots), as `python -m redline` would give them.
+    logdir = tmp_path / "log"
+    _write(logdir, loggable[:20])
+    mark = tmp_path / "planted-ran"
+    for package in (logdir / "redline", tmp_path / "redline"):
+        package.mkdir()
+        (package / "__init__.py").write_text(f"open({str(mark)!r}, 'w').write('ran')\n")
+        (package / "__main__.py").write_text(f"open({str(mark)!r}, 'w').write('ran')\n")
+    monkeypatch.chdir(logdir)
+    saver = Snapshotter(Path("."), lambda: 20, interval=0.05, every=1)
+    saver.start()
+    try:
+        _wait_for(lambda: _snapshots(logdir) == ["state-000000000020.sealed"], "the snapshot")
+    finally:
+        saver.stop()
+    assert not mark.exists()

@@ -116,7 +116,9 @@ class Snapshotter:
                  command: Sequence[str] | None = None) -> None:
         self.logdir, self.size, self.interval, self.every = logdir, size, interval, every
         self.command = list(command) if command is not None else [
-            sys.executable, "-m", "redline", "log", "snapshot", str(logdir), "--workers", "1", "--low-priority"]
+            # -P: the installed redline only, never a ``redline`` package in the working directory (which
+            # ``-m`` would put first on the path: code anyone who can write there would run with the cache key)
+            sys.executable, "-P", "-m", "redline", "log", "snapshot", str(logdir), "--workers", "1", "--low-priority"]
         self.started = 0  # processes started, for the curious (and the tests)
         self.failures: list[int] = []  # the exit codes of those that failed
         self._proc: subprocess.Popen[bytes] | None = None

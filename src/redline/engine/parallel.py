@@ -32,7 +32,7 @@ pickles read back without looking up any class.
 
 The helpers are forked from this process when it runs a single thread (counted by the system,
 so threads Python did not start count too): they start at once, with everything imported.
-Otherwise they are fresh interpreters (``sys.executable -c``, importing
+Otherwise they are fresh interpreters (``sys.executable -P -c``, importing
 ``redline.engine.parallel``): no ``fork`` of a multi-threaded caller, whose other threads may hold
 locks the child would inherit taken, and no re-import of the caller's main module (as
 ``multiprocessing``'s ``spawn`` does). A helper works in one thread, one request at a time; this
@@ -63,6 +63,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
+from pathlib import Path
 from types import FrameType
 from typing import IO, Any, BinaryIO, TypeVar
 
@@ -412,12 +413,17 @@ class _Helpers:
         if self.broken:
             return
         fork = FORK_HELPERS and _single_threaded()
-        boot = f"import sys; sys.path[:] = {sys.path!r}; from redline.engine.parallel import _serve; _serve()"
+        # the helpers import this very redline (its root first on their path), never another one found first in
+        # a directory on this process's path (e.g. the working directory of a ``python -m redline`` caller)
+        path = [str(Path(__file__).resolve().parents[2]), *(p for p in sys.path if p)]
+        boot = f"import sys; sys.path[:] = {path!r}; from redline.engine.parallel import _serve; _serve()"
         try:
             for _ in range(n):
                 proc: subprocess.Popen[bytes] | _Forked | None = _fork(self.procs) if fork else None
                 if proc is None:
-                    proc = subprocess.Popen([sys.executable, "-c", boot], stdin=subprocess.PIPE,
+                    # -P: import the installed redline, never one planted in the working directory (``-c``
+                    # would put it first on the path)
+                    proc = subprocess.Popen([sys.executable, "-P", "-c", boot], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, bufsize=0)
                 self.procs.append(proc)
                 self.keys_sent.append(0)
