@@ -199,3 +199,26 @@ def test_the_helper_never_runs_a_redline_planted_in_the_working_directory(tmp_pa
     finally:
         saver.stop()
     assert not mark.exists()
+
+
+def test_a_snapshot_and_a_state_are_of_the_size_opened_while_another_process_appends(
+        tmp_path: Path, loggable: list[Entry]) -> None:
+    # A busy server appends while `redline log snapshot` (or `redline state`) works: the reader's state and
+    # snapshot are of the size it opened, not an error because the store's latest checkpoint moved on.
+    from redline.cli.logdir import open_log
+
+    logdir = tmp_path / "log"
+    _write(logdir, loggable[:30])
+    reader = open_log(logdir, verify=True)
+    try:
+        _write(logdir, loggable[30:40])  # another process appends after the reader opened the log
+        loaded, path = statecache.snapshot_now(reader, logdir, workers=1)
+        assert loaded.state.next_index == 30 and path is not None and path.name == "state-000000000030.sealed"
+        _write(logdir, loggable[40:45])
+        again = statecache.load_state(reader, logdir, workers=1, save=False)
+        assert again.snapshot_size == 30 and again.state.next_index == 30
+    finally:
+        reader.store.close()
+    got = _used(logdir)  # a later reader: the snapshot at 30, then the 15 entries after it
+    assert got.snapshot_size == 30 and got.replayed == 15
+    _same(got.state, _reference(loggable[:45], logdir))

@@ -258,8 +258,10 @@ def due(logdir: Path, size: int, every: int | None = None) -> bool:
 
 
 def _signed_head(log: Log) -> tuple[int, bytes]:
-    """The size and root of the log's latest checkpoint, verified with the log's key (and matching the store)."""
-    note = log.checkpoint()
+    """The size and root of the log's checkpoint at the size it was opened (or last refreshed) at, verified with the
+    log's key (and matching the store). Not the store's latest: another writer may have appended since, and this
+    reader's state is of the size it opened (entries after it are another reader's business)."""
+    note = log.checkpoint(log.size)
     try:
         cp, _ = open_checkpoint(note, log.verifier)
     except (BadSignature, MalformedInput) as exc:
