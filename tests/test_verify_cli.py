@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,70 @@ def test_verify_with_the_log_refuses_a_log_under_another_key(world: dict[str, Pa
     usage = run("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--log-key", other,
                 "--seed", "00")
     assert usage.exit_code == 2 and "--log-key needs --log" in usage.output
+
+
+def _stored_note(logdir: Path, size: int) -> bytes:
+    db = sqlite3.connect(logdir / "log.db")
+    try:
+        return bytes(db.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()[0])
+    finally:
+        db.close()
+
+
+def _store_note(logdir: Path, size: int, note: bytes) -> None:
+    db = sqlite3.connect(logdir / "log.db")
+    try:
+        db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size))
+        db.commit()
+    finally:
+        db.close()
+
+
+def _sampled(world: dict[str, Path], transcript: Path) -> tuple[list[str], str]:
+    result = ok("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--log", world["log"],
+                "--json", "--workers", "1", "--budget", "1", "--target-p-detect", "0.5")
+    got = json.loads(result.stdout)
+    return [r["seed"] for r in got["sample"]["ranges"]], json.dumps(got["sample"], sort_keys=True)
+
+
+def test_nobody_without_the_log_key_can_re_roll_the_seed(world: dict[str, Path], transcript: Path) -> None:
+    # The seed comes from the first signed checkpoint after the declaration. Whoever can write the store (not
+    # holding the log key) could add signature lines of a key nobody knows (readers skip them), or re-encode the
+    # signature's base64, and so try seeds until the sample misses what the lab faked. Only the note as the log
+    # signed it counts, and a note the log did not sign is refused.
+    from redline.crypto.encoding import b64encode
+    from redline.crypto.note import add_signatures, parse_note
+    from redline.errors import BadSignature
+    from redline.verify import seed_note
+
+    seeds, sample = _sampled(world, transcript)
+    log, state = _state(world["log"])
+    run_ = next(r for r in state.runs.values() if r.run_id == "r1")
+    size = min(s for s in log.checkpoint_sizes() if s > min(run_.indexes[1:]))
+    honest = _stored_note(world["log"], size)
+    assert seed_note(honest, log.verifier, size) == honest  # the log's own note: its exact bytes, as before
+    assert seeds == [seed_from_checkpoint(honest).hex()]
+    log.store.close()
+
+    grinder = SigningKey.generate("grind.example")
+    from redline.crypto.note import sign_note
+
+    extra = parse_note(sign_note(parse_note(honest).text, grinder)).signatures
+    tried = [add_signatures(honest, *extra)]  # a line of a key nobody knows, after the log's
+    text, sig = parse_note(honest).text, parse_note(honest).signatures[0]
+    raw = b64encode(sig.key_id + sig.signature)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    assert raw.endswith("=") and not raw.endswith("==")  # 68 bytes: the last character holds 2 unused bits, zero
+    loose = raw[:-2] + alphabet[alphabet.index(raw[-2]) | 1] + "="  # one set: the same bytes to a lenient reader
+    tried.append((text + "\n" + f"\u2014 {sig.name} {loose}\n").encode())
+    for edited in tried:
+        _store_note(world["log"], size, edited)
+        assert _sampled(world, transcript) == (seeds, sample)
+    forged = bytearray(honest)
+    forged[-10] ^= 1
+    _store_note(world["log"], size, bytes(forged))
+    refused = run("verify", "run", "r1", "--transcript", transcript, "--key", world["audit-a"], "--log",
+                  world["log"], "--json", "--workers", "1")
+    assert refused.exit_code != 0
+    with pytest.raises(BadSignature):
+        seed_note(bytes(forged), SigningKey.generate(ORIGIN).verifier())

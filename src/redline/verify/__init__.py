@@ -60,6 +60,7 @@ from redline.verify.sampling import (
     sample_size,
     seed_from_checkpoint,
     seed_from_log,
+    seed_note,
     uniform_sample,
 )
 from redline.verify.segments import LocalRunner, SegmentOutcome, SegmentRunner, SegmentTask, run_segment, tasks_for
@@ -438,4 +439,5 @@ __all__ = ["BisectResult", "CheckpointOracle", "Distance", "FunctionOracle", "Gr
            "budget_draws", "calibrate", "checkpoint_after", "choose_sample", "choose_step_sample", "code_check",
            "compare_states", "draws_needed", "identity_check", "init_check",
            "p_detect", "p_detect_steps", "run_segment", "sample_size", "seed_from_checkpoint", "seed_from_log",
-           "sign_report", "start_check", "tasks_for", "uniform_sample", "update_norms", "verify_transcript"]
+           "seed_note", "sign_report", "start_check", "tasks_for", "uniform_sample", "update_norms",
+           "verify_transcript"]

@@ -4,7 +4,12 @@ The seed is the SHA-256 of the first signed log checkpoint whose tree contains
 the run's final declaration (``RunFinish``, or the last ``RunProgress``): the
 lab had committed to its transcript roots before that checkpoint existed, so it
 could not know which segments would be drawn. Anyone holding the log recomputes
-the same seed and the same sample.
+the same seed and the same sample. What is hashed is the checkpoint's text and
+the log's own signature line, verified and in canonical base64 (``seed_note``):
+the note as the log signed it. Other signature lines (a witness's cosignature,
+or any line someone who can write the store adds; readers ignore lines of keys
+they do not know) and a re-encoding of the signature's base64 are left out, so
+nobody without the log key can re-roll the seed.
 
 From the seed, the sample is derived in counter mode with HMAC-SHA256:
 
@@ -38,6 +43,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from redline.crypto.keys import VerifierKey
+from redline.crypto.note import NoteSignature
 from redline.errors import MalformedInput
 
 if TYPE_CHECKING:
@@ -57,8 +64,23 @@ def seed_from_checkpoint(note_bytes: bytes) -> bytes:
     return hashlib.sha256(note_bytes).digest()
 
 
+def seed_note(note_bytes: bytes, log_key: VerifierKey, size: int | None = None) -> bytes:
+    """The bytes a seed is drawn from: the checkpoint note ``note_bytes`` as the log signed it — its text and the
+    log key's signature line (canonical base64), no other line. ``BadSignature`` unless the log key signed it;
+    ``MalformedInput`` unless it is a checkpoint of this log (of ``size`` entries, when given). For a note holding
+    only the log's signature, as the log writes it, these are its exact bytes."""
+    from redline.log.checkpoint import open_checkpoint
+
+    cp, note = open_checkpoint(note_bytes, log_key)
+    if size is not None and cp.size != size:
+        raise MalformedInput(f"the checkpoint stored for size {size} is of size {cp.size}")
+    own = next(s for s in note.signatures if (s.name, s.key_id) == (log_key.name, log_key.key_id))
+    return (note.text + "\n" + NoteSignature(own.name, own.key_id, own.signature).line()).encode("utf-8")
+
+
 def checkpoint_after(log: Log, index: int) -> tuple[int, bytes]:
-    """The first signed checkpoint of ``log`` whose tree contains entry ``index``: ``(size, note bytes)``.
+    """The first signed checkpoint of ``log`` whose tree contains entry ``index``: ``(size, note bytes)``, the note
+    as the log signed it (``seed_note``: verified with the log's key, other signature lines left out).
 
     Raises ``MalformedInput`` if the log has not yet signed one (wait for the next checkpoint).
     """
@@ -66,7 +88,7 @@ def checkpoint_after(log: Log, index: int) -> tuple[int, bytes]:
     if not sizes:
         raise MalformedInput(f"the log has signed no checkpoint containing entry {index} yet: "
                              "the sample cannot be drawn before one exists")
-    return sizes[0], log.checkpoint(sizes[0])
+    return sizes[0], seed_note(log.checkpoint(sizes[0]), log.verifier, sizes[0])
 
 
 def seed_from_log(log: Log, declaration_index: int) -> tuple[bytes, int]:
@@ -368,5 +390,5 @@ def choose_step_sample(ranges: Sequence[SeedRange], segment_ends: Sequence[int],
 
 __all__ = ["FLOOR_FAKE_FRACTION", "FLOOR_P_DETECT", "REPORT_FRACTIONS", "Sample", "SeedRange", "StepSample",
            "budget_draws", "checkpoint_after", "choose_sample", "choose_step_sample", "draws_needed", "p_detect",
-           "p_detect_steps", "sample_size", "seed_from_checkpoint", "seed_from_log", "uniform_sample",
+           "p_detect_steps", "sample_size", "seed_from_checkpoint", "seed_from_log", "seed_note", "uniform_sample",
            "weighted_mean_segment"]
