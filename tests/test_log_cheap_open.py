@@ -638,3 +638,72 @@ def test_cheap_opens_on_postgresql(tmp_path: Path, key: SigningKey, counted: lis
         c.execute("DELETE FROM leaf_chunks WHERE first >= 100")
     with pytest.raises(RolledBack):
         open_log(logdir, verify=True)
+
+
+def _rolled_back_through(tmp_path: Path, key: SigningKey, swap: str) -> Path:
+    """A log of 100 entries grown to 110 (the reader's record says 110), then its store put back at 100 by making
+    ``log.db`` a symlink to an older copy (``swap="symlink"``) or by moving the older copy into place after the
+    record was made by another redline (``swap="upgrade"``)."""
+    logdir = tmp_path / "log"
+    make_log(logdir, key)
+    open_and_close(logdir, verify=True)
+    older = tmp_path / "older.db"
+    shutil.copyfile(logdir / "log.db", older)
+    lg = open_log(logdir, signing=True, verify=True)
+    append(lg, [10])
+    lg.store.close()
+    open_and_close(logdir, verify=True)  # the record now says 110
+    for path in (logdir / "log.db-wal", logdir / "log.db-shm"):
+        path.unlink(missing_ok=True)
+    if swap == "symlink":
+        restored = logdir / "restored.db"
+        shutil.copyfile(older, restored)
+        (logdir / "log.db").unlink()
+        (logdir / "log.db").symlink_to(restored)
+    else:
+        shutil.copyfile(older, logdir / "log.db")
+    return logdir
+
+
+@pytest.mark.parametrize("swap", ["symlink", "upgrade"])
+def test_a_rollback_cannot_hide_behind_a_record_that_names_another_store_or_code(
+        tmp_path: Path, key: SigningKey, swap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The record is bound to the store (the database file's real path) and to the code, so a store swapped in
+    # under the same name, or the first open after an upgrade, cannot use it for a cheap open; but what it says of
+    # the log still holds: this user saw 110 entries of it, so a store of 100 is a rollback.
+    from redline.log import localcache
+
+    if swap == "upgrade":
+        real = localcache.code_digest()
+        monkeypatch.setattr(localcache, "code_digest", lambda: "an older redline")
+    logdir = _rolled_back_through(tmp_path, key, swap)
+    if swap == "upgrade":
+        monkeypatch.setattr(localcache, "code_digest", lambda: real)
+    with pytest.raises(RolledBack) as info:
+        open_log(logdir, verify=True)
+    assert "fewer than the 110" in str(info.value) and "redline log verify" in str(info.value)
+    assert info.value.index == 100
+    shown = run("state", logdir)
+    assert shown.exit_code == 6 and "110" in shown.output, shown.output
+    accepted = verify_cli(logdir)  # on purpose: the full verification says what it saw, and accepts it
+    assert accepted.exit_code == 0 and "rolled back" in accepted.output and "110" in accepted.output
+    assert open_and_close(logdir, verify=True).size == 100
+
+
+def test_another_history_swapped_in_under_the_same_name_is_refused(tmp_path: Path, key: SigningKey) -> None:
+    # The log key's holder signs a second history of 110 entries; the store is swapped for it through a symlink.
+    # This user verified the first history: the other one is refused, whatever its size.
+    logdir = tmp_path / "log"
+    make_log(logdir, key, [110])
+    open_and_close(logdir, verify=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    fork = create_log(other, key)
+    fork.append([b"another history"])
+    append(fork, [109, 5])
+    fork.store.close()
+    (logdir / "log.db").unlink()
+    (logdir / "log.db").symlink_to(other / "log.db")
+    with pytest.raises(InconsistentLog, match="another history"):
+        open_log(logdir, verify=True)
+    assert run("state", logdir).exit_code == 6

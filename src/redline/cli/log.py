@@ -234,20 +234,19 @@ def log_verify(logdir: Path | None, receipt_file, entry_file, log_key: str | Non
 
 
 def _recorded_size(logdir: Path) -> int | None:
-    """The size LOGDIR's verification record holds (None without a usable one)."""
-    from redline.cli.logdir import open_store, verification_record
+    """The size LOGDIR's verification record holds, whatever store it names (None without one)."""
+    from redline.cli.logdir import open_store, recorded_size
 
     try:
         store = open_store(logdir)
     except RedlineError:
         return None  # the verification proper reports it
     try:
-        record = verification_record(logdir, store)
+        return recorded_size(logdir, store)
     except RedlineError:
         return None
     finally:
         store.close()
-    return None if record is None else record.size
 
 
 def _refuse_rollback(published: Path, lg: Log) -> None:

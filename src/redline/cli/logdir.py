@@ -29,7 +29,8 @@ from typing import Literal
 
 from redline.crypto.keys import SigningKey, VerifierKey
 from redline.engine import State
-from redline.errors import LogNotFound, MalformedInput, RedlineError
+from redline.errors import InconsistentLog, InvalidProof, LogNotFound, MalformedInput, RedlineError
+from redline.log import merkle
 from redline.log import verified as records
 from redline.log.service import Clock, Log, RolledBack, Verified, system_clock_ms
 from redline.log.sqlite import SqliteStore
@@ -124,6 +125,8 @@ def open_log(logdir: Path, *, signing: bool = False, verify: bool | Literal["ful
         since = verification_record(logdir, store) if verify is True else None
         try:
             log = Log.open(store, key=key, trusted=trusted, verify=bool(verify), since=since, progress=progress)
+            if verify is True and since is None:
+                _check_floor(logdir, log)
         except RolledBack as exc:
             raise RolledBack(f"{logdir}: {exc}. If it was restored on purpose, run 'redline log verify {logdir}' to "
                              "verify the whole log and accept it", exc.index) from None
@@ -135,6 +138,33 @@ def open_log(logdir: Path, *, signing: bool = False, verify: bool | Literal["ful
         raise
 
 
+def _check_floor(logdir: Path, log: Log) -> None:
+    """After a full verification that found no usable record: the log must still hold the history this user's
+    record of LOGDIR says was verified, even when that record names another store (the store was swapped under
+    the same name, e.g. ``log.db`` made a symlink to an older copy) or was made by another redline (an upgrade).
+    ``RolledBack`` when it holds fewer entries, ``InconsistentLog`` when another history."""
+    found = records.load_floor(record_path(logdir), log.verifier)
+    if found is None:
+        return
+    floor, where = found
+    here = records.describe_store(log.store)
+    if floor.size > log.size:
+        raise RolledBack(f"the store ({here}) holds {log.size} entries, fewer than the {floor.size} your earlier "
+                         f"verification of this log directory saw (in {where}): it was swapped or restored from an "
+                         "older copy", index=log.size)
+    if 0 < floor.size < log.size:
+        try:
+            merkle.verify_consistency(floor.size, log.size, floor.root, log.verified.root if log.verified else b"",
+                                      log.prove_consistency(floor.size, log.size))
+        except InvalidProof as exc:
+            raise InconsistentLog(f"the store ({here}) holds another history than the one your earlier "
+                                  f"verification of this log directory saw (in {where}): {exc}",
+                                  index=floor.size - 1) from None
+    elif floor.size == log.size and log.verified is not None and floor.root != log.verified.root:
+        raise InconsistentLog(f"the store ({here}) holds another history than the one your earlier verification "
+                              f"of this log directory saw (in {where})", index=max(floor.size - 1, 0))
+
+
 def record_path(logdir: Path) -> Path:
     """Where this user keeps the verification record of LOGDIR: beside the cache key, named by LOGDIR's real
     path (the record itself is also bound to the store it describes)."""
@@ -144,17 +174,31 @@ def record_path(logdir: Path) -> Path:
     return cache_key_path().parent / RECORD_DIR / f"{name}.sealed"
 
 
-def verification_record(logdir: Path, store: LogStore) -> Verified | None:
-    """LOGDIR's verification record for the log in ``store`` (opened from LOGDIR), when there is a usable one."""
+def _named_key(store: LogStore) -> VerifierKey | None:
     origin, public = store.get_meta("origin"), store.get_meta("public_key")
-    described = records.describe_store(store)
-    if origin is None or public is None or described is None:
+    if origin is None or public is None:
         return None
     try:
-        verifier = VerifierKey(origin.decode(), public)
+        return VerifierKey(origin.decode(), public)
     except (UnicodeDecodeError, ValueError, RedlineError):
         return None
+
+
+def verification_record(logdir: Path, store: LogStore) -> Verified | None:
+    """LOGDIR's verification record for the log in ``store`` (opened from LOGDIR), when there is a usable one."""
+    described = records.describe_store(store)
+    verifier = _named_key(store)
+    if described is None or verifier is None:
+        return None
     return records.load_record(record_path(logdir), verifier, described)[0]
+
+
+def recorded_size(logdir: Path, store: LogStore) -> int | None:
+    """How many entries of the log in ``store`` this user's record of LOGDIR says were verified, whatever store or
+    redline made the record (None without one)."""
+    verifier = _named_key(store)
+    found = records.load_floor(record_path(logdir), verifier) if verifier is not None else None
+    return None if found is None else found[0].size
 
 
 def save_verification(logdir: Path, log: Log) -> bool:
@@ -208,4 +252,5 @@ def log_origin(logdir: Path) -> str:
 
 
 __all__ = ["RECORD_DIR", "create_log", "has_log", "log_origin", "log_paths", "not_found", "open_log", "open_registry",
-           "open_store", "record_path", "replayed_state", "save_verification", "store_url", "verification_record"]
+           "open_store", "record_path", "recorded_size", "replayed_state", "save_verification", "store_url",
+           "verification_record"]

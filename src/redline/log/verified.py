@@ -63,6 +63,21 @@ def unseal_record(blob: bytes, verifier: VerifierKey, store: str, key: bytes) ->
     """The ``Verified`` a sealed record holds for the log of ``verifier`` in ``store``; ``StaleCache`` when it does
     not unseal under ``key``, was made for another log, store, code or format, or does not hold together."""
     header, body = localcache.unseal(KIND, blob, key, expect=_binding(verifier, store))
+    return _verified(header, body)
+
+
+def unseal_floor(blob: bytes, verifier: VerifierKey, key: bytes) -> tuple[Verified, str]:
+    """What a sealed record holds for the log of ``verifier``, whatever store it names and whatever redline made it,
+    with the store it names: the *floor* no store of this log may now fall below (``StaleCache`` as
+    ``unseal_record``, for another log or format). A store swapped in under the same name (a symlink to an older
+    copy, a restored file elsewhere) or an upgrade makes the record unusable for a cheap open, but what it says of
+    the log's history still holds."""
+    header, body = localcache.unseal(KIND, blob, key, expect={
+        k: v for k, v in _binding(verifier, "").items() if k not in ("store", "code")})
+    return _verified(header, body), str(header.get("store"))
+
+
+def _verified(header: dict[str, Any], body: bytes | memoryview) -> Verified:
     size, checkpoints, numbered, last = (header.get(k) for k in ("size", "checkpoints", "numbered", "last_time_ms"))
     if not (type(size) is int and type(checkpoints) is int and type(last) is int and type(numbered) is bool
             and size >= 0 and checkpoints >= 1 and last >= 0):
@@ -91,6 +106,16 @@ def load_record(path: Path, verifier: VerifierKey, store: str) -> tuple[Verified
         return None, f"no cache key to unseal {path} with: {exc}"
 
 
+def load_floor(path: Path, verifier: VerifierKey) -> tuple[Verified, str] | None:
+    """The floor the record at ``path`` sets for the log of ``verifier`` (``unseal_floor``), None when there is no
+    record of this log this user's redline sealed."""
+    try:
+        blob = localcache.read_regular(path, MAX_RECORD_BYTES)
+        return None if blob is None else unseal_floor(blob, verifier, localcache.cache_key())
+    except (StaleCache, KeyMaterialError, OSError):
+        return None
+
+
 def save_record(path: Path, verified: Verified, verifier: VerifierKey, store: str) -> bool:
     """Write the record of ``verified`` to ``path`` atomically (replacing whatever is there, a symlink included,
     never following it); False when it cannot be written (a read-only directory, no cache key): a record only
@@ -102,4 +127,5 @@ def save_record(path: Path, verified: Verified, verifier: VerifierKey, store: st
     return True
 
 
-__all__ = ["FORMAT", "KIND", "describe_store", "load_record", "save_record", "seal_record", "unseal_record"]
+__all__ = ["FORMAT", "KIND", "describe_store", "load_floor", "load_record", "save_record", "seal_record",
+           "unseal_floor", "unseal_record"]
