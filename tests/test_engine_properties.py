@@ -143,7 +143,7 @@ def _fields(kind: str, party: str, a: int, b: int, shadow: State, now_ms: int) -
         return ComputeInventory, inventory_fields(8 * (a + 1) + b, cluster_id=f"c{b % 2}", when=when)
     if kind == "commitment":
         digest = (shadow.in_force or [None])[-1] if a % 4 else PACKS[PACK_NAMES[b % len(PACKS)]].digest
-        fields = commitment_fields(PACKS["coordinated-pause"], threshold=1 + b % 3, days=1 + 30 * (a % 3))
+        fields = commitment_fields(PACKS["coordinated-pause"], threshold=1 + b % 2, days=1 + 30 * (a % 3))
         return Commitment, {**fields, "policy_digest": digest or PACKS["eu-ai-act"].digest}
     finals = sorted(shadow.final_weights)  # the final weights of runs finished so far
     open_runs = [r.run_id for r in shadow.runs.values() if r.party == party and not r.finished]

@@ -142,6 +142,28 @@ def test_a_progress_declaration_is_compared_over_its_steps(honest: Path) -> None
     assert not half.check.passed and "RunProgress.flop_so_far (step 4)" in half.check.detail
 
 
+def test_an_earlier_progress_may_not_declare_less_than_its_steps_counted(honest: Path) -> None:
+    # The engine judges training during a pause by the FLOP each RunProgress dates: a lab that keeps an earlier
+    # figure low (1 FLOP at step 4, while it trained through a pause) and declares the truth only in its RunFinish
+    # would move its compute out of the pause. The verifier of the RunFinish counts every step, so it checks them.
+    t = load_transcript(honest)
+    per_step = t.manifest.flop.per_step
+
+    def progress(flop: float) -> RunProgress:
+        return RunProgress.build(party="lab-a", seq=2, run_id="r1", step=4, flop_so_far=flop,
+                                 commitments=t.commitments_at(4), spec_digest=t.spec_digest,
+                                 as_of=t.manifest.finished_at)
+
+    final = finish(t, manifest_flop(t))
+    honest_figure = compute_check(t, final, probe=False, earlier=[(6, progress(4 * per_step))])
+    assert honest_figure.check.passed, honest_figure.check.detail
+    over = compute_check(t, final, probe=False, earlier=[(6, progress(2 * 4 * per_step))])  # against itself only
+    assert over.check.passed
+    low = compute_check(t, final, probe=False, earlier=[(6, progress(1.0))])
+    assert not low.check.passed and not low.check.inconclusive
+    assert "the RunProgress at log entry 6 declared 1 FLOP at step 4" in low.check.detail
+
+
 # --- test-only models, data sources and the recorder loop ---------------------------------------------------------
 
 

@@ -268,7 +268,13 @@ def h100e(state: State, party: str) -> float:
 
 def bound_parties(state: State, policy_digest: str, now: int) -> list[str]:
     """Parties whose live commitment to the policy ``policy_digest`` has its quorum met (none for a policy that
-    is not in force: commitments to a superseded or scheduled policy bind nobody)."""
+    is not in force: commitments to a superseded or scheduled policy bind nobody).
+
+    A quorum is met by the commitments that are themselves bound: the largest set of live commitments each of
+    whose quorum that set meets. So a commitment whose own quorum is out of reach (a count of 99 among three labs)
+    binds its party to nothing and counts towards nobody else's quorum either: no lab is counted as pausing that
+    would not pause.
+    """
     published = state.policies.get(policy_digest)
     if published is None or published["status"] != "in-force":
         return []
@@ -277,9 +283,12 @@ def bound_parties(state: State, policy_digest: str, now: int) -> list[str]:
     if not live:
         return []
     total = sum(h100e(state, p) for p, party in state.parties.items() if party.role == "lab")
-    share = sum(h100e(state, c.party) for c in live) / total if total > 0 else 0.0
-    return sorted(c.party for c in live
-                  if (len(live) >= c.threshold if c.quorum_kind == "count" else share >= c.threshold))
+    while True:
+        share = sum(h100e(state, c.party) for c in live) / total if total > 0 else 0.0
+        met = [c for c in live if (len(live) >= c.threshold if c.quorum_kind == "count" else share >= c.threshold)]
+        if len(met) == len(live):
+            return sorted(c.party for c in met)
+        live = met
 
 
 def quorum_changed(state: State, index: int, now: int) -> None:
@@ -448,11 +457,18 @@ def release_violations(state: State, party: str, model_name: str, weights: str |
         add("release-without-review", f"released {what} without submitting these weights for review",
             [req["index"], *here])
         return out
+    # A block of these weights stands until a later review of them is cleared: submitting them again and letting
+    # the new review's window run out does not lift it.
+    blocks = [n for n, r in enumerate(reviews) if r.decision == "block"]
+    lifted = bool(blocks) and any(r.decision == "clear" for r in reviews[blocks[-1] + 1:])
     review = reviews[-1]
-    if review.decision == "block":
-        decided = [review.decision_index] if review.decision_index is not None else []
-        add("release-blocked", f"released {what} although review {review.submission_id} blocked these weights",
-            [review.submitted_index, *decided, *here])
+    if blocks and not lifted:
+        blocked = reviews[blocks[-1]]
+        decided = [blocked.decision_index] if blocked.decision_index is not None else []
+        later = [r.submitted_index for r in reviews[blocks[-1] + 1:]]
+        add("release-blocked", f"released {what} although review {blocked.submission_id} blocked these weights"
+            + (" (no later review of them cleared them)" if later else ""),
+            sorted({blocked.submitted_index, *decided, *later, *here}))
     elif review.decision != "clear" and now < review.window_end_ms:
         add("release-before-clearance", f"released {what} before review {review.submission_id} of these weights "
                                         f"cleared (window ends {iso(review.window_end_ms)})",

@@ -434,7 +434,8 @@ class RunDeclarationRule:
             run.flop_so_far = max(run.flop_so_far, pred.flop_so_far)
             run.last_step = max(run.last_step, pred.step)
             _expect_run_finish(state, run, index, now)
-            _declared_point(run, ms_of(pred.as_of), pred.flop_so_far, index)
+            point = (ms_of(pred.as_of), pred.flop_so_far)
+            _declared_point(run, point[0], point[1], index)
             event(state, index, now, "run-progress", f"{party.name} run {pred.run_id}: step {pred.step}, "
                                                      f"{pred.flop_so_far:.3g} FLOP")
             reported = pred.flop_so_far
@@ -443,14 +444,15 @@ class RunDeclarationRule:
             due = state.run_finish_due.pop(key_, None)
             if due is not None and due.met_index is None and not due.violated:
                 due.met_index = index
-            _declared_point(run, ms_of(pred.finished_at), pred.total_flop, index)
+            point = (ms_of(pred.finished_at), pred.total_flop)
+            _declared_point(run, point[0], point[1], index)
             run.final_digest = sha256_of(pred.final_model_digest)
             if run.final_digest is not None:
                 state.final_weights[run.final_digest] = key_
             event(state, index, now, "run-finish", f"{party.name} run {pred.run_id} finished, {pred.total_flop:.3g} "
                                                    f"FLOP, final weights {short(pred.final_model_digest)}")
             reported = pred.total_flop
-        _run_declared(state, run, reported, party, index, now)
+        _run_declared(state, run, reported, party, index, now, point)
         recheck_customer(state, party.name, index, now)
 
 
@@ -471,9 +473,15 @@ def _declared_point(run: Run, time_ms: int, flop: float, index: int) -> None:
     progress.sort(key=lambda p: (p[0], p[2]))
 
 
-def _run_declared(state: State, run: Run, reported: float, party: Party, index: int, now: int) -> None:
+def _run_declared(state: State, run: Run, reported: float, party: Party, index: int, now: int,
+                  point: tuple[int, float] | None = None) -> None:
+    """After a run statement: ``reported`` is the compute it states (planned for a RunStart); ``point`` the
+    declared point (time, FLOP reached) a RunProgress or RunFinish adds."""
     run.indexes.append(index)
-    _check_paused_training(state, run, reported, party, index, now)
+    if point is None:
+        _check_paused_start(state, run, reported, party, index, now)
+    elif state.pauses:
+        _check_paused_training(state, run, point, party, index, now)
     _evaluate_run(state, run, "declared", index, now)
 
 
@@ -489,17 +497,88 @@ def _expect_run_finish(state: State, run: Run, index: int, now: int) -> None:
     state.run_finish_due[run.key] = oblige(state, Obligation("run-finish", run.party, due, index, f"run {run.key}"))
 
 
-def _check_paused_training(state: State, run: Run, reported: float, party: Party, index: int, now: int) -> None:
-    """A bound party's run statement during a pause is a violation when the compute it reports (planned for a new
-    run, reached for progress, total for a finish) is beyond the paused limit of the pause's own policy."""
+def _check_paused_start(state: State, run: Run, planned: float, party: Party, index: int, now: int) -> None:
+    """A bound party declaring a run during a pause is a violation when the run is planned beyond the paused limit
+    of the pause's own policy."""
     pause = state.active_pause
     if pause is None or party.name not in pause.bound or "training" not in pause.scopes.get(party.name, []):
         return
     limit = pause_parameters(state, pause).paused_run_flop_limit
-    if reported > limit:
+    if planned > limit:
         violate(state, party.name, "training-during-pause",
-                f"run {run.run_id} at {reported:.3g} FLOP is beyond the paused limit of {limit:.3g} FLOP",
+                f"run {run.run_id} at {planned:.3g} FLOP is beyond the paused limit of {limit:.3g} FLOP",
                 [pause.trigger_index, index], now)
+
+
+def _check_paused_training(state: State, run: Run, point: tuple[int, float], party: Party, index: int,
+                           now: int) -> None:
+    """A RunProgress or RunFinish declaring that a run trained while a pause held its party to training is a
+    violation when the run is beyond the paused limit of the pause's own policy, or when its lineage trained more
+    than that limit during the pause (a big model trained on as a chain of small fine-tunes).
+
+    Judged by the time the statement gives (``as_of``, ``finished_at``), not by when it was logged: compute the
+    lab itself dates inside a pause it was bound to counts against it, though logged after the pause ended. A
+    statement declares training in a pause when its point lies in the time the party was bound (from the pause's
+    start, or when it joined, to its end) and raises the FLOP the run reached before it; a run that stopped
+    before the pause and reports so (a RunFinish dated before it, or progress that did not grow) is not
+    training, however big it is.
+    """
+    time_ms, flop = point
+    for pause in state.pauses:
+        if party.name not in pause.bound or "training" not in pause.scopes.get(party.name, []):
+            continue
+        began = pause.joined_ms.get(party.name, pause.started_ms)
+        ended = pause.ended_ms
+        if time_ms < began or (ended is not None and time_ms >= ended):
+            continue
+        before = _reached_before(run, time_ms, index)
+        if flop <= before:
+            continue  # no training declared in the pause
+        limit = pause_parameters(state, pause).paused_run_flop_limit
+        total = flop  # what the run reached (points are cumulative; planned compute is judged at its RunStart)
+        chain = _lineage_trained(state, run, began, ended)
+        where = (f"dated {iso(time_ms)}, inside pause {pause.pause_id} "
+                 f"({iso(began)}..{iso(ended) if ended is not None else 'in force'})")
+        if total > limit:
+            violate(state, party.name, "training-during-pause",
+                    f"run {run.run_id} at {total:.3g} FLOP is beyond the paused limit of {limit:.3g} FLOP and trained "
+                    f"from {before:.3g} to {flop:.3g} FLOP {where}", [pause.trigger_index, index], now)
+        elif chain > limit:
+            violate(state, party.name, "training-during-pause",
+                    f"run {run.run_id} and the runs up its lineage trained {chain:.3g} FLOP during pause "
+                    f"{pause.pause_id}, beyond its paused limit of {limit:.3g} FLOP (this statement: from "
+                    f"{before:.3g} to {flop:.3g} FLOP {where})", [pause.trigger_index, index], now)
+
+
+def _reached_before(run: Run, time_ms: int, index: int) -> float:
+    """The FLOP ``run`` declared it had reached before ``time_ms``, by points other than entry ``index``'s (a point
+    at the same time counts when logged earlier)."""
+    return max((p[1] for p in run.progress
+                if p[2] != index and (p[0] < time_ms or (p[0] == time_ms and p[2] < index))), default=0.0)
+
+
+def _trained_in(run: Run, began: int, ended: int | None) -> float:
+    """The FLOP ``run``'s declared points say it trained in ``[began, ended)``: what the points in it reached beyond
+    what was reached before it (each point dates the compute it declares)."""
+    inside = [p[1] for p in run.progress if p[0] >= began and (ended is None or p[0] < ended)]
+    if not inside:
+        return 0.0
+    before = max((p[1] for p in run.progress if p[0] < began), default=0.0)
+    return max(0.0, max(inside) - before)
+
+
+def _lineage_trained(state: State, run: Run, began: int, ended: int | None) -> float:
+    """What ``run`` and the runs up its lineage (by base weights digest, or by base model name) trained in
+    ``[began, ended)``."""
+    total, seen = 0.0, set()
+    current: Run | None = run
+    while current is not None and current.key not in seen:
+        seen.add(current.key)
+        total += _trained_in(current, began, ended)
+        key = (state.final_weights.get(current.base_digest) if current.base_digest is not None else
+               state.models.get(current.base_model) if current.base_model is not None else None)
+        current = state.runs.get(key) if key is not None else None
+    return total
 
 
 def _lineage(state: State, run: Run) -> tuple[dict[str, LineageModel], float]:

@@ -342,7 +342,7 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes | Sequence[Seed
     checks.append(scan.data_check())
     ranges = _seed_ranges(seed, n)
     computed = compute_check(t, declaration, device=device, flop_tolerance=policy.flop_tolerance, scan=scan,
-                             seed=ranges[0].seed)
+                             seed=ranges[0].seed, earlier=earlier)
     segs = t.segments()
     if not segs:
         checks.append(Check(name="segments", passed=False, detail="the transcript has no segment to re-execute"))

@@ -557,8 +557,13 @@ def _pct(declared: float, counted: float) -> str:
 def compute_check(transcript: Transcript | str | Path, declaration: RunFinish | RunProgress | None = None, *,
                   device: str = "cpu", flop_tolerance: float = FLOP_TOLERANCE,
                   min_six_nd_share: float = MIN_SIX_ND_SHARE, scan: BatchScan | None = None,
-                  seed: bytes | None = None, probe: bool = True) -> ComputeFindings:
+                  seed: bytes | None = None, probe: bool = True,
+                  earlier: Sequence[tuple[int, RunFinish | RunProgress]] = ()) -> ComputeFindings:
     """The ``compute`` check of a transcript against its declaration (see the module docstring).
+
+    ``earlier``: the run's earlier declarations (log entry, statement); none may declare less FLOP at its step than
+    the count of steps 1..step (beyond the tolerance): the engine judges training during a pause by the FLOP each
+    RunProgress dates, so an earlier figure kept low would move compute out of a pause.
 
     ``transcript``: a loaded :class:`~redline.transcript.transcript.Transcript` (or its directory, loaded and
     verified here). ``declaration``: the logged ``RunFinish`` or ``RunProgress`` whose FLOP is checked (None:
@@ -700,6 +705,19 @@ def compute_check(transcript: Transcript | str | Path, declaration: RunFinish | 
                 # the figure the engine judges danger lines by may not be under the count, whatever the estimates
                 problems.append(f"RunFinish.total_flop = {headline:.6g} is under the counted {compared:.6g} FLOP "
                                 f"({_pct(headline, compared)}, allowed −{flop_tolerance * 100:g} %)")
+
+    from redline.statements.runs import RunProgress as Progress
+
+    for index, decl in earlier:
+        if not isinstance(decl, Progress):
+            continue  # a RunFinish is only ever the declaration verified, never an earlier one
+        step = decl.step
+        if 0 < step <= n:
+            upto = sum(per_step[:step])
+            if decl.flop_so_far < upto * (1 - flop_tolerance):
+                problems.append(f"the RunProgress at log entry {index} declared {decl.flop_so_far:.6g} FLOP at step "
+                                f"{step}, but the counted FLOP of steps 1..{step} is {upto:.6g} "
+                                f"({_pct(decl.flop_so_far, upto)}, allowed −{flop_tolerance * 100:g} %)")
 
     by_shape = "; ".join(f"{sc.shape}: {sc.steps} steps × {sc.flop_per_step:.4g}" for sc in shapes[:6])
     if len(shapes) > 6:

@@ -1,0 +1,248 @@
+"""A pause a bound lab cannot slip out of, and that never punishes an honest one (found by playing the lab).
+
+Each test is an attack a lab could make with statements written by hand from the docs, and what the state must
+conclude; or an honest lab's course that must not be called a violation.
+
+- Training through a pause and declaring it only after the resume (dated truthfully inside the pause) is training
+  during the pause: the statement's own time counts, not when it was logged.
+- A run that stopped before the pause and says so (its RunFinish dated before the pause) is not training during
+  it, however big: the honest lab can meet its run-finish deadline during a long pause.
+- A model trained on during a pause as a chain of fine-tunes, each under the paused limit, is judged by what its
+  lineage trained during the pause.
+- Weights a regulator blocked stay blocked when they are submitted for review again and the new review's window
+  runs out undecided.
+- A commitment whose own quorum is out of reach binds nobody and counts towards nobody's quorum.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scenario_kit import (
+    World,
+    commitment_fields,
+    finish_fields,
+    labs_world,
+    progress_fields,
+    report_fields,
+    run_spec,
+    run_start_fields,
+    utc,
+    weights,
+)
+
+from redline.policy import load_pack
+from redline.statements import (
+    Commitment,
+    ComputeUsageReport,
+    PauseAcknowledgement,
+    Release,
+    ResumeApproval,
+    ResumeProposal,
+    ReviewDecision,
+    ReviewSubmission,
+    RunFinish,
+    RunProgress,
+    RunStart,
+    VerificationReport,
+)
+
+PACK = load_pack("coordinated-pause")
+LIMIT = PACK.parameters.paused_run_flop_limit
+
+
+def _committed(tmp_path: Path, thresholds: dict[str, int] | None = None) -> World:
+    world = labs_world(tmp_path)
+    for lab, threshold in (thresholds or {"lab-a": 2, "lab-b": 2}).items():
+        world.sub(lab, Commitment, **commitment_fields(PACK, threshold=threshold))
+    return world
+
+
+def _trigger(world: World) -> None:
+    """lab-c (not committed) declares a run over the pause line: the pause starts, binding the committed labs."""
+    world.sub("lab-c", RunStart, **run_start_fields("c-1", "C-1", 2e25, when=utc(world.clock())))
+
+
+def _violations(world: World, party: str, kind: str = "training-during-pause") -> list[str]:
+    return [v.detail for v in world.state.violations if v.party == party and v.kind == kind]
+
+
+def _resume(world: World) -> None:
+    for lab in ("lab-a", "lab-b"):
+        world.sub(lab, PauseAcknowledgement, pause_id=world.state.pauses[0].pause_id)
+    world.sub("lab-a", ResumeProposal, proposal_id="r1", reason="lines revised")
+    for lab in ("lab-a", "lab-b"):
+        world.sub(lab, ResumeApproval, proposal_id="r1")
+    assert world.state.active_pause is None and world.state.pauses[0].ended_ms is not None
+
+
+def _train_through(tmp_path: Path, *, declare_after_resume: bool) -> World:
+    world = _committed(tmp_path)
+    world.sub("lab-a", RunStart, **run_start_fields("a-9", "A-9", 1e21, when=utc(world.clock())))
+    world.sub("lab-a", RunProgress, **progress_fields("a-9", 10, 1e21, when=utc(world.clock())))
+    world.clock.advance(hours=1)
+    _trigger(world)
+    assert world.state.pauses and "lab-a" in world.state.pauses[0].bound
+    world.clock.advance(days=3)
+    mid = utc(world.clock())  # the run reaches 2e24 here, inside the pause
+    world.clock.advance(days=1)
+    done = utc(world.clock())  # and 5e24 here, still inside it
+
+    def declare() -> None:
+        world.sub("lab-a", RunProgress, **progress_fields("a-9", 50, 2e24, when=mid))
+        world.sub("lab-a", RunFinish, **finish_fields("a-9", 5e24, weights("A-9"), when=done))
+
+    if not declare_after_resume:
+        declare()
+    world.clock.advance(days=1)
+    _resume(world)
+    world.clock.advance(hours=1)
+    if declare_after_resume:
+        declare()
+    return world
+
+
+def test_training_through_a_pause_declared_after_the_resume_is_training_during_it(tmp_path: Path) -> None:
+    late = _train_through(tmp_path / "late", declare_after_resume=True)
+    during = _train_through(tmp_path / "during", declare_after_resume=False)
+    for world in (late, during):
+        found = _violations(world, "lab-a")
+        assert len(found) == 2, found  # the RunProgress (1e21 -> 2e24) and the RunFinish (-> 5e24)
+        assert "from 1e+21 to 2e+24 FLOP" in found[0] and "from 2e+24 to 5e+24 FLOP" in found[1]
+        assert f"pause {world.state.pauses[0].pause_id}" in found[0]
+    assert "in force" in _violations(during, "lab-a")[0] and "in force" not in _violations(late, "lab-a")[0]
+
+
+def test_a_run_that_stopped_before_the_pause_is_not_training_during_it(tmp_path: Path) -> None:
+    # lab-a's run reached 5e24 and stopped before the pause. During a 98-day pause its RunFinish is due 90 days
+    # after its last RunProgress: filing it truthfully (dated when it stopped) must not be a violation, and a
+    # RunProgress during the pause that reports no new compute is not training either.
+    world = _committed(tmp_path)
+    world.sub("lab-a", RunStart, **run_start_fields("a-5", "A-5", 5e24, when=utc(world.clock())))
+    world.clock.advance(days=10)
+    stopped = utc(world.clock())
+    world.sub("lab-a", RunProgress, **progress_fields("a-5", 90, 5e24, when=stopped))
+    world.clock.advance(hours=1)
+    _trigger(world)
+    pause = world.state.pauses[0]
+    world.clock.advance(days=30)
+    world.sub("lab-a", RunProgress, **progress_fields("a-5", 90, 5e24, when=utc(world.clock())))  # still stopped
+    world.clock.advance(days=35)
+    world.sub("lab-a", RunFinish, **finish_fields("a-5", 5e24, weights("A-5"), when=stopped))
+    world.clock.advance(days=33)
+    world.sub("lab-a", ComputeUsageReport, period_start=utc(pause.started_ms), period_end=utc(world.clock()),
+              runs=[], unaccounted_chip_hours=0.0)
+    assert world.state.active_pause is not None
+    got = [(v.kind, v.detail) for v in world.state.violations if v.party == "lab-a"
+           and v.kind in ("training-during-pause", "missed-run-finish")]
+    assert got == []
+
+
+def test_a_big_run_trained_on_during_the_pause_is_caught_however_little_it_adds(tmp_path: Path) -> None:
+    world = _committed(tmp_path)
+    world.sub("lab-a", RunStart, **run_start_fields("a-5", "A-5", 5e24, when=utc(world.clock())))
+    world.sub("lab-a", RunProgress, **progress_fields("a-5", 90, 5e24, when=utc(world.clock())))
+    world.clock.advance(hours=1)
+    _trigger(world)
+    world.clock.advance(days=1)
+    world.sub("lab-a", RunProgress, **progress_fields("a-5", 91, 5e24 + 1e20, when=utc(world.clock())))
+    [found] = _violations(world, "lab-a")
+    assert "run a-5 at 5e+24 FLOP is beyond the paused limit" in found
+
+
+def test_a_small_run_may_train_during_the_pause(tmp_path: Path) -> None:
+    world = _committed(tmp_path)
+    _trigger(world)
+    world.sub("lab-a", RunStart, **run_start_fields("a-1", "A-1", LIMIT / 2, when=utc(world.clock())))
+    world.clock.advance(days=1)
+    world.sub("lab-a", RunProgress, **progress_fields("a-1", 50, LIMIT / 3, when=utc(world.clock())))
+    world.sub("lab-a", RunFinish, **finish_fields("a-1", LIMIT / 2, weights("A-1"), when=utc(world.clock())))
+    assert _violations(world, "lab-a") == []
+
+
+def _spec_run(world: World, run_id: str, flop: float, base: str | None) -> None:
+    spec = run_spec("lab-a", run_id, base=base)
+    now = utc(world.clock())
+    world.sub("lab-a", RunStart, **run_start_fields(run_id, run_id.upper(), flop, spec=spec, when=now))
+    world.clock.advance(hours=1)
+    world.sub("lab-a", RunFinish, **finish_fields(run_id, flop, weights(run_id), spec=spec, when=utc(world.clock())))
+    world.clock.advance(hours=1)
+
+
+def test_a_model_trained_on_as_a_chain_of_small_fine_tunes_during_the_pause_is_caught(tmp_path: Path) -> None:
+    world = _committed(tmp_path)
+    small = LIMIT * 0.9
+    _spec_run(world, "a-0", small, None)  # before the pause
+    _trigger(world)
+    _spec_run(world, "a-1", small, weights("a-0"))  # one fine-tune under the limit: allowed
+    assert _violations(world, "lab-a") == []
+    for n in range(2, 6):
+        _spec_run(world, f"a-{n}", small, weights(f"a-{n - 1}"))
+    found = _violations(world, "lab-a")
+    assert len(found) == 4 and all("up its lineage trained" in d for d in found), found
+    assert f"trained {2 * small:.3g} FLOP during pause" in found[0]
+    # Unrelated small runs (no common lineage) stay allowed.
+    for n in range(3):
+        _spec_run(world, f"x-{n}", small, None)
+    assert len(_violations(world, "lab-a")) == 4
+
+
+def test_a_blocked_model_stays_blocked_when_submitted_again(tmp_path: Path) -> None:
+    world = labs_world(tmp_path)
+    spec = run_spec("lab-a", "a-7")
+    now = utc(world.clock())
+    world.sub("lab-a", RunStart, **run_start_fields("a-7", "A-7", 3e24, spec=spec, when=now))
+    finish = world.sub("lab-a", RunFinish, **finish_fields("a-7", 3e24, weights("A-7"), spec=spec, when=now))
+    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-7", finish.index))
+    for sid in ("first", "second"):
+        world.sub("lab-a", ReviewSubmission, submission_id=sid, model_name="A-7",
+                  model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    world.clock.advance(days=2)
+    world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="first", decision="block", reason="uplift")
+    world.clock.advance(days=31)  # the second review's window ran out, undecided
+    world.sub("lab-a", Release, model_name="A-7", model_digest={"sha256": weights("A-7")},
+              released_at=utc(world.clock()))
+    found = _violations(world, "lab-a", "release-blocked")
+    assert len(found) == 1 and "review first blocked these weights" in found[0]
+
+
+def test_a_later_clearance_of_the_same_weights_lifts_a_block(tmp_path: Path) -> None:
+    world = labs_world(tmp_path)
+    spec = run_spec("lab-a", "a-7")
+    now = utc(world.clock())
+    world.sub("lab-a", RunStart, **run_start_fields("a-7", "A-7", 3e24, spec=spec, when=now))
+    finish = world.sub("lab-a", RunFinish, **finish_fields("a-7", 3e24, weights("A-7"), spec=spec, when=now))
+    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-7", finish.index))
+    world.sub("lab-a", ReviewSubmission, submission_id="first", model_name="A-7",
+              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="first", decision="block", reason="uplift")
+    world.sub("lab-a", ReviewSubmission, submission_id="second", model_name="A-7",
+              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="second", decision="clear", reason="mitigated")
+    world.sub("lab-a", Release, model_name="A-7", model_digest={"sha256": weights("A-7")},
+              released_at=utc(world.clock()))
+    assert [v.kind for v in world.state.violations if v.party == "lab-a"] == []
+
+
+def test_a_commitment_that_would_never_bind_counts_towards_no_quorum(tmp_path: Path) -> None:
+    # lab-c commits with a quorum of 99 (out of reach): it would be counted as the third of lab-a's and lab-b's
+    # quorum of 3 while bound to nothing itself. The pause must not start: only two labs would pause.
+    world = _committed(tmp_path, {"lab-a": 3, "lab-b": 3, "lab-c": 99})
+    _trigger(world)
+    assert world.state.pauses == []
+    [crossing] = [c for c in world.state.crossings if c.line == "pause-line"]
+    assert "quorum is not met" in crossing.note
+    # A third lab that would pause with the other two makes the quorum.
+    world.sub("lab-c", Commitment, **commitment_fields(PACK, threshold=3))
+    assert world.state.pauses and world.state.pauses[0].bound == ["lab-a", "lab-b", "lab-c"]
+
+
+def test_a_commitment_met_only_with_the_others_still_binds(tmp_path: Path) -> None:
+    # lab-a needs 2, lab-b needs 3 among three labs of which two commit: lab-b's is out of reach, so lab-a's
+    # quorum of 2 counts lab-a alone, and nobody is bound.
+    world = _committed(tmp_path, {"lab-a": 2, "lab-b": 3})
+    _trigger(world)
+    assert world.state.pauses == []
+    world = _committed(tmp_path / "two", {"lab-a": 2, "lab-b": 2})
+    _trigger(world)
+    assert world.state.pauses and world.state.pauses[0].bound == ["lab-a", "lab-b"]
