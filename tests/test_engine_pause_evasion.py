@@ -12,6 +12,8 @@ conclude; or an honest lab's course that must not be called a violation.
 - Weights a regulator blocked stay blocked when they are submitted for review again and the new review's window
   runs out undecided.
 - A commitment whose own quorum is out of reach binds nobody and counts towards nobody's quorum.
+- A release the lab itself dates inside a pause, or before its review was submitted or cleared, is judged at that
+  date, however late it is logged.
 """
 
 from __future__ import annotations
@@ -246,3 +248,84 @@ def test_a_commitment_met_only_with_the_others_still_binds(tmp_path: Path) -> No
     world = _committed(tmp_path / "two", {"lab-a": 2, "lab-b": 2})
     _trigger(world)
     assert world.state.pauses and world.state.pauses[0].bound == ["lab-a", "lab-b"]
+
+
+# --- releases: judged at the time the lab gives too -----------------------------------------------------------------
+
+
+def _reviewed_model(world: World) -> None:
+    """lab-a's verified A-7 (3e24 FLOP: over the pre-release-review line), submitted for review."""
+    spec = run_spec("lab-a", "a-7")
+    now = utc(world.clock())
+    world.sub("lab-a", RunStart, **run_start_fields("a-7", "A-7", 3e24, spec=spec, when=now))
+    finish = world.sub("lab-a", RunFinish, **finish_fields("a-7", 3e24, weights("A-7"), spec=spec, when=now))
+    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-7", finish.index))
+
+
+def _release(world: World, when_ms: int) -> None:
+    world.sub("lab-a", Release, model_name="A-7", model_digest={"sha256": weights("A-7")}, released_at=utc(when_ms))
+
+
+def test_a_release_inside_the_review_window_logged_after_it_is_before_clearance(tmp_path: Path) -> None:
+    world = labs_world(tmp_path)
+    _reviewed_model(world)
+    world.sub("lab-a", ReviewSubmission, submission_id="s1", model_name="A-7",
+              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    world.clock.advance(days=1)
+    out = world.clock()  # the weights go public on day 1 of 30...
+    world.clock.advance(days=40)
+    world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="s1", decision="clear", reason="fine")
+    _release(world, out)  # ... and the lab logs it, truthfully dated, after the window and the clearance
+    [found] = _violations(world, "lab-a", "release-before-clearance")
+    assert "dated" in found and "before review s1 of these weights cleared" in found
+
+
+def test_a_release_dated_after_the_clearance_is_fine(tmp_path: Path) -> None:
+    world = labs_world(tmp_path)
+    _reviewed_model(world)
+    world.sub("lab-a", ReviewSubmission, submission_id="s1", model_name="A-7",
+              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    world.clock.advance(days=3)
+    world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="s1", decision="clear", reason="fine")
+    world.clock.advance(hours=1)
+    out = world.clock()
+    world.clock.advance(days=2)
+    _release(world, out)  # logged two days late, but released after the clearance: nothing to say
+    assert [v.kind for v in world.state.violations if v.party == "lab-a"] == []
+
+
+def test_a_release_dated_before_its_review_was_submitted_is_without_review(tmp_path: Path) -> None:
+    world = labs_world(tmp_path)
+    _reviewed_model(world)
+    out = world.clock()
+    world.clock.advance(days=1)
+    world.sub("lab-a", ReviewSubmission, submission_id="s1", model_name="A-7",
+              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    world.clock.advance(days=31)
+    _release(world, out)
+    [found] = _violations(world, "lab-a", "release-without-review")
+    assert "before submitting these weights for review" in found
+
+
+def test_a_release_inside_a_pause_logged_after_the_resume_is_during_the_pause(tmp_path: Path) -> None:
+    world = _committed(tmp_path)
+    spec = run_spec("lab-a", "a-1")
+    now = utc(world.clock())
+    world.sub("lab-a", RunStart, **run_start_fields("a-1", "A-1", 5e23, spec=spec, when=now))
+    finish = world.sub("lab-a", RunFinish, **finish_fields("a-1", 5e23, weights("A-1"), spec=spec, when=now))
+    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-1", finish.index))
+    world.clock.advance(hours=1)
+    before = world.clock()
+    world.clock.advance(hours=1)
+    _trigger(world)
+    world.clock.advance(days=2)
+    out = world.clock()
+    world.clock.advance(days=1)
+    _resume(world)
+    world.clock.advance(hours=1)
+    world.sub("lab-a", Release, model_name="A-1", model_digest={"sha256": weights("A-1")}, released_at=utc(out))
+    [found] = _violations(world, "lab-a", "release-during-pause")
+    assert f"during pause {world.state.pauses[0].pause_id} (dated" in found
+    # A release dated before the pause and logged after it is none of the pause's business.
+    world.sub("lab-a", Release, model_name="A-1", model_digest={"sha256": weights("A-1")}, released_at=utc(before))
+    assert len(_violations(world, "lab-a", "release-during-pause")) == 1

@@ -409,11 +409,17 @@ def unverified_lineage(state: State, run: Run) -> list[Run]:
 
 
 def release_violations(state: State, party: str, model_name: str, weights: str | None, now: int,
-                       index: int | None = None, *, label: str | None = None) -> list[tuple[str, str, list[int]]]:
+                       index: int | None = None, *, label: str | None = None,
+                       released_ms: int | None = None) -> list[tuple[str, str, list[int]]]:
     """What a release by ``party`` of ``model_name`` with weights ``weights`` (sha256 hex, or None for another
     algorithm) at logged time ``now`` violates: ``(kind, detail, evidence entries)``; ``index`` is the
     release's own entry (None: a release being considered, not yet logged); ``label`` how messages name the
-    weights (default: the digest's first 12 hex digits)."""
+    weights (default: the digest's first 12 hex digits).
+
+    ``released_ms`` is when the lab says the release happened (``released_at``). The release is judged at both
+    times: the weights were out by the time the statement was logged, and the lab's own word that they were out
+    earlier counts against it (a release dated inside a pause, or before a review cleared, logged after it). An
+    earlier date never excuses what the logged time shows."""
     out: list[tuple[str, str, list[int]]] = []
     here = [] if index is None else [index]
 
@@ -423,10 +429,20 @@ def release_violations(state: State, party: str, model_name: str, weights: str |
     run = producer(state, weights)
     shown = label or ((weights or "")[:12] or "(not a sha256 digest)")
     what = f"{model_name} (weights {shown}" + (f", run {run.key})" if run is not None else ")")
+    earlier = released_ms is not None and released_ms < now
+    dated = f" (dated {iso(released_ms)}, logged {iso(now)})" if earlier and released_ms is not None else ""
     pause = state.active_pause
     if pause is not None and party in pause.bound and "releases" in pause.scopes.get(party, []):
         add("release-during-pause", f"released {model_name} during pause {pause.pause_id} (in force since "
                                     f"{iso(pause.started_ms)})", [pause.trigger_index, *here])
+    elif earlier and released_ms is not None:
+        for past in state.pauses:
+            began = past.joined_ms.get(party, past.started_ms)
+            if (party in past.bound and "releases" in past.scopes.get(party, []) and began <= released_ms
+                    and (past.ended_ms is None or released_ms < past.ended_ms)):
+                add("release-during-pause", f"released {model_name} during pause {past.pause_id}{dated}",
+                    [past.trigger_index, *here])
+                break
     if run is None:
         if weights is None or weights not in state.bases:
             add("release-unverified-weights", f"released {model_name} with weights {shown} that no run on the log "
@@ -473,6 +489,18 @@ def release_violations(state: State, party: str, model_name: str, weights: str |
         add("release-before-clearance", f"released {what} before review {review.submission_id} of these weights "
                                         f"cleared (window ends {iso(review.window_end_ms)})",
             [review.submitted_index, *here])
+    elif earlier and released_ms is not None:
+        first = reviews[0]
+        if released_ms < first.submitted_ms:
+            add("release-without-review", f"released {what}{dated} before submitting these weights for review "
+                                          f"(review {first.submission_id} was submitted {iso(first.submitted_ms)})",
+                [req["index"], first.submitted_index, *here])
+        elif released_ms < review.window_end_ms and (review.decision != "clear" or review.decision_ms is None
+                                                     or released_ms < review.decision_ms):
+            decided = [review.decision_index] if review.decision_index is not None else []
+            add("release-before-clearance", f"released {what}{dated} before review {review.submission_id} of these "
+                                            f"weights cleared (window ends {iso(review.window_end_ms)})",
+                [review.submitted_index, *decided, *here])
     return out
 
 

@@ -1014,7 +1014,7 @@ class ReviewDecisionRule:
     @staticmethod
     def effect(state: State, pred: ReviewDecision, party: Party, key: VerifierKey, index: int, now: int) -> None:
         review = _submitted(state, pred)
-        review.decision, review.decision_index = pred.decision, index
+        review.decision, review.decision_index, review.decision_ms = pred.decision, index, now
         event(state, index, now, "review-decision", f"{party.name} decides "
                                                     f"{review_key(pred.submitter, pred.submission_id)}: "
                                                     f"{pred.decision}")
@@ -1029,7 +1029,7 @@ class ReleaseRule:
         what = f"{pred.model_name} (weights {short(pred.model_digest)}" + (
             f", run {run.key})" if run is not None else ")")
         found = release_violations(state, party.name, pred.model_name, weights, now, index,
-                                   label=short(pred.model_digest))
+                                   label=short(pred.model_digest), released_ms=ms_of(pred.released_at))
         state.releases.append({"party": party.name, "model": pred.model_name, "index": index, "digest": weights,
                                "run": run.key if run is not None else None})
         event(state, index, now, "release", f"{party.name} releases {what}")

@@ -327,6 +327,8 @@ class Review:
     findings: list[ReviewFindingRecord] = field(default_factory=list)
     decision: str | None = None
     decision_index: int | None = None
+    #: When the decision was logged (a release dated before a clearance was not cleared).
+    decision_ms: int | None = None
 
     @property
     def window_end_ms(self) -> int:
