@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from scenario_kit import (
     World,
     commitment_fields,
@@ -329,3 +330,47 @@ def test_a_release_inside_a_pause_logged_after_the_resume_is_during_the_pause(tm
     # A release dated before the pause and logged after it is none of the pause's business.
     world.sub("lab-a", Release, model_name="A-1", model_digest={"sha256": weights("A-1")}, released_at=utc(before))
     assert len(_violations(world, "lab-a", "release-during-pause")) == 1
+
+
+# --- another lab's public weights cannot be made one's own ---------------------------------------------------------
+
+
+def test_a_public_model_claimed_as_a_run_output_can_still_be_registered_and_takes_precedence(tmp_path: Path) -> None:
+    # lab-a declares a spec-less run "finishing" with the digest of openly published weights, at 9e24 FLOP, before
+    # the regulator registers them. Were the claim to stand, lab-b's honest fine-tune of the public model would
+    # inherit 9e24 FLOP (a review line) and unverifiable weights up its lineage.
+    from redline.statements import BaseModelRegistration
+
+    world = labs_world(tmp_path)
+    public = weights("OpenLM-70B public weights")
+    now = utc(world.clock())
+    world.sub("lab-a", RunStart, **run_start_fields("squat", "Squat", 9e24, when=now))
+    world.sub("lab-a", RunFinish, **finish_fields("squat", 9e24, public, when=now))
+    world.sub("gov", BaseModelRegistration, model_name="OpenLM-70B", model_digest=public, training_flop=6.3e22,
+              source="https://huggingface.co/example/openlm-70b")
+    assert world.state.bases[public]["model_name"] == "OpenLM-70B"
+    assert "registration takes precedence" in world.state.timeline[-1].text
+    spec = run_spec("lab-b", "b-ft", base=public)
+    now = utc(world.clock())
+    world.sub("lab-b", RunStart, **run_start_fields("b-ft", "B-FT", 1e23, spec=spec, when=now))
+    finish = world.sub("lab-b", RunFinish, **finish_fields("b-ft", 1e23, weights("B-FT"), spec=spec, when=now))
+    world.sub("audit", VerificationReport, **report_fields("lab-b", "b-ft", finish.index))
+    world.sub("lab-b", Release, model_name="B-FT", model_digest={"sha256": weights("B-FT")}, released_at=now)
+    assert [c.line for c in world.state.crossings if c.party == "lab-b"] == []
+    assert [v.kind for v in world.state.violations if v.party == "lab-b"] == []
+
+
+def test_a_verifiable_run_output_cannot_be_registered_as_a_base(tmp_path: Path) -> None:
+    from redline.errors import InvalidStatement
+    from redline.statements import BaseModelRegistration
+
+    world = labs_world(tmp_path)
+    spec = run_spec("lab-a", "a-1")
+    now = utc(world.clock())
+    world.sub("lab-a", RunStart, **run_start_fields("a-1", "A-1", 1e22, spec=spec, when=now))
+    finish = world.sub("lab-a", RunFinish, **finish_fields("a-1", 1e22, weights("A-1"), spec=spec, when=now))
+    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-1", finish.index))
+    with pytest.raises(InvalidStatement, match="is the final weights of run lab-a/a-1"):
+        world.sub("gov", BaseModelRegistration, model_name="A-1", model_digest=weights("A-1"), training_flop=1.0,
+                  source="https://example.org")
+    assert weights("A-1") not in world.state.bases

@@ -56,8 +56,14 @@ def short(digest: Mapping[Any, str]) -> str:
 
 
 def producer(state: State, digest: str | None) -> Run | None:
-    """The run whose final weights are ``digest`` (a sha256 hex), if one finished with them."""
-    key = state.final_weights.get(digest) if digest is not None else None
+    """The run whose final weights are ``digest`` (a sha256 hex), if one finished with them and they are not a
+    registered base model. A registration takes precedence over the claim of a run without a spec (which no
+    auditor can verify; ``BaseModelRule`` registers nothing else a run claims): a lab cannot make a public model its
+    own by declaring its digest as a run's output before the model is registered, and so load every fine-tune of
+    it with its made-up compute."""
+    if digest is None or digest in state.bases:
+        return None
+    key = state.final_weights.get(digest)
     return state.runs[key] if key is not None else None
 
 

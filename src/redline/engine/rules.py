@@ -575,9 +575,11 @@ def _lineage_trained(state: State, run: Run, began: int, ended: int | None) -> f
     while current is not None and current.key not in seen:
         seen.add(current.key)
         total += _trained_in(current, began, ended)
-        key = (state.final_weights.get(current.base_digest) if current.base_digest is not None else
-               state.models.get(current.base_model) if current.base_model is not None else None)
-        current = state.runs.get(key) if key is not None else None
+        if current.base_digest is not None:
+            current = producer(state, current.base_digest)  # None at a registered base
+        else:
+            key = state.models.get(current.base_model) if current.base_model is not None else None
+            current = state.runs.get(key) if key is not None else None
     return total
 
 
@@ -597,7 +599,8 @@ def _lineage(state: State, run: Run) -> tuple[dict[str, LineageModel], float]:
         base: Run | None = None
         extra = 0.0
         if current.base_digest is not None:
-            key = state.final_weights.get(current.base_digest)
+            produced = producer(state, current.base_digest)  # None for a registered base, which takes precedence
+            key = produced.key if produced is not None else None
             if key is None:
                 registered = state.bases.get(current.base_digest)
                 extra = float(registered["training_flop"]) if registered is not None else 0.0
@@ -645,7 +648,10 @@ class BaseModelRule:
             raise InvalidStatement(f"field 'model_digest': {pred.model_digest[:12]} is already registered as base "
                                    f"model {known['model_name']} at entry {known['index']}")
         run = producer(state, pred.model_digest)
-        if run is not None:
+        # A run bound to a spec (verifiable) or verified owns its weights. A run without a spec can never be
+        # verified: its claim to weights does not keep them from being registered (a lab declaring the digest of
+        # public weights as its run's output cannot stop their registration, nor burden every fine-tune of them).
+        if run is not None and (run.spec_digest is not None or run.verified_final):
             raise InvalidStatement(f"field 'model_digest': {pred.model_digest[:12]} is the final weights of run "
                                    f"{run.key} ({run.model_name}, entry {run.finish_index}); a run's weights are "
                                    "bound by its own statements, not registered as a base")
@@ -653,11 +659,14 @@ class BaseModelRule:
     @staticmethod
     def effect(state: State, pred: BaseModelRegistration, party: Party, key: VerifierKey, index: int,
                now: int) -> None:
+        claimed = producer(state, pred.model_digest)  # a run no auditor verified that says it made these weights
         state.bases[pred.model_digest] = {"model_name": pred.model_name, "training_flop": pred.training_flop,
                                           "source": pred.source, "party": party.name, "index": index}
         event(state, index, now, "base-model", f"{party.name} registers base model {pred.model_name} (weights "
                                                f"{pred.model_digest[:12]}, {pred.training_flop:.3g} FLOP; "
-                                               f"{pred.source})")
+                                               f"{pred.source})"
+              + (f"; run {claimed.key}, unverified, claimed these weights at entry {claimed.finish_index}: the "
+                 "registration takes precedence" if claimed is not None else ""))
 
 
 def _check_seed_ranges(pred: VerificationReport, run: Run) -> None:
