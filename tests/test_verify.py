@@ -511,3 +511,31 @@ def test_every_field_of_the_manifest_is_bound(runs: dict[int, Path], tmp_path: P
     failed = [c for c in res.checks if not c.passed]
     assert res.verdict == "fail" and failed, field
     assert any(named in c.detail for c in failed), [c.detail[:300] for c in failed]
+
+
+def test_code_that_changes_under_the_replay_is_inconclusive_never_fail(runs: dict[int, Path]) -> None:
+    # The code check passed, then the segment workers find the pinned code not as pinned (the auditor's install
+    # changed meanwhile, or differs between the checking process and its workers): the segments cannot be decided
+    # here, which says nothing of the lab's run.
+    from redline.errors import FactoryPinMismatch
+    from redline.transcript import replay
+    from redline.verify.segments import run_segment
+
+    def changed(field: str, ref: object) -> object:
+        raise FactoryPinMismatch(f"field {field!r}: the installed files digest to something else",
+                                 field=field, name="x", group="g", what="files_digest", want="a", got="b")
+
+    class Changing(LocalRunner):
+        def run(self, tasks, on_done=None):
+            real = replay.load  # what the replay loads the pinned factories with
+            replay.load = changed  # type: ignore[assignment]
+            try:
+                return [run_segment(task) for task in tasks]
+            finally:
+                replay.load = real  # type: ignore[assignment]
+
+    res = verify_transcript(runs[0], seed=SEED, runner=Changing(1), policy=LOOSE)
+    seg = next(c for c in res.checks if c.name == "segments")
+    assert res.verdict == "inconclusive" and seg.inconclusive and "could not run the code" in seg.detail
+    assert all(o.undecided and not o.passed for o in res.outcomes)
+    assert res.failing_step is None and res.bisect is None

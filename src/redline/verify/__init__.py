@@ -376,7 +376,12 @@ def verify_transcript(transcript_dir: str | Path, *, seed: bytes | Sequence[Seed
     failed = [o for o in outcomes if not o.passed]
     f = policy.assumed_fake_fraction
     pd = sample.p_detect[f]
-    if failed and env_diff:  # bisecting would blame a step for the machine's arithmetic: leave it undecided
+    if failed and all(o.undecided for o in failed):  # the code could not run here: nothing is shown either way
+        where = "; ".join(_describe(o) for o in failed[:5])
+        checks.append(Check(name="segments", passed=False, inconclusive=True,
+                            detail=f"{len(failed)} of {len(outcomes)} re-executed segments could not run the code "
+                                   f"pinned by the run here: {where}"[:4000]))
+    elif failed and env_diff:  # bisecting would blame a step for the machine's arithmetic: leave it undecided
         where = "; ".join(_describe(o) for o in failed[:5])
         checks.append(_undecidable(Check(name="segments", passed=False,
                                          detail=f"{len(failed)} of {len(outcomes)} re-executed segments do not "

@@ -46,6 +46,9 @@ class SegmentOutcome:
     replayed_losses: tuple[float | None, ...] = ()
     seconds: float = 0.0
     error: str | None = None  # the replay could not run (bad batch, missing entry point, ...)
+    #: The replay could not run here because the code it needs is not as pinned (``UntrustedCode``): this machine
+    #: cannot decide the segment, which says nothing of the run.
+    undecided: bool = False
 
     @property
     def steps(self) -> int:
@@ -57,7 +60,7 @@ class SegmentOutcome:
         return {"index": self.index, "start_step": self.start_step, "end_step": self.end_step,
                 "passed": self.passed, "distance": self.distance.to_json() if self.distance else None,
                 "mismatched_steps": list(self.mismatched_steps), "seconds": round(self.seconds, 4),
-                "error": self.error}
+                "error": self.error, "undecided": self.undecided}
 
 
 _CACHE: dict[str, Any] = {}
@@ -94,7 +97,7 @@ def record_mismatches(transcript: Any, records: Sequence[dict[str, Any]], loss_r
 
 def run_segment(task: SegmentTask) -> SegmentOutcome:
     """Replay one segment and compare it with its committed end checkpoint (runs in a worker process)."""
-    from redline.errors import MalformedInput
+    from redline.errors import MalformedInput, UntrustedCode
     from redline.transcript.store import BlobStore
     from redline.verify.distance import compare_states
 
@@ -114,6 +117,9 @@ def run_segment(task: SegmentTask) -> SegmentOutcome:
         passed = tol.accepts(d) and not mism
         return SegmentOutcome(task.index, task.start_step, task.end_step, passed, d, tuple(mism), losses,
                               time.perf_counter() - began)
+    except UntrustedCode as exc:  # e.g. the installed code changed after the code check: undecided here
+        return SegmentOutcome(task.index, task.start_step, task.end_step, False, None,
+                              seconds=time.perf_counter() - began, error=str(exc), undecided=True)
     except MalformedInput as exc:
         return SegmentOutcome(task.index, task.start_step, task.end_step, False, None,
                               seconds=time.perf_counter() - began, error=str(exc))
