@@ -92,7 +92,7 @@ def test_the_snapshotter_saves_in_the_background_once_enough_entries_came(tmp_pa
         _write(logdir, loggable[20:])
         size[0] = len(loggable)
         _wait_for(lambda: f"state-{len(loggable):012d}.sealed" in _snapshots(logdir), "the snapshot")
-        _wait_for(lambda: not saver._running(), "the helper to exit")
+        _wait_for(lambda: not saver.busy, "the helper to exit")
         assert saver.started == 1 and saver.failures == []
     finally:
         saver.stop()

@@ -122,6 +122,7 @@ class Snapshotter:
         self.started = 0  # processes started, for the curious (and the tests)
         self.failures: list[int] = []  # the exit codes of those that failed
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # over _proc and failures: the loop, stop() and onlookers (busy) read them
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="redline-snapshots", daemon=True)
 
@@ -138,22 +139,30 @@ class Snapshotter:
                 continue
             try:
                 if due(self.logdir, self.size(), self.every):
-                    self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                    proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                    with self._lock:
+                        self._proc = proc
                     self.started += 1
             except OSError as exc:  # the helper cannot be started: the server goes on; its stop saves as before
                 click.echo(f"note: a state snapshot could not be started: {exc}", err=True)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a snapshot is being made now."""
+        return self._running()
+
     def _running(self) -> bool:
-        proc = self._proc
-        if proc is None:
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return False
+            code = proc.poll()
+            if code is None:
+                return True
+            if code != 0:
+                self.failures.append(code)
+            self._proc = None
             return False
-        code = proc.poll()
-        if code is None:
-            return True
-        if code != 0:
-            self.failures.append(code)
-        self._proc = None
-        return False
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop checking; interrupt a snapshot still being made and wait for it (killed after ``timeout`` s)."""
