@@ -192,11 +192,7 @@ def test_a_model_trained_on_as_a_chain_of_small_fine_tunes_during_the_pause_is_c
 
 def test_a_blocked_model_stays_blocked_when_submitted_again(tmp_path: Path) -> None:
     world = labs_world(tmp_path)
-    spec = run_spec("lab-a", "a-7")
-    now = utc(world.clock())
-    world.sub("lab-a", RunStart, **run_start_fields("a-7", "A-7", 3e24, spec=spec, when=now))
-    finish = world.sub("lab-a", RunFinish, **finish_fields("a-7", 3e24, weights("A-7"), spec=spec, when=now))
-    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-7", finish.index))
+    _reviewed_model(world)
     for sid in ("first", "second"):
         world.sub("lab-a", ReviewSubmission, submission_id=sid, model_name="A-7",
                   model_digest={"sha256": weights("A-7")}, run_id="a-7")
@@ -211,11 +207,7 @@ def test_a_blocked_model_stays_blocked_when_submitted_again(tmp_path: Path) -> N
 
 def test_a_later_clearance_of_the_same_weights_lifts_a_block(tmp_path: Path) -> None:
     world = labs_world(tmp_path)
-    spec = run_spec("lab-a", "a-7")
-    now = utc(world.clock())
-    world.sub("lab-a", RunStart, **run_start_fields("a-7", "A-7", 3e24, spec=spec, when=now))
-    finish = world.sub("lab-a", RunFinish, **finish_fields("a-7", 3e24, weights("A-7"), spec=spec, when=now))
-    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-7", finish.index))
+    _reviewed_model(world)
     world.sub("lab-a", ReviewSubmission, submission_id="first", model_name="A-7",
               model_digest={"sha256": weights("A-7")}, run_id="a-7")
     world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="first", decision="block", reason="uplift")
@@ -254,13 +246,19 @@ def test_a_commitment_met_only_with_the_others_still_binds(tmp_path: Path) -> No
 # --- releases: judged at the time the lab gives too -----------------------------------------------------------------
 
 
-def _reviewed_model(world: World) -> None:
-    """lab-a's verified A-7 (3e24 FLOP: over the pre-release-review line), submitted for review."""
-    spec = run_spec("lab-a", "a-7")
+def _verified_run(world: World, party: str, run_id: str, model: str, flop: float) -> None:
+    """``party``'s run ``run_id`` bound to a spec, started and finished now with weights ``weights(model)``, and
+    verified."""
+    spec = run_spec(party, run_id)
     now = utc(world.clock())
-    world.sub("lab-a", RunStart, **run_start_fields("a-7", "A-7", 3e24, spec=spec, when=now))
-    finish = world.sub("lab-a", RunFinish, **finish_fields("a-7", 3e24, weights("A-7"), spec=spec, when=now))
-    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-7", finish.index))
+    world.sub(party, RunStart, **run_start_fields(run_id, model, flop, spec=spec, when=now))
+    finish = world.sub(party, RunFinish, **finish_fields(run_id, flop, weights(model), spec=spec, when=now))
+    world.sub("audit", VerificationReport, **report_fields(party, run_id, finish.index))
+
+
+def _reviewed_model(world: World) -> None:
+    """lab-a's verified A-7 (3e24 FLOP: over the pre-release-review line), not yet submitted for review."""
+    _verified_run(world, "lab-a", "a-7", "A-7", 3e24)
 
 
 def _release(world: World, when_ms: int) -> None:
@@ -310,11 +308,7 @@ def test_a_release_dated_before_its_review_was_submitted_is_without_review(tmp_p
 
 def test_a_release_inside_a_pause_logged_after_the_resume_is_during_the_pause(tmp_path: Path) -> None:
     world = _committed(tmp_path)
-    spec = run_spec("lab-a", "a-1")
-    now = utc(world.clock())
-    world.sub("lab-a", RunStart, **run_start_fields("a-1", "A-1", 5e23, spec=spec, when=now))
-    finish = world.sub("lab-a", RunFinish, **finish_fields("a-1", 5e23, weights("A-1"), spec=spec, when=now))
-    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-1", finish.index))
+    _verified_run(world, "lab-a", "a-1", "A-1", 5e23)
     world.clock.advance(hours=1)
     before = world.clock()
     world.clock.advance(hours=1)
@@ -365,11 +359,7 @@ def test_a_verifiable_run_output_cannot_be_registered_as_a_base(tmp_path: Path) 
     from redline.statements import BaseModelRegistration
 
     world = labs_world(tmp_path)
-    spec = run_spec("lab-a", "a-1")
-    now = utc(world.clock())
-    world.sub("lab-a", RunStart, **run_start_fields("a-1", "A-1", 1e22, spec=spec, when=now))
-    finish = world.sub("lab-a", RunFinish, **finish_fields("a-1", 1e22, weights("A-1"), spec=spec, when=now))
-    world.sub("audit", VerificationReport, **report_fields("lab-a", "a-1", finish.index))
+    _verified_run(world, "lab-a", "a-1", "A-1", 1e22)
     with pytest.raises(InvalidStatement, match="is the final weights of run lab-a/a-1"):
         world.sub("gov", BaseModelRegistration, model_name="A-1", model_digest=weights("A-1"), training_flop=1.0,
                   source="https://example.org")

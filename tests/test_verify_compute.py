@@ -128,17 +128,17 @@ def test_total_flop_is_compared_when_nothing_was_counted(honest: Path) -> None:
     assert not f.check.passed and "RunFinish.total_flop" in f.check.detail
 
 
+def progress(t: Transcript, flop: float) -> RunProgress:
+    """The RunProgress lab-a signs for ``t`` at step 4, declaring ``flop`` FLOP so far."""
+    return RunProgress.build(party="lab-a", seq=2, run_id="r1", step=4, flop_so_far=flop,
+                             commitments=t.commitments_at(4), spec_digest=t.spec_digest, as_of=t.manifest.finished_at)
+
+
 def test_a_progress_declaration_is_compared_over_its_steps(honest: Path) -> None:
     t = load_transcript(honest)
     per_step = t.manifest.flop.per_step
-
-    def progress(flop: float) -> RunProgress:
-        return RunProgress.build(party="lab-a", seq=2, run_id="r1", step=4, flop_so_far=flop,
-                                 commitments=t.commitments_at(4), spec_digest=t.spec_digest,
-                                 as_of=t.manifest.finished_at)
-
-    assert compute_check(t, progress(4 * per_step), probe=False).check.passed
-    half = compute_check(t, progress(0.97 * 4 * per_step), probe=False)
+    assert compute_check(t, progress(t, 4 * per_step), probe=False).check.passed
+    half = compute_check(t, progress(t, 0.97 * 4 * per_step), probe=False)
     assert not half.check.passed and "RunProgress.flop_so_far (step 4)" in half.check.detail
 
 
@@ -148,18 +148,12 @@ def test_an_earlier_progress_may_not_declare_less_than_its_steps_counted(honest:
     # would move its compute out of the pause. The verifier of the RunFinish counts every step, so it checks them.
     t = load_transcript(honest)
     per_step = t.manifest.flop.per_step
-
-    def progress(flop: float) -> RunProgress:
-        return RunProgress.build(party="lab-a", seq=2, run_id="r1", step=4, flop_so_far=flop,
-                                 commitments=t.commitments_at(4), spec_digest=t.spec_digest,
-                                 as_of=t.manifest.finished_at)
-
     final = finish(t, manifest_flop(t))
-    honest_figure = compute_check(t, final, probe=False, earlier=[(6, progress(4 * per_step))])
+    honest_figure = compute_check(t, final, probe=False, earlier=[(6, progress(t, 4 * per_step))])
     assert honest_figure.check.passed, honest_figure.check.detail
-    over = compute_check(t, final, probe=False, earlier=[(6, progress(2 * 4 * per_step))])  # against itself only
+    over = compute_check(t, final, probe=False, earlier=[(6, progress(t, 2 * 4 * per_step))])  # against itself only
     assert over.check.passed
-    low = compute_check(t, final, probe=False, earlier=[(6, progress(1.0))])
+    low = compute_check(t, final, probe=False, earlier=[(6, progress(t, 1.0))])
     assert not low.check.passed and not low.check.inconclusive
     assert "the RunProgress at log entry 6 declared 1 FLOP at step 4" in low.check.detail
 
