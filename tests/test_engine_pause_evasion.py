@@ -364,3 +364,31 @@ def test_a_verifiable_run_output_cannot_be_registered_as_a_base(tmp_path: Path) 
         world.sub("gov", BaseModelRegistration, model_name="A-1", model_digest=weights("A-1"), training_flop=1.0,
                   source="https://example.org")
     assert weights("A-1") not in world.state.bases
+
+
+# --- usage reports: the lab's own chip-hours ------------------------------------------------------------------------
+
+
+def test_a_usage_report_admitting_training_beyond_the_limit_in_a_pause_is_a_violation(tmp_path: Path) -> None:
+    from redline.statements.compute import RunUsage
+
+    world = _committed(tmp_path)
+    world.sub("lab-a", RunStart, **run_start_fields("a-9", "A-9", 1e21, when=utc(world.clock())))
+    world.clock.advance(hours=1)
+    _trigger(world)
+    pause = world.state.pauses[0]
+    week = 7 * 86_400_000
+
+    def report(start_ms: int, chip_hours: float) -> None:
+        world.sub("lab-a", ComputeUsageReport, period_start=utc(start_ms), period_end=utc(start_ms + week),
+                  runs=[RunUsage(run_id="a-9", chip_hours=chip_hours)], unaccounted_chip_hours=0.0)
+
+    world.clock.advance(days=8)
+    report(pause.started_ms, 1_000)  # at least 9e19 FLOP even on the slowest chip: under the limit, and allowed
+    assert _violations(world, "lab-a") == []
+    report(pause.started_ms - week // 2, 2_000_000)  # a period straddling the pause's start: not judged
+    assert _violations(world, "lab-a") == []
+    report(pause.started_ms, 2_000_000)  # 2M chip-hours inside the pause: at least 1.8e23 FLOP
+    [found] = _violations(world, "lab-a")
+    assert "run a-9: the usage report" in found and "2,000,000 chip-hours" in found
+    assert "beyond the paused limit" in found

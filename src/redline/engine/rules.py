@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from redline.compute.chips import h100e
+from redline.compute.chips import h100e, load_catalog
 from redline.compute.eu import LineageModel, cumulative_compute, modification_fraction
 from redline.crypto.keys import VerifierKey
 from redline.engine.effects import (
@@ -322,6 +322,39 @@ class ComputeUsageReportRule:
                 ob.met_index = index
                 break
         event(state, index, now, "usage-report", f"{party.name} reports compute usage")
+        if state.pauses and pred.runs:
+            _check_paused_usage(state, pred, party, index, now)
+
+
+def _slowest_chip_flop() -> float:
+    """The smallest peak FLOP/s of any catalogued chip: what a chip-hour of unknown chips is at least worth."""
+    return min(chip.peak_flop_per_s for chip in load_catalog().values())
+
+
+def _check_paused_usage(state: State, pred: ComputeUsageReport, party: Party, index: int, now: int) -> None:
+    """A usage report for a period inside a pause that held its party to training, giving a run chip-hours that are
+    worth more than the paused limit even on the slowest catalogued chip at the policy's low utilisation, is the
+    lab's own word that the run trained beyond the limit during the pause. (A period that straddles the pause's
+    start or end is not judged: its chip-hours may lie outside it.)"""
+    start, end = ms_of(pred.period_start), ms_of(pred.period_end)
+    for pause in state.pauses:
+        if party.name not in pause.bound or "training" not in pause.scopes.get(party.name, []):
+            continue
+        began = pause.joined_ms.get(party.name, pause.started_ms)
+        if start < began or (pause.ended_ms is not None and end > pause.ended_ms):
+            continue
+        limit = pause_parameters(state, pause).paused_run_flop_limit
+        utilisation = attestation_parameters(state).utilisation_low
+        peak = _slowest_chip_flop()
+        for usage in pred.runs:
+            low = usage.chip_hours * 3600 * peak * utilisation
+            if low > limit:
+                violate(state, party.name, "training-during-pause",
+                        f"run {usage.run_id}: the usage report for {iso(start)}..{iso(end)}, inside pause "
+                        f"{pause.pause_id}, gives it {usage.chip_hours:,.0f} chip-hours: at least {low:.3g} FLOP (× "
+                        f"{peak:.3g} FLOP/s, the slowest catalogued chip, × utilisation {utilisation:g}), beyond the "
+                        f"paused limit of {limit:.3g} FLOP", [pause.trigger_index, index], now)
+        return
 
 
 # --- runs -------------------------------------------------------------------------------------
