@@ -369,26 +369,99 @@ def test_a_verifiable_run_output_cannot_be_registered_as_a_base(tmp_path: Path) 
 # --- usage reports: the lab's own chip-hours ------------------------------------------------------------------------
 
 
-def test_a_usage_report_admitting_training_beyond_the_limit_in_a_pause_is_a_violation(tmp_path: Path) -> None:
+def test_a_usage_reports_chip_hours_alone_never_make_a_violation(tmp_path: Path) -> None:
+    # Chip-hours bound FLOP only through a utilisation, which has no floor (a run at 15% on old chips is honest):
+    # a small run's true 133,333 V100-hours in a pause are no evidence it trained beyond the limit.
     from redline.statements.compute import RunUsage
 
     world = _committed(tmp_path)
-    world.sub("lab-a", RunStart, **run_start_fields("a-9", "A-9", 1e21, when=utc(world.clock())))
+    world.sub("lab-a", RunStart, **run_start_fields("a-9", "A-9", LIMIT * 0.9, when=utc(world.clock())))
     world.clock.advance(hours=1)
     _trigger(world)
     pause = world.state.pauses[0]
-    week = 7 * 86_400_000
-
-    def report(start_ms: int, chip_hours: float) -> None:
-        world.sub("lab-a", ComputeUsageReport, period_start=utc(start_ms), period_end=utc(start_ms + week),
-                  runs=[RunUsage(run_id="a-9", chip_hours=chip_hours)], unaccounted_chip_hours=0.0)
-
     world.clock.advance(days=8)
-    report(pause.started_ms, 1_000)  # at least 9e19 FLOP even on the slowest chip: under the limit, and allowed
+    world.sub("lab-a", ComputeUsageReport, period_start=utc(pause.started_ms),
+              period_end=utc(pause.started_ms + 7 * 86_400_000), runs=[RunUsage(run_id="a-9", chip_hours=133_333)],
+              unaccounted_chip_hours=0.0)
     assert _violations(world, "lab-a") == []
-    report(pause.started_ms - week // 2, 2_000_000)  # a period straddling the pause's start: not judged
-    assert _violations(world, "lab-a") == []
-    report(pause.started_ms, 2_000_000)  # 2M chip-hours inside the pause: at least 1.8e23 FLOP
+
+
+# --- the second round: edges of the rules above ---------------------------------------------------------------------
+
+
+def test_a_big_run_dated_inside_a_pause_but_logged_after_it_is_training_during_it(tmp_path: Path) -> None:
+    world = _committed(tmp_path)
+    _trigger(world)
+    world.clock.advance(hours=1)
+    started = utc(world.clock())  # inside the pause
+    world.clock.advance(days=1)
+    _resume(world)
+    world.clock.advance(hours=1)
+    world.sub("lab-a", RunStart, **run_start_fields("a-5", "A-5", 5e24, when=started))
     [found] = _violations(world, "lab-a")
-    assert "run a-9: the usage report" in found and "2,000,000 chip-hours" in found
-    assert "beyond the paused limit" in found
+    assert "run a-5 at 5e+24 FLOP is beyond the paused limit" in found and "inside pause" in found
+
+
+def test_a_point_at_the_pause_start_was_reached_before_it_one_at_its_end_inside_it(tmp_path: Path) -> None:
+    # A declared point says what the run had reached *by* its time: one dated at the very start of the pause was
+    # trained before it (an honest run that stopped when the pause began); one dated at the resume was trained
+    # during it.
+    world = _committed(tmp_path)
+    world.sub("lab-a", RunStart, **run_start_fields("a-1", "A-1", 1e21, when=utc(world.clock())))
+    world.sub("lab-a", RunProgress, **progress_fields("a-1", 10, 1e21, when=utc(world.clock())))
+    world.sub("lab-a", RunStart, **run_start_fields("a-2", "A-2", 1e21, when=utc(world.clock())))
+    world.sub("lab-a", RunProgress, **progress_fields("a-2", 10, 1e21, run="a-2", when=utc(world.clock())))
+    world.clock.advance(hours=1)
+    _trigger(world)
+    pause = world.state.pauses[0]
+    world.sub("lab-a", RunFinish, **finish_fields("a-1", 5e24, weights("A-1"), when=utc(pause.started_ms)))
+    assert _violations(world, "lab-a") == []
+    world.clock.advance(days=2)
+    _resume(world)
+    world.clock.advance(hours=1)
+    end = world.state.pauses[0].ended_ms
+    assert end is not None
+    world.sub("lab-a", RunFinish, **finish_fields("a-2", 5e24, weights("A-2"), run="a-2", when=utc(end)))
+    [found] = _violations(world, "lab-a")
+    assert "run a-2 at 5e+24 FLOP" in found
+
+
+def test_a_bound_lab_answers_for_its_own_training_not_for_others_up_its_lineage(tmp_path: Path) -> None:
+    # lab-c (uncommitted, free to train) trains a model during the pause; bound lab-b fine-tunes it a little. lab-b
+    # trained 1e21: no violation, whatever lab-c did, and whatever lab-c named its run.
+    world = _committed(tmp_path, {"lab-a": 2, "lab-b": 2})
+    _trigger(world)
+    world.clock.advance(hours=1)
+    spec = run_spec("lab-c", "c-2")
+    now = utc(world.clock())
+    world.sub("lab-c", RunStart, **run_start_fields("c-2", "OpenLM-70B", 5e23, spec=spec, when=now))
+    world.clock.advance(hours=1)
+    world.sub("lab-c", RunFinish, **finish_fields("c-2", 5e23, weights("C-2"), spec=spec, when=utc(world.clock())))
+    world.clock.advance(hours=1)
+    ft = run_spec("lab-b", "b-ft", base=weights("C-2"))
+    now = utc(world.clock())
+    world.sub("lab-b", RunStart, **run_start_fields("b-ft", "B-FT", 1e21, spec=ft, when=now))
+    world.clock.advance(hours=1)
+    world.sub("lab-b", RunFinish, **finish_fields("b-ft", 1e21, weights("B-FT"), spec=ft, when=utc(world.clock())))
+    # a run without a spec naming its base by the name lab-c gave its run
+    world.sub("lab-b", RunStart, **run_start_fields("b-named", "B-N", 1e21, base_model="OpenLM-70B",
+                                                     base_model_flop=6.3e24, when=utc(world.clock())))
+    world.clock.advance(hours=1)
+    world.sub("lab-b", RunFinish, **finish_fields("b-named", 1e21, weights("B-N"), when=utc(world.clock())))
+    assert _violations(world, "lab-b") == []
+
+
+def test_a_block_decided_after_a_clearance_of_the_same_weights_stands(tmp_path: Path) -> None:
+    world = labs_world(tmp_path)
+    _reviewed_model(world)
+    for sid in ("s1", "s2"):
+        world.sub("lab-a", ReviewSubmission, submission_id=sid, model_name="A-7",
+                  model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    world.clock.advance(days=1)
+    world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="s2", decision="clear", reason="fine")
+    world.clock.advance(days=1)
+    world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="s1", decision="block", reason="uplift")
+    world.clock.advance(days=1)
+    _release(world, world.clock())
+    [found] = _violations(world, "lab-a", "release-blocked")
+    assert "review s1 blocked these weights" in found

@@ -479,18 +479,18 @@ def release_violations(state: State, party: str, model_name: str, weights: str |
         add("release-without-review", f"released {what} without submitting these weights for review",
             [req["index"], *here])
         return out
-    # A block of these weights stands until a later review of them is cleared: submitting them again and letting
-    # the new review's window run out does not lift it.
-    blocks = [n for n, r in enumerate(reviews) if r.decision == "block"]
-    lifted = bool(blocks) and any(r.decision == "clear" for r in reviews[blocks[-1] + 1:])
+    # A block of these weights stands until a review of them is cleared after it (in log order): submitting them
+    # again and letting the new review's window run out does not lift it, nor does a clearance decided before it.
+    blocks = [r for r in reviews if r.decision == "block" and r.decision_index is not None]
+    blocked = max(blocks, key=lambda r: r.decision_index or 0) if blocks else None
+    block_at = blocked.decision_index if blocked is not None and blocked.decision_index is not None else -1
+    lifted = any(r.decision == "clear" and (r.decision_index or 0) > block_at for r in reviews)
     review = reviews[-1]
-    if blocks and not lifted:
-        blocked = reviews[blocks[-1]]
-        decided = [blocked.decision_index] if blocked.decision_index is not None else []
-        later = [r.submitted_index for r in reviews[blocks[-1] + 1:]]
+    if blocked is not None and not lifted:
+        others = [r.submitted_index for r in reviews if r is not blocked]
         add("release-blocked", f"released {what} although review {blocked.submission_id} blocked these weights"
-            + (" (no later review of them cleared them)" if later else ""),
-            sorted({blocked.submitted_index, *decided, *later, *here}))
+            + (" (no review of them was cleared after that)" if others else ""),
+            sorted({blocked.submitted_index, block_at, *others, *here}))
     elif review.decision != "clear" and now < review.window_end_ms:
         add("release-before-clearance", f"released {what} before review {review.submission_id} of these weights "
                                         f"cleared (window ends {iso(review.window_end_ms)})",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from redline.compute.chips import h100e, load_catalog
+from redline.compute.chips import h100e
 from redline.compute.eu import LineageModel, cumulative_compute, modification_fraction
 from redline.crypto.keys import VerifierKey
 from redline.engine.effects import (
@@ -322,39 +322,6 @@ class ComputeUsageReportRule:
                 ob.met_index = index
                 break
         event(state, index, now, "usage-report", f"{party.name} reports compute usage")
-        if state.pauses and pred.runs:
-            _check_paused_usage(state, pred, party, index, now)
-
-
-def _slowest_chip_flop() -> float:
-    """The smallest peak FLOP/s of any catalogued chip: what a chip-hour of unknown chips is at least worth."""
-    return min(chip.peak_flop_per_s for chip in load_catalog().values())
-
-
-def _check_paused_usage(state: State, pred: ComputeUsageReport, party: Party, index: int, now: int) -> None:
-    """A usage report for a period inside a pause that held its party to training, giving a run chip-hours that are
-    worth more than the paused limit even on the slowest catalogued chip at the policy's low utilisation, is the
-    lab's own word that the run trained beyond the limit during the pause. (A period that straddles the pause's
-    start or end is not judged: its chip-hours may lie outside it.)"""
-    start, end = ms_of(pred.period_start), ms_of(pred.period_end)
-    for pause in state.pauses:
-        if party.name not in pause.bound or "training" not in pause.scopes.get(party.name, []):
-            continue
-        began = pause.joined_ms.get(party.name, pause.started_ms)
-        if start < began or (pause.ended_ms is not None and end > pause.ended_ms):
-            continue
-        limit = pause_parameters(state, pause).paused_run_flop_limit
-        utilisation = attestation_parameters(state).utilisation_low
-        peak = _slowest_chip_flop()
-        for usage in pred.runs:
-            low = usage.chip_hours * 3600 * peak * utilisation
-            if low > limit:
-                violate(state, party.name, "training-during-pause",
-                        f"run {usage.run_id}: the usage report for {iso(start)}..{iso(end)}, inside pause "
-                        f"{pause.pause_id}, gives it {usage.chip_hours:,.0f} chip-hours: at least {low:.3g} FLOP (× "
-                        f"{peak:.3g} FLOP/s, the slowest catalogued chip, × utilisation {utilisation:g}), beyond the "
-                        f"paused limit of {limit:.3g} FLOP", [pause.trigger_index, index], now)
-        return
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -531,16 +498,29 @@ def _expect_run_finish(state: State, run: Run, index: int, now: int) -> None:
 
 
 def _check_paused_start(state: State, run: Run, planned: float, party: Party, index: int, now: int) -> None:
-    """A bound party declaring a run during a pause is a violation when the run is planned beyond the paused limit
-    of the pause's own policy."""
-    pause = state.active_pause
-    if pause is None or party.name not in pause.bound or "training" not in pause.scopes.get(party.name, []):
-        return
-    limit = pause_parameters(state, pause).paused_run_flop_limit
-    if planned > limit:
-        violate(state, party.name, "training-during-pause",
-                f"run {run.run_id} at {planned:.3g} FLOP is beyond the paused limit of {limit:.3g} FLOP",
-                [pause.trigger_index, index], now)
+    """A bound party starting a run during a pause is a violation when the run is planned beyond the paused limit
+    of the pause's own policy: a RunStart logged while the pause is in force, or one whose ``started_at`` lies
+    inside the time the party was bound (logged after the pause ended)."""
+    started = int(run.progress[0][0]) if run.progress else now
+    for pause in state.pauses:
+        if party.name not in pause.bound or "training" not in pause.scopes.get(party.name, []):
+            continue
+        if not (pause.ended_ms is None or _bound_at(pause, party.name, started)):
+            continue
+        limit = pause_parameters(state, pause).paused_run_flop_limit
+        if planned > limit:
+            dated = "" if pause.ended_ms is None else f", started {iso(started)}, inside pause {pause.pause_id}"
+            violate(state, party.name, "training-during-pause",
+                    f"run {run.run_id} at {planned:.3g} FLOP is beyond the paused limit of {limit:.3g} FLOP{dated}",
+                    [pause.trigger_index, index], now)
+            return
+
+
+def _bound_at(pause: Pause, party: str, time_ms: float) -> bool:
+    """Whether ``time_ms`` lies in the time ``pause`` held ``party``: after it started (or the party joined), up to
+    and including its end. A point in time says what had been done *by* then: one at the start was done before."""
+    began = pause.joined_ms.get(party, pause.started_ms)
+    return began < time_ms and (pause.ended_ms is None or time_ms <= pause.ended_ms)
 
 
 def _check_paused_training(state: State, run: Run, point: tuple[int, float], party: Party, index: int,
@@ -560,16 +540,15 @@ def _check_paused_training(state: State, run: Run, point: tuple[int, float], par
     for pause in state.pauses:
         if party.name not in pause.bound or "training" not in pause.scopes.get(party.name, []):
             continue
-        began = pause.joined_ms.get(party.name, pause.started_ms)
-        ended = pause.ended_ms
-        if time_ms < began or (ended is not None and time_ms >= ended):
+        if not _bound_at(pause, party.name, time_ms):
             continue
+        began, ended = pause.joined_ms.get(party.name, pause.started_ms), pause.ended_ms
         before = _reached_before(run, time_ms, index)
         if flop <= before:
             continue  # no training declared in the pause
         limit = pause_parameters(state, pause).paused_run_flop_limit
         total = flop  # what the run reached (points are cumulative; planned compute is judged at its RunStart)
-        chain = _lineage_trained(state, run, began, ended)
+        chain = _lineage_trained(state, run, pause)
         where = (f"dated {iso(time_ms)}, inside pause {pause.pause_id} "
                  f"({iso(began)}..{iso(ended) if ended is not None else 'in force'})")
         if total > limit:
@@ -590,24 +569,26 @@ def _reached_before(run: Run, time_ms: int, index: int) -> float:
                 if p[2] != index and (p[0] < time_ms or (p[0] == time_ms and p[2] < index))), default=0.0)
 
 
-def _trained_in(run: Run, began: int, ended: int | None) -> float:
-    """The FLOP ``run``'s declared points say it trained in ``[began, ended)``: what the points in it reached beyond
-    what was reached before it (each point dates the compute it declares)."""
-    inside = [p[1] for p in run.progress if p[0] >= began and (ended is None or p[0] < ended)]
+def _trained_in(run: Run, pause: Pause) -> float:
+    """The FLOP ``run``'s declared points say it trained while ``pause`` held its party (``_bound_at``): what the
+    points in that time reached beyond what was reached by its start (each point dates the compute it declares)."""
+    inside = [p[1] for p in run.progress if _bound_at(pause, run.party, p[0])]
     if not inside:
         return 0.0
-    before = max((p[1] for p in run.progress if p[0] < began), default=0.0)
+    began = pause.joined_ms.get(run.party, pause.started_ms)
+    before = max((p[1] for p in run.progress if p[0] <= began), default=0.0)
     return max(0.0, max(inside) - before)
 
 
-def _lineage_trained(state: State, run: Run, began: int, ended: int | None) -> float:
-    """What ``run`` and the runs up its lineage (by base weights digest, or by base model name) trained in
-    ``[began, ended)``."""
+def _lineage_trained(state: State, run: Run, pause: Pause) -> float:
+    """What ``run`` and the runs of its party up its lineage (by base weights digest, or by base model name) trained
+    while ``pause`` held that party. Another party's runs up the lineage are its own business: an uncommitted lab
+    may train, and a bound lab fine-tuning its model trains only what it declares itself."""
     total, seen = 0.0, set()
     current: Run | None = run
-    while current is not None and current.key not in seen:
+    while current is not None and current.key not in seen and current.party == run.party:
         seen.add(current.key)
-        total += _trained_in(current, began, ended)
+        total += _trained_in(current, pause)
         if current.base_digest is not None:
             current = producer(state, current.base_digest)  # None at a registered base
         else:
