@@ -193,14 +193,11 @@ def test_a_model_trained_on_as_a_chain_of_small_fine_tunes_during_the_pause_is_c
 def test_a_blocked_model_stays_blocked_when_submitted_again(tmp_path: Path) -> None:
     world = labs_world(tmp_path)
     _reviewed_model(world)
-    for sid in ("first", "second"):
-        world.sub("lab-a", ReviewSubmission, submission_id=sid, model_name="A-7",
-                  model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    _submit(world, "first", "second")
     world.clock.advance(days=2)
     world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="first", decision="block", reason="uplift")
     world.clock.advance(days=31)  # the second review's window ran out, undecided
-    world.sub("lab-a", Release, model_name="A-7", model_digest={"sha256": weights("A-7")},
-              released_at=utc(world.clock()))
+    _release(world, world.clock())
     found = _violations(world, "lab-a", "release-blocked")
     assert len(found) == 1 and "review first blocked these weights" in found[0]
 
@@ -208,14 +205,11 @@ def test_a_blocked_model_stays_blocked_when_submitted_again(tmp_path: Path) -> N
 def test_a_later_clearance_of_the_same_weights_lifts_a_block(tmp_path: Path) -> None:
     world = labs_world(tmp_path)
     _reviewed_model(world)
-    world.sub("lab-a", ReviewSubmission, submission_id="first", model_name="A-7",
-              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    _submit(world, "first")
     world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="first", decision="block", reason="uplift")
-    world.sub("lab-a", ReviewSubmission, submission_id="second", model_name="A-7",
-              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    _submit(world, "second")
     world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="second", decision="clear", reason="mitigated")
-    world.sub("lab-a", Release, model_name="A-7", model_digest={"sha256": weights("A-7")},
-              released_at=utc(world.clock()))
+    _release(world, world.clock())
     assert [v.kind for v in world.state.violations if v.party == "lab-a"] == []
 
 
@@ -261,6 +255,13 @@ def _reviewed_model(world: World) -> None:
     _verified_run(world, "lab-a", "a-7", "A-7", 3e24)
 
 
+def _submit(world: World, *submission_ids: str) -> None:
+    """lab-a submits A-7's weights for review under each id."""
+    for sid in submission_ids:
+        world.sub("lab-a", ReviewSubmission, submission_id=sid, model_name="A-7",
+                  model_digest={"sha256": weights("A-7")}, run_id="a-7")
+
+
 def _release(world: World, when_ms: int) -> None:
     world.sub("lab-a", Release, model_name="A-7", model_digest={"sha256": weights("A-7")}, released_at=utc(when_ms))
 
@@ -268,8 +269,7 @@ def _release(world: World, when_ms: int) -> None:
 def test_a_release_inside_the_review_window_logged_after_it_is_before_clearance(tmp_path: Path) -> None:
     world = labs_world(tmp_path)
     _reviewed_model(world)
-    world.sub("lab-a", ReviewSubmission, submission_id="s1", model_name="A-7",
-              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    _submit(world, "s1")
     world.clock.advance(days=1)
     out = world.clock()  # the weights go public on day 1 of 30...
     world.clock.advance(days=40)
@@ -282,8 +282,7 @@ def test_a_release_inside_the_review_window_logged_after_it_is_before_clearance(
 def test_a_release_dated_after_the_clearance_is_fine(tmp_path: Path) -> None:
     world = labs_world(tmp_path)
     _reviewed_model(world)
-    world.sub("lab-a", ReviewSubmission, submission_id="s1", model_name="A-7",
-              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    _submit(world, "s1")
     world.clock.advance(days=3)
     world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="s1", decision="clear", reason="fine")
     world.clock.advance(hours=1)
@@ -298,8 +297,7 @@ def test_a_release_dated_before_its_review_was_submitted_is_without_review(tmp_p
     _reviewed_model(world)
     out = world.clock()
     world.clock.advance(days=1)
-    world.sub("lab-a", ReviewSubmission, submission_id="s1", model_name="A-7",
-              model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    _submit(world, "s1")
     world.clock.advance(days=31)
     _release(world, out)
     [found] = _violations(world, "lab-a", "release-without-review")
@@ -454,9 +452,7 @@ def test_a_bound_lab_answers_for_its_own_training_not_for_others_up_its_lineage(
 def test_a_block_decided_after_a_clearance_of_the_same_weights_stands(tmp_path: Path) -> None:
     world = labs_world(tmp_path)
     _reviewed_model(world)
-    for sid in ("s1", "s2"):
-        world.sub("lab-a", ReviewSubmission, submission_id=sid, model_name="A-7",
-                  model_digest={"sha256": weights("A-7")}, run_id="a-7")
+    _submit(world, "s1", "s2")
     world.clock.advance(days=1)
     world.sub("gov", ReviewDecision, submitter="lab-a", submission_id="s2", decision="clear", reason="fine")
     world.clock.advance(days=1)

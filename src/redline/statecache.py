@@ -205,12 +205,8 @@ def load_source(source: Source, directory: Path | None, *, use_cache: bool = Tru
             note(f"state snapshot of {start} entries used: its state digested again to the {carried[:16]}… it "
                  "carries")
     from_snapshot = base is None and state is not None and start > 0
-    entries = source.entries(start)
     initial = state if state is not None else State(origin=source.origin)
-    if size - start >= MIN_PARALLEL_ENTRIES and workers > 1:
-        state = replay_parallel(entries, initial, workers=workers)
-    else:
-        state = replay(entries, initial)
+    state = _replay(source.entries(start), initial, size - start, workers)
     loaded = Loaded(state, start if from_snapshot else None, size - start, reason,
                     snapshot_digest=carried if from_snapshot else None)
     # Snapshots that could not be used count for nothing: after an upgrade (every snapshot made by other code) or
@@ -241,20 +237,21 @@ def snapshot_now(log: Log, logdir: Path, *, note: Note | None = None, workers: i
     return loaded, save_snapshot(log_source(log), directory, loaded.state, strict=True)
 
 
-def _worth_saving(directory: Path, start: int, size: int, newest: int | None = None) -> bool:
+def _worth_saving(directory: Path, start: int, size: int, newest: int | None = None, *,
+                  need: int | None = None) -> bool:
     """Whether a state of ``size`` entries, ``start`` of them from a snapshot or a state held, is worth saving: the
     log has grown enough past the newest snapshot (``newest``: the size of the newest usable one, 0 for none;
-    None: the newest file in ``directory``, usable or not)."""
+    None: the newest file in ``directory``, usable or not): ``need`` entries, by default the larger of
+    ``SAVE_MIN_ENTRIES`` and ``SAVE_SHARE`` of the log."""
     latest = max(_sizes(directory), default=0) if newest is None else newest
-    return size > latest and size - max(start, latest) >= max(SAVE_MIN_ENTRIES, int(size * SAVE_SHARE))
+    need = need if need is not None else max(SAVE_MIN_ENTRIES, int(size * SAVE_SHARE))
+    return size > latest and size - max(start, latest) >= need
 
 
 def due(logdir: Path, size: int, every: int | None = None) -> bool:
     """Whether a log of ``size`` entries in LOGDIR is due a new snapshot: ``every`` entries (default: the larger
     of ``SAVE_MIN_ENTRIES`` and ``SAVE_SHARE`` of the log) came after the newest snapshot file."""
-    newest = max(_sizes(snapshot_dir(logdir)), default=0)
-    need = every if every is not None else max(SAVE_MIN_ENTRIES, int(size * SAVE_SHARE))
-    return size > newest and size - newest >= need
+    return _worth_saving(snapshot_dir(logdir), 0, size, need=every)
 
 
 def _signed_head(log: Log) -> tuple[int, bytes]:
@@ -431,10 +428,14 @@ def _replay_prefix(source: Source, size: int, workers: int) -> State:
             if entry.index < size:
                 yield entry
 
-    initial = State(origin=source.origin)
-    if size >= MIN_PARALLEL_ENTRIES and workers > 1:
-        return replay_parallel(prefix(source.entries(0)), initial, workers=workers)
-    return replay(prefix(source.entries(0)), initial)
+    return _replay(prefix(source.entries(0)), State(origin=source.origin), size, workers)
+
+
+def _replay(entries: Iterator[Entry], initial: State, count: int, workers: int) -> State:
+    """``initial`` with ``entries`` (about ``count`` of them) applied: in parallel when there are enough."""
+    if count >= MIN_PARALLEL_ENTRIES and workers > 1:
+        return replay_parallel(entries, initial, workers=workers)
+    return replay(entries, initial)
 
 
 def _discard(path: Path, f: BinaryIO) -> None:

@@ -548,14 +548,13 @@ def _check_paused_training(state: State, run: Run, point: tuple[int, float], par
             continue  # no training declared in the pause
         limit = pause_parameters(state, pause).paused_run_flop_limit
         total = flop  # what the run reached (points are cumulative; planned compute is judged at its RunStart)
-        chain = _lineage_trained(state, run, pause)
         where = (f"dated {iso(time_ms)}, inside pause {pause.pause_id} "
                  f"({iso(began)}..{iso(ended) if ended is not None else 'in force'})")
         if total > limit:
             violate(state, party.name, "training-during-pause",
                     f"run {run.run_id} at {total:.3g} FLOP is beyond the paused limit of {limit:.3g} FLOP and trained "
                     f"from {before:.3g} to {flop:.3g} FLOP {where}", [pause.trigger_index, index], now)
-        elif chain > limit:
+        elif (chain := _lineage_trained(state, run, pause)) > limit:
             violate(state, party.name, "training-during-pause",
                     f"run {run.run_id} and the runs up its lineage trained {chain:.3g} FLOP during pause "
                     f"{pause.pause_id}, beyond its paused limit of {limit:.3g} FLOP (this statement: from "
